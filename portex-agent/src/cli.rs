@@ -1,0 +1,50 @@
+//! Command-line interface.
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "portex",
+    version,
+    about = "Who is burning the ephemeral ports, towards which destination, and how close each pool is to empty"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Print connection lifecycle and port-failure events as they happen (needs root).
+    Watch(WatchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct WatchArgs {
+    /// One JSON object per line (NDJSON, Elastic Common Schema field names).
+    #[arg(long)]
+    pub json: bool,
+    /// Only events of this process id (thread-group id).
+    #[arg(long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only events of processes (or threads) with this name.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only connect_failed and bind_failed.
+    #[arg(long)]
+    pub failures_only: bool,
+    /// Do not attach the connect/bind syscall tracepoints. Every TCP lifecycle and the
+    /// exhaustion signature are still seen, but not other errnos nor bind().
+    #[arg(long)]
+    pub no_syscall_hooks: bool,
+    /// Ring buffer size in KiB (a power of two).
+    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    pub ring_kib: u32,
+}
+
+fn parse_ring_kib(s: &str) -> Result<u32, String> {
+    let v: u32 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if !(4..=1 << 20).contains(&v) || !v.is_power_of_two() {
+        return Err("must be a power of two between 4 and 1048576".into());
+    }
+    Ok(v)
+}

@@ -1,0 +1,201 @@
+//! Loading and attaching the kernel programs, and reading their loss counters and cost.
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{Context, Result, bail};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use portex_common::counter;
+
+use crate::host;
+
+/// The kernel object built by build.rs (aya-build).
+#[cfg(not(portex_no_ebpf))]
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portex"));
+#[cfg(portex_no_ebpf)]
+pub static OBJECT: &[u8] = &[];
+
+/// (program, tracepoint category, tracepoint name, needed for the syscall path)
+const PROGRAMS: &[(&str, &str, &str, bool)] = &[
+    ("inet_sock_set_state", "sock", "inet_sock_set_state", false),
+    ("tcp_receive_reset", "tcp", "tcp_receive_reset", false),
+    ("sys_enter_connect", "syscalls", "sys_enter_connect", true),
+    ("sys_exit_connect", "syscalls", "sys_exit_connect", true),
+    ("sys_enter_bind", "syscalls", "sys_enter_bind", true),
+    ("sys_exit_bind", "syscalls", "sys_exit_bind", true),
+];
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_bytes: u32,
+    /// Wake user space only when this many bytes wait (failures always wake).
+    pub wakeup_bytes: u64,
+    /// Attach the connect/bind syscall tracepoints (errno, bind, cause). Without them
+    /// portex still sees every TCP lifecycle and exhaustion signature, but not errno
+    /// values other than the inferred EADDRNOTAVAIL, nor bind().
+    pub syscall_hooks: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            ring_bytes: 4 << 20,
+            wakeup_bytes: 1,
+            syscall_hooks: true,
+        }
+    }
+}
+
+/// The loaded programs. Dropping it detaches them.
+pub struct Probe {
+    ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+    attached: Vec<&'static str>,
+}
+
+/// Per-program cost, from the kernel's own statistics (kernel.bpf_stats_enabled=1).
+#[derive(Clone, Debug, Default)]
+pub struct ProgStats {
+    pub name: String,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
+    /// Runs the kernel skipped because another BPF program was running on the CPU:
+    /// events lost without a trace in the ring buffer.
+    pub recursion_misses: u64,
+}
+
+impl Probe {
+    pub fn load(opts: &LoadOptions) -> Result<(Probe, RingBuf<MapData>)> {
+        if OBJECT.is_empty() {
+            bail!(
+                "this build has no eBPF object (built with AYA_BUILD_SKIP=1); rebuild without it"
+            );
+        }
+        host::preflight()?;
+        let mut loader = EbpfLoader::new();
+        loader.override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true);
+        loader.map_max_entries("EVENTS", opts.ring_bytes);
+        let mut ebpf = loader
+            .load(OBJECT)
+            .context("loading the eBPF object into the kernel")?;
+        let mut attached = Vec::new();
+        for &(name, category, tp, syscall) in PROGRAMS {
+            if syscall && !opts.syscall_hooks {
+                continue;
+            }
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .with_context(|| format!("program {name} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel verifier rejected {name}"))?;
+            prog.attach(category, tp)
+                .with_context(|| format!("attaching {name} to tracepoint {category}:{tp}"))?;
+            attached.push(name);
+        }
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
+        let counters =
+            PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
+        Ok((
+            Probe {
+                ebpf,
+                counters,
+                attached,
+            },
+            ring,
+        ))
+    }
+
+    pub fn attached(&self) -> &[&'static str] {
+        &self.attached
+    }
+
+    /// A kernel counter summed over CPUs.
+    pub fn counter(&self, index: u32) -> u64 {
+        self.counters
+            .get(&index, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
+    pub fn ringbuf_drops(&self) -> u64 {
+        self.counter(counter::RINGBUF_FULL)
+    }
+
+    pub fn map_full(&self) -> u64 {
+        self.counter(counter::MAP_FULL)
+    }
+
+    /// Cost and skipped runs of each attached program.
+    pub fn stats(&self) -> Vec<ProgStats> {
+        let mut out = Vec::new();
+        for &name in &self.attached {
+            let Some(prog) = self.ebpf.program(name) else {
+                continue;
+            };
+            let Ok(fd) = prog.fd() else { continue };
+            if let Some(s) = prog_stats(fd.as_fd().as_raw_fd()) {
+                out.push(ProgStats {
+                    name: name.to_string(),
+                    ..s
+                });
+            }
+        }
+        out
+    }
+
+    /// Runs skipped by the kernel, summed over programs.
+    pub fn recursion_misses(&self) -> u64 {
+        self.stats().iter().map(|s| s.recursion_misses).sum()
+    }
+}
+
+/// Reads run_time_ns, run_cnt and recursion_misses of a program with
+/// BPF_OBJ_GET_INFO_BY_FD (aya does not expose recursion_misses).
+fn prog_stats(fd: i32) -> Option<ProgStats> {
+    // Offsets in struct bpf_prog_info (include/uapi/linux/bpf.h), stable UAPI.
+    const RUN_TIME_NS: usize = 192;
+    const RUN_CNT: usize = 200;
+    const RECURSION_MISSES: usize = 208;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let mut info = [0u64; 32];
+    #[repr(C)]
+    struct InfoAttr {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let mut attr = InfoAttr {
+        bpf_fd: fd as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr and info outlive the call; the kernel writes at most info_len bytes.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &mut attr as *mut InfoAttr,
+            std::mem::size_of::<InfoAttr>(),
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let at = |off: usize| {
+        if (attr.info_len as usize) >= off + 8 {
+            info[off / 8]
+        } else {
+            0
+        }
+    };
+    Some(ProgStats {
+        name: String::new(),
+        run_time_ns: at(RUN_TIME_NS),
+        run_cnt: at(RUN_CNT),
+        recursion_misses: at(RECURSION_MISSES),
+    })
+}

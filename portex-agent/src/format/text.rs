@@ -1,0 +1,47 @@
+//! One human-readable line per event.
+use std::fmt::Write;
+
+use super::View;
+use crate::{clock::rfc3339_micros, errno};
+
+/// Copies `s`, replacing every control character (escape sequences included) so that
+/// an untrusted process name cannot drive the terminal.
+pub fn sanitize(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if c.is_control() {
+            let _ = write!(out, "\\x{:02x}", c as u32 & 0xff);
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+pub fn write_line(v: &View, out: &mut String) {
+    let r = v.rec;
+    let mut ts = String::with_capacity(32);
+    rfc3339_micros(v.unix_ns, &mut ts);
+    // Time of day is enough on a terminal: HH:MM:SS.micros
+    out.push_str(ts.get(11..26).unwrap_or(&ts));
+    let _ = write!(out, " {:<14} {:>7} ", r.action.as_str(), r.process.pid);
+    sanitize(v.process_name, out);
+    let _ = write!(out, " {} {}", r.transport.as_str(), r.source);
+    if let Some(d) = r.destination {
+        let _ = write!(out, " -> {d}");
+    }
+    if let Some(e) = r.errno {
+        let _ = write!(out, " {}", errno::name(e));
+    }
+    if let Some(c) = r.cause {
+        let _ = write!(out, " ({})", c.describe());
+    }
+    if let Some(c) = &r.close {
+        let _ = write!(out, " {}", c.kind.as_str());
+        if c.time_wait {
+            out.push_str(" time_wait");
+        }
+    }
+    if let Some(d) = r.duration_us {
+        let _ = write!(out, " {}.{:03}ms", d / 1000, d % 1000);
+    }
+    out.push('\n');
+}

@@ -1,0 +1,134 @@
+//! What /proc and the socket itself tell about an event's process: the process name
+//! (the kernel records the thread's), and for bind() and some failures the socket's
+//! protocol and local address.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use crate::model::Transport;
+
+/// Process names by pid, re-read after `ttl_ns` so that a reused pid gets its new name.
+pub struct ProcNames {
+    cache: HashMap<u32, (String, u64)>,
+    ttl_ns: u64,
+}
+
+const MAX_CACHED: usize = 8192;
+
+impl ProcNames {
+    pub fn new(ttl_ns: u64) -> Self {
+        ProcNames {
+            cache: HashMap::new(),
+            ttl_ns,
+        }
+    }
+
+    /// The name of `pid` (its /proc/<pid>/comm); `fallback` (the thread's comm) when
+    /// the process is gone or unknown.
+    pub fn name<'a>(&'a mut self, pid: u32, now_ns: u64, fallback: &'a str) -> &'a str {
+        if pid == 0 {
+            return fallback;
+        }
+        let fresh = self
+            .cache
+            .get(&pid)
+            .is_some_and(|(_, at)| now_ns.saturating_sub(*at) < self.ttl_ns);
+        if !fresh {
+            if self.cache.len() >= MAX_CACHED {
+                self.cache.clear();
+            }
+            match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                Ok(s) => {
+                    self.cache
+                        .insert(pid, (s.trim_end_matches('\n').to_string(), now_ns));
+                }
+                Err(_) => {
+                    self.cache.remove(&pid);
+                    return fallback;
+                }
+            }
+        }
+        self.cache
+            .get(&pid)
+            .map(|(n, _)| n.as_str())
+            .unwrap_or(fallback)
+    }
+}
+
+/// The protocol and local address of socket `fd` of process `pid`, read through a
+/// duplicate of the descriptor (pidfd_getfd, Linux 5.6+). None when the process or the
+/// descriptor is gone, or the kernel refuses.
+pub fn socket_of(pid: u32, fd: i32) -> Option<(Transport, SocketAddr)> {
+    if pid == 0 || fd < 0 {
+        return None;
+    }
+    // SAFETY: plain syscalls on integers; every fd opened here is closed below.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) as libc::c_int;
+        if pidfd < 0 {
+            return None;
+        }
+        let sfd = libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as libc::c_int;
+        libc::close(pidfd);
+        if sfd < 0 {
+            return None;
+        }
+        let res = query_socket(sfd);
+        libc::close(sfd);
+        res
+    }
+}
+
+unsafe fn query_socket(fd: libc::c_int) -> Option<(Transport, SocketAddr)> {
+    let mut proto: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid out-pointers of the sizes given.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_PROTOCOL,
+            &mut proto as *mut _ as *mut _,
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return None;
+    }
+    let transport = match proto {
+        libc::IPPROTO_TCP => Transport::Tcp,
+        libc::IPPROTO_UDP => Transport::Udp,
+        _ => Transport::Unknown,
+    };
+    // SAFETY: sockaddr_storage is large enough for any address.
+    let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let mut slen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let rc = unsafe { libc::getsockname(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut slen) };
+    if rc != 0 {
+        return None;
+    }
+    let addr = match ss.ss_family as i32 {
+        libc::AF_INET => {
+            // SAFETY: family checked.
+            let sin: libc::sockaddr_in = unsafe { *(&ss as *const _ as *const libc::sockaddr_in) };
+            SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
+                u16::from_be(sin.sin_port),
+            )
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family checked.
+            let sin6: libc::sockaddr_in6 =
+                unsafe { *(&ss as *const _ as *const libc::sockaddr_in6) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let ip = ip
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(ip));
+            SocketAddr::new(ip, u16::from_be(sin6.sin6_port))
+        }
+        _ => return None,
+    };
+    Some((transport, addr))
+}

@@ -1,0 +1,69 @@
+//! `syscalls:sys_enter_bind` / `sys_exit_bind`: ports taken by bind() and its failures
+//! (EADDRINUSE when no ephemeral port is left).
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use portex_common::{counter, kind};
+
+use crate::{
+    connect::{ARG_ADDR, ARG_FD, RET, arg, read_sockaddr},
+    maps::{BINDS, BindCtx, count},
+    util::{current_owner, current_tid, emit, now_ns},
+};
+
+// sys_enter_bind: int fd @16; struct sockaddr * umyaddr @24; int addrlen @32 (the same
+// offsets as sys_enter_connect). sys_exit_bind: long ret @16.
+
+const MAX_USER_ERRNO: i32 = 511;
+
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    try_enter(&ctx);
+    0
+}
+
+fn try_enter(ctx: &TracePointContext) -> Option<()> {
+    let (family, port, addr) = read_sockaddr(arg::<u64>(ctx, ARG_ADDR))?;
+    let b = BindCtx {
+        fd: arg::<u64>(ctx, ARG_FD) as i32,
+        family,
+        port,
+        addr,
+    };
+    if BINDS.insert(current_tid(), b, 0).is_err() {
+        count(counter::MAP_FULL);
+    }
+    None
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    try_exit(&ctx);
+    0
+}
+
+fn try_exit(ctx: &TracePointContext) -> Option<()> {
+    let tid = current_tid();
+    // SAFETY: copied out at once, then deleted on every path.
+    let b = unsafe { BINDS.get(tid) }.copied();
+    let _ = BINDS.remove(tid);
+    let b = b?;
+    let ret = arg::<i64>(ctx, RET) as i32;
+    // Success matters only when the kernel chose the port (port 0 asked).
+    if (ret == 0 && b.port != 0) || ret < -MAX_USER_ERRNO || ret > 0 {
+        return None;
+    }
+    let me = current_owner(0, 0);
+    emit(ret != 0, |ev| {
+        ev.kind = kind::BIND_RET;
+        ev.ts_ns = now_ns();
+        ev.tgid = me.tgid;
+        ev.tid = me.tid;
+        ev.cgroup_id = me.cgroup_id;
+        ev.comm = me.comm;
+        ev.ret = ret;
+        ev.fd = b.fd;
+        ev.family = b.family;
+        ev.sport = b.port;
+        ev.saddr = b.addr;
+    });
+    None
+}

@@ -1,0 +1,69 @@
+//! Maps shared by the programs, and the tunables the loader sets.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use portex_common::{SockInfo, counter};
+
+/// Every event for user space. The loader may resize it (EbpfLoader::set_max_entries).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+/// Live sockets, keyed by kernel address: owner and flags, so that transitions running in
+/// softirq are attributed to the owner rather than to whoever was on the CPU. LRU so
+/// that a missed close (a skipped tracepoint run) cannot leak an entry forever.
+#[map]
+pub static SOCKS: LruHashMap<u64, SockInfo> = LruHashMap::with_max_entries(131_072, 0);
+
+/// Listening sockets by local port: the owner a passively opened socket starts with.
+#[map]
+pub static LISTENERS: LruHashMap<u16, SockInfo> = LruHashMap::with_max_entries(16_384, 0);
+
+/// connect() calls in flight, keyed by thread id.
+#[map]
+pub static CONNECTS: HashMap<u32, ConnectCtx> = HashMap::with_max_entries(16_384, 0);
+
+/// bind() calls in flight, keyed by thread id.
+#[map]
+pub static BINDS: HashMap<u32, BindCtx> = HashMap::with_max_entries(16_384, 0);
+
+/// Loss counters, indexed by `portex_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Ring-buffer wake-up batching: an ordinary event wakes the reader only once this many
+/// bytes are waiting (the reader also drains on a short timer). Failures always wake.
+/// 1 (the default: non-zero keeps it in .rodata, where the loader can set it) wakes on
+/// every event.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: u64 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectCtx {
+    pub skaddr: u64,
+    pub fd: i32,
+    pub flags: u32,
+    pub family: u16,
+    pub dport: u16,
+    pub sport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BindCtx {
+    pub fd: i32,
+    pub family: u16,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
+pub fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *p += 1 };
+    }
+}

@@ -1,0 +1,70 @@
+//! Helpers shared by the programs: the current task, and sending an event.
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_ktime_get_boot_ns,
+    },
+};
+use portex_common::{Event, SockInfo, TASK_COMM_LEN, counter};
+
+use crate::maps::{EVENTS, WAKEUP_BYTES, count};
+
+pub fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { bpf_ktime_get_boot_ns() }
+}
+
+/// The calling task as a socket owner.
+pub fn current_owner(birth_ns: u64, flags: u32) -> SockInfo {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    SockInfo {
+        birth_ns,
+        // SAFETY: helper without arguments.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        tgid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        flags,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0u8; TASK_COMM_LEN]),
+    }
+}
+
+pub fn current_tid() -> u32 {
+    bpf_get_current_pid_tgid() as u32
+}
+
+/// Reserves a record, lets `fill` write it, and submits it. `urgent` events (failures)
+/// wake the reader at once; others wake it only when WAKEUP_BYTES are waiting.
+#[inline(always)]
+pub fn emit(urgent: bool, fill: impl FnOnce(&mut Event)) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count(counter::RINGBUF_FULL);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    // SAFETY: the reservation is EVENT_SIZE bytes; write a whole value before use.
+    unsafe {
+        ev.write(Event::zeroed());
+        fill(&mut *ev);
+    }
+    // SAFETY: reading a global the loader may have set.
+    let batch = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
+    let flags = if urgent || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= batch {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
+}
+
+/// Copies an owner into an event's process fields.
+#[inline(always)]
+pub fn set_owner(ev: &mut Event, owner: &SockInfo) {
+    ev.tgid = owner.tgid;
+    ev.tid = owner.tid;
+    ev.cgroup_id = owner.cgroup_id;
+    ev.comm = owner.comm;
+    ev.birth_ns = owner.birth_ns;
+    ev.flags = owner.flags;
+}

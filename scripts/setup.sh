@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build and test portex. Idempotent and quick
+# when everything is already present. Needs root (apt-get) the first time.
+set -euo pipefail
+export PATH="$HOME/.cargo/bin:$PATH"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+need_apt=()
+[ -d /usr/lib/llvm-22/lib ] && ls /usr/lib/llvm-22/lib/libLLVM*.so >/dev/null 2>&1 || need_apt+=(llvm-22-dev)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v bpftool >/dev/null 2>&1 || need_apt+=(bpftool)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
+command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  log "installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+if ! rustup toolchain list | grep -q '^nightly'; then
+  log "installing the nightly toolchain"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
+  log "adding rust-src to nightly"
+  rustup component add rust-src --toolchain nightly
+fi
+
+if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
+  log "building bpf-linker against LLVM 22 (about a minute)"
+  LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22
+fi
+log "ready"

@@ -1,0 +1,173 @@
+//! Drives real sockets for the end-to-end tests, inside a network namespace it enters
+//! itself (`--netns NAME`), and prints the ground truth it saw, one fact per line:
+//!   pid <pid>
+//!   listen <addr>
+//!   connect ok <local addr> | connect err <errno>
+//!   bind ok <local addr> | bind err <errno>
+//! The tests compare these lines with what portex reported for this pid.
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    thread,
+    time::Duration,
+};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (netns, rest) = match args.first().map(String::as_str) {
+        Some("--netns") => (Some(args[1].clone()), args[2..].to_vec()),
+        _ => (None, args),
+    };
+    if let Some(ns) = netns {
+        enter_netns(&ns);
+    }
+    println!("pid {}", std::process::id());
+    let a: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["exhaust-tcp", addr, attempts] => {
+            exhaust_tcp(addr.parse().unwrap(), attempts.parse().unwrap())
+        }
+        ["client-close", addr, n] => client_close(addr.parse().unwrap(), n.parse().unwrap()),
+        ["collision", addr] => collision(addr.parse().unwrap()),
+        ["exhaust-bind", addr, attempts] => {
+            exhaust_bind(addr.parse().unwrap(), attempts.parse().unwrap())
+        }
+        ["exhaust-udp", addr, attempts] => {
+            exhaust_udp(addr.parse().unwrap(), attempts.parse().unwrap())
+        }
+        _ => {
+            eprintln!(
+                "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp ..."
+            );
+            std::process::exit(2);
+        }
+    }
+    std::io::stdout().flush().unwrap();
+}
+
+fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("open netns");
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd of a network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+
+/// A listener that accepts and holds every connection until the process exits.
+fn listen_and_hold(addr: SocketAddr) -> SocketAddr {
+    let l = TcpListener::bind(addr).expect("listen");
+    let local = l.local_addr().unwrap();
+    println!("listen {local}");
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    local
+}
+
+/// Connects until the pool towards one destination is empty, holding every socket.
+fn exhaust_tcp(listen: SocketAddr, attempts: usize) {
+    let dest = listen_and_hold(listen);
+    let mut held = Vec::new();
+    for _ in 0..attempts {
+        match TcpStream::connect(dest) {
+            Ok(s) => {
+                println!("connect ok {}", s.local_addr().unwrap());
+                held.push(s);
+            }
+            Err(e) => println!("connect err {}", errno_of(&e)),
+        }
+    }
+    thread::sleep(Duration::from_millis(200));
+}
+
+/// n connections where the client closes first: client ports end in TIME_WAIT.
+fn client_close(listen: SocketAddr, n: usize) {
+    let l = TcpListener::bind(listen).expect("listen");
+    let dest = l.local_addr().unwrap();
+    println!("listen {dest}");
+    let server = thread::spawn(move || {
+        for _ in 0..n {
+            let (mut s, _) = l.accept().unwrap();
+            let mut buf = [0u8; 16];
+            // Wait for the client's FIN, then close: the server's close is passive.
+            while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+            drop(s);
+        }
+    });
+    for _ in 0..n {
+        let mut s = TcpStream::connect(dest).unwrap();
+        println!("connect ok {}", s.local_addr().unwrap());
+        s.write_all(b"x").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        drop(s);
+    }
+    server.join().unwrap();
+    thread::sleep(Duration::from_millis(200));
+}
+
+/// bind() a port, connect; bind the same port again (SO_REUSEADDR) and connect to the
+/// same destination: the 4-tuple is taken, connect() fails with EADDRNOTAVAIL.
+fn collision(listen: SocketAddr) {
+    let dest = listen_and_hold(listen);
+    let domain = Domain::for_address(dest);
+    let first = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    first.set_reuse_address(true).unwrap();
+    first
+        .bind(&SockAddr::from(SocketAddr::new(dest.ip(), 0)))
+        .unwrap();
+    let bound = first.local_addr().unwrap().as_socket().unwrap();
+    first.connect(&SockAddr::from(dest)).unwrap();
+    println!("connect ok {bound}");
+    let second = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    second.set_reuse_address(true).unwrap();
+    second.bind(&SockAddr::from(bound)).unwrap();
+    match second.connect(&SockAddr::from(dest)) {
+        Ok(()) => println!("connect ok {bound}"),
+        Err(e) => println!("connect err {}", errno_of(&e)),
+    }
+    thread::sleep(Duration::from_millis(200));
+}
+
+/// bind(port 0) until none is left, holding every socket.
+fn exhaust_bind(addr: SocketAddr, attempts: usize) {
+    let mut held = Vec::new();
+    for _ in 0..attempts {
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).unwrap();
+        match s.bind(&SockAddr::from(SocketAddr::new(addr.ip(), 0))) {
+            Ok(()) => {
+                println!("bind ok {}", s.local_addr().unwrap().as_socket().unwrap());
+                held.push(s);
+            }
+            Err(e) => println!("bind err {}", errno_of(&e)),
+        }
+    }
+    thread::sleep(Duration::from_millis(200));
+}
+
+/// UDP connect() (auto-bind) until none is left, holding every socket.
+fn exhaust_udp(dest: SocketAddr, attempts: usize) {
+    let mut held = Vec::new();
+    for _ in 0..attempts {
+        let s = Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        match s.connect(&SockAddr::from(dest)) {
+            Ok(()) => {
+                println!(
+                    "connect ok {}",
+                    s.local_addr().unwrap().as_socket().unwrap()
+                );
+                held.push(s);
+            }
+            Err(e) => println!("connect err {}", errno_of(&e)),
+        }
+    }
+    thread::sleep(Duration::from_millis(200));
+}

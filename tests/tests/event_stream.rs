@@ -1,0 +1,259 @@
+//! Issue "From kernel to NDJSON": the real programs, real sockets, compared with what
+//! the driver saw. Each test has its own network namespace with a few ports.
+use portex_e2e::*;
+
+const EADDRNOTAVAIL: i32 = 99;
+const EADDRINUSE: i32 = 98;
+const EAGAIN: i32 = 11;
+
+fn errnos(d: &Driven, prefix: &str) -> Vec<i32> {
+    d.facts(prefix).iter().map(|e| e.parse().unwrap()).collect()
+}
+
+/// Checks exhaustion of a 4-port range towards one destination, for v4 or v6.
+fn exhaust_tcp(listen: &str, tag: &str) {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new(tag);
+    ns.port_range(40000, 40003);
+    let portex = Portex::start(&["watch", "--json"]);
+    let d = ns.drive(&["exhaust-tcp", listen, "8"]);
+    let out = portex.stop();
+    let ok = d.facts("connect ok ");
+    let failed = errnos(&d, "connect err ");
+    assert!(
+        !ok.is_empty() && !failed.is_empty(),
+        "the driver did not exhaust the range: {:?}",
+        d.lines
+    );
+    assert!(failed.iter().all(|&e| e == EADDRNOTAVAIL), "{failed:?}");
+    let dest: String = d.facts("listen ")[0].clone();
+
+    let ev = out.events_of(d.pid);
+    let fails = with_action(&ev, "connect_failed");
+    assert_eq!(
+        fails.len(),
+        failed.len(),
+        "one connect_failed per failing connect\n{}",
+        out.dump(d.pid)
+    );
+    for f in &fails {
+        assert_eq!(f["error"]["code"], "EADDRNOTAVAIL", "{f}");
+        assert_eq!(f["portex"]["cause"], "port_range_exhausted", "{f}");
+        assert_eq!(f["event"]["outcome"], "failure");
+        assert_eq!(f["network"]["transport"], "tcp");
+        let got = format!(
+            "{}",
+            std::net::SocketAddr::new(
+                f["destination"]["ip"].as_str().unwrap().parse().unwrap(),
+                f["destination"]["port"].as_u64().unwrap() as u16,
+            )
+        );
+        assert_eq!(got, dest, "{f}");
+    }
+    let connects = with_action(&ev, "connect");
+    let ports: Vec<u64> = connects
+        .iter()
+        .map(|c| c["source"]["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        connects.len(),
+        ok.len(),
+        "one connect per successful connect\n{}",
+        out.dump(d.pid)
+    );
+    assert!(
+        ports.iter().all(|p| (40000..=40003).contains(p)),
+        "ports outside the range: {ports:?}"
+    );
+    let mut truth: Vec<u64> = ok
+        .iter()
+        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
+        .collect();
+    let mut seen = ports.clone();
+    truth.sort();
+    seen.sort();
+    assert_eq!(seen, truth, "source ports must match what connect() got");
+    // Every EADDRNOTAVAIL is also warned about on stderr.
+    let warnings = out
+        .stderr
+        .iter()
+        .filter(|l| l.contains("EADDRNOTAVAIL") && l.contains(&format!("pid {}", d.pid)))
+        .count();
+    assert_eq!(warnings, failed.len(), "{:?}", out.stderr);
+    assert_eq!(out.code, Some(0));
+}
+
+#[test]
+fn exhausting_the_range_reports_each_failure_once() {
+    exhaust_tcp("127.0.0.1:5000", "exh4");
+}
+
+#[test]
+fn exhausting_the_range_over_ipv6() {
+    exhaust_tcp("[::1]:5000", "exh6");
+}
+
+#[test]
+fn client_closing_first_leaves_its_ports_in_time_wait() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("tw");
+    ns.port_range(41000, 41099);
+    let portex = Portex::start(&["watch", "--json"]);
+    let d = ns.drive(&["client-close", "127.0.0.1:6000", "5"]);
+    let out = portex.stop();
+    let ev = out.events_of(d.pid);
+    let mut client_ports: Vec<u64> = d
+        .facts("connect ok ")
+        .iter()
+        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
+        .collect();
+    let tw = with_action(&ev, "time_wait");
+    let mut tw_ports: Vec<u64> = tw
+        .iter()
+        .map(|v| v["source"]["port"].as_u64().unwrap())
+        .collect();
+    client_ports.sort();
+    tw_ports.sort();
+    assert_eq!(
+        tw_ports,
+        client_ports,
+        "exactly the client ports enter TIME_WAIT\n{}",
+        out.dump(d.pid)
+    );
+    // The server side (port 6000) closed passively: no TIME_WAIT there.
+    let server_closes: Vec<_> = with_action(&ev, "close")
+        .into_iter()
+        .filter(|v| v["source"]["port"] == 6000)
+        .collect();
+    assert_eq!(server_closes.len(), 5, "{}", out.dump(d.pid));
+    for c in server_closes {
+        assert_eq!(c["portex"]["close"]["kind"], "passive", "{c}");
+        assert_eq!(c["portex"]["close"]["time_wait"], false);
+    }
+    for c in with_action(&ev, "close")
+        .into_iter()
+        .filter(|v| v["source"]["port"] != 6000)
+    {
+        assert_eq!(c["portex"]["close"]["kind"], "active", "{c}");
+        assert!(c["portex"]["duration_us"].as_u64().is_some(), "{c}");
+    }
+}
+
+#[test]
+fn connect_after_bind_to_a_taken_tuple_is_a_collision() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("coll");
+    let portex = Portex::start(&["watch", "--json"]);
+    let d = ns.drive(&["collision", "127.0.0.1:7000"]);
+    let out = portex.stop();
+    assert_eq!(errnos(&d, "connect err "), [EADDRNOTAVAIL], "{:?}", d.lines);
+    let ev = out.events_of(d.pid);
+    let fails = with_action(&ev, "connect_failed");
+    assert_eq!(fails.len(), 1, "{}", out.dump(d.pid));
+    assert_eq!(
+        fails[0]["portex"]["cause"], "tuple_collision",
+        "{}",
+        fails[0]
+    );
+    assert_eq!(fails[0]["error"]["code"], "EADDRNOTAVAIL");
+    let bound: std::net::SocketAddr = d.facts("connect ok ")[0].parse().unwrap();
+    assert_eq!(
+        fails[0]["source"]["port"].as_u64(),
+        Some(bound.port() as u64)
+    );
+    assert_eq!(fails[0]["destination"]["port"], 7000);
+}
+
+#[test]
+fn binding_port_zero_until_none_is_left() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("bind");
+    ns.port_range(42000, 42003);
+    let portex = Portex::start(&["watch", "--json"]);
+    let d = ns.drive(&["exhaust-bind", "127.0.0.1:0", "8"]);
+    let out = portex.stop();
+    let ok = d.facts("bind ok ");
+    let failed = errnos(&d, "bind err ");
+    assert!(!ok.is_empty() && !failed.is_empty(), "{:?}", d.lines);
+    assert!(failed.iter().all(|&e| e == EADDRINUSE), "{failed:?}");
+    let ev = out.events_of(d.pid);
+    let binds = with_action(&ev, "bind");
+    assert_eq!(binds.len(), ok.len(), "{}", out.dump(d.pid));
+    let mut got: Vec<u64> = binds
+        .iter()
+        .map(|b| b["source"]["port"].as_u64().unwrap())
+        .collect();
+    let mut truth: Vec<u64> = ok
+        .iter()
+        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
+        .collect();
+    got.sort();
+    truth.sort();
+    assert_eq!(got, truth, "bind events name the port the kernel chose");
+    for b in &binds {
+        assert_eq!(b["network"]["transport"], "tcp", "{b}");
+    }
+    let bf = with_action(&ev, "bind_failed");
+    assert_eq!(bf.len(), failed.len(), "{}", out.dump(d.pid));
+    for f in bf {
+        assert_eq!(f["error"]["code"], "EADDRINUSE", "{f}");
+        assert_eq!(f["portex"]["cause"], "port_range_exhausted", "{f}");
+        assert_eq!(f["event"]["outcome"], "failure");
+    }
+}
+
+#[test]
+fn udp_connect_until_none_is_left() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("udp");
+    ns.port_range(43000, 43003);
+    let portex = Portex::start(&["watch", "--json"]);
+    let d = ns.drive(&["exhaust-udp", "127.0.0.1:9", "8"]);
+    let out = portex.stop();
+    let failed = errnos(&d, "connect err ");
+    assert!(!failed.is_empty(), "{:?}", d.lines);
+    assert!(failed.iter().all(|&e| e == EAGAIN), "{failed:?}");
+    let ev = out.events_of(d.pid);
+    let fails = with_action(&ev, "connect_failed");
+    assert_eq!(fails.len(), failed.len(), "{}", out.dump(d.pid));
+    for f in fails {
+        assert_eq!(f["error"]["code"], "EAGAIN", "{f}");
+        assert_eq!(f["network"]["transport"], "udp", "{f}");
+        assert_eq!(f["portex"]["cause"], "port_range_exhausted", "{f}");
+        assert_eq!(f["destination"]["port"], 9);
+    }
+}
+
+#[test]
+fn a_user_without_privileges_gets_one_clear_line() {
+    let out = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(portex_bin())
+        .args(["watch", "--json"])
+        .output()
+        .expect("setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("needs root"), "{stderr}");
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
