@@ -16,6 +16,36 @@ pub struct Cli {
 pub enum Command {
     /// Print connection lifecycle and port-failure events as they happen (needs root).
     Watch(WatchArgs),
+    /// One-shot report of every port pool (no eBPF): exit 0 when none is over the
+    /// warning threshold, 1 when one is.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Every network namespace on the host, not only this one.
+    #[arg(long)]
+    pub all_netns: bool,
+    /// Utilisation (percent) at which a pool is reported as a warning.
+    #[arg(long, value_name = "PERCENT", default_value_t = 80.0, value_parser = parse_percent)]
+    pub warn: f64,
+    /// Utilisation (percent) at which a pool is critical.
+    #[arg(long, value_name = "PERCENT", default_value_t = 95.0, value_parser = parse_percent)]
+    pub critical: f64,
+    /// At most this many pools and processes per namespace.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("not a number: {s}"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err("must be between 0 and 100".into());
+    }
+    Ok(v)
 }
 
 #[derive(Args, Debug, Clone)]

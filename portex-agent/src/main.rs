@@ -5,16 +5,23 @@ use portex_agent::cli::{Cli, Command};
 fn main() {
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Watch(args) => portex_agent::watch::run(args),
+        Command::Watch(args) => portex_agent::watch::run(args).map(|_| 0),
+        Command::Status(args) => portex_agent::status::run(args),
     };
-    if let Err(e) = res {
-        // One line, no backtrace: the outermost context and its causes.
-        let mut msg = format!("{e}");
-        for cause in e.chain().skip(1) {
-            msg.push_str(": ");
-            msg.push_str(&cause.to_string());
-        }
-        eprintln!("portex: error: {msg}");
-        std::process::exit(1);
+    let code = match res {
+        Ok(code) => code,
+        Err(e) => report(e),
+    };
+    std::process::exit(code);
+}
+
+/// One line, no backtrace: the outermost context and its causes. Exit status 1.
+fn report(e: anyhow::Error) -> i32 {
+    let mut msg = format!("{e}");
+    for cause in e.chain().skip(1) {
+        msg.push_str(": ");
+        msg.push_str(&cause.to_string());
     }
+    eprintln!("portex: error: {msg}");
+    1
 }

@@ -1,0 +1,220 @@
+//! Rendering the pool report as text or JSON. Pure.
+use std::{collections::BTreeMap, fmt::Write};
+
+use serde_json::{Value, json};
+
+use crate::{
+    diagnose::{Diagnosis, Thresholds},
+    format::text::sanitize,
+    owners::Owner,
+    pools::{Pool, holds_port},
+    snapshot::NetnsSnapshot,
+};
+
+/// Per-process totals over one namespace's pools.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessUsage {
+    pub owner: Owner,
+    pub held: u32,
+    pub time_wait: u32,
+    /// The largest share of one pool's size this process holds.
+    pub fullest_share: f64,
+}
+
+pub struct NetnsReport {
+    pub inode: u64,
+    pub name: Option<String>,
+    pub is_current: bool,
+    pub settings: crate::settings::NetSettings,
+    pub tcp_held: u32,
+    pub time_wait: u32,
+    pub pools: Vec<Pool>,
+    pub processes: Vec<ProcessUsage>,
+    pub diagnoses: Vec<Diagnosis>,
+}
+
+impl NetnsReport {
+    pub fn new(snap: NetnsSnapshot, current: u64, pools: Vec<Pool>, diagnoses: Vec<Diagnosis>) -> Self {
+        let tcp_held = snap.sockets.iter().filter(|s| s.protocol == 6 && holds_port(s.state)).count() as u32;
+        let time_wait = snap.sockets.iter().filter(|s| s.protocol == 6 && s.state == 6).count() as u32;
+        NetnsReport {
+            inode: snap.netns.inode,
+            name: snap.netns.name,
+            is_current: snap.netns.inode == current,
+            settings: snap.settings,
+            tcp_held,
+            time_wait,
+            processes: process_usage(&pools),
+            pools,
+            diagnoses,
+        }
+    }
+}
+
+pub fn process_usage(pools: &[Pool]) -> Vec<ProcessUsage> {
+    let mut by: BTreeMap<Owner, ProcessUsage> = BTreeMap::new();
+    for p in pools {
+        for h in &p.holders {
+            let Some(o) = &h.owner else { continue };
+            let u = by.entry(o.clone()).or_insert(ProcessUsage { owner: o.clone(), held: 0, time_wait: 0, fullest_share: 0.0 });
+            u.held += h.held;
+            u.time_wait += h.time_wait;
+            if p.size > 0 {
+                u.fullest_share = u.fullest_share.max(h.held as f64 / p.size as f64);
+            }
+        }
+    }
+    let mut v: Vec<_> = by.into_values().collect();
+    v.sort_by(|a, b| b.held.cmp(&a.held).then(a.owner.pid.cmp(&b.owner.pid)));
+    v
+}
+
+pub fn pool_label(p: &Pool) -> String {
+    if p.key.is_udp_pool() {
+        "udp (any destination)".into()
+    } else {
+        format!("tcp {} -> {}", p.key.saddr, std::net::SocketAddr::new(p.key.daddr, p.key.dport))
+    }
+}
+
+fn holder_label(h: &crate::pools::Holder) -> String {
+    match &h.owner {
+        Some(o) => {
+            let mut n = String::new();
+            sanitize(&o.name, &mut n);
+            format!("{} {n}", o.pid)
+        }
+        None => "(no owner: TIME_WAIT)".into(),
+    }
+}
+
+fn pool_json(p: &Pool) -> Value {
+    json!({
+        "transport": p.key.transport.as_str(),
+        "source_ip": if p.key.is_udp_pool() { Value::Null } else { p.key.saddr.to_string().into() },
+        "destination_ip": if p.key.is_udp_pool() { Value::Null } else { p.key.daddr.to_string().into() },
+        "destination_port": if p.key.is_udp_pool() { Value::Null } else { p.key.dport.into() },
+        "size": p.size,
+        "used": p.used,
+        "free": p.free(),
+        "utilisation": (p.utilisation() * 10_000.0).round() / 10_000.0,
+        "time_wait": p.time_wait,
+        "syn_sent": p.syn_sent,
+        "established": p.established,
+        "holders": p.holders.iter().map(|h| json!({
+            "pid": h.owner.as_ref().map(|o| o.pid),
+            "name": h.owner.as_ref().map(|o| o.name.clone()),
+            "held": h.held,
+            "time_wait": h.time_wait,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn diagnosis_json(d: &Diagnosis) -> Value {
+    json!({
+        "id": d.id,
+        "severity": d.severity.as_str(),
+        "summary": d.summary,
+        "fix": d.fix,
+        "pids": d.pids,
+    })
+}
+
+pub fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
+    let worst = reports.iter().flat_map(|r| r.pools.iter()).map(|p| p.utilisation()).fold(0.0, f64::max);
+    let status = th.severity(worst).map(|s| s.as_str()).unwrap_or("ok");
+    let ns: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            let s = &r.settings;
+            json!({
+                "netns": r.inode,
+                "name": r.name,
+                "current": r.is_current,
+                "settings": {
+                    "ip_local_port_range": [s.range.0, s.range.1],
+                    "ip_local_reserved_ports": s.reserved.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect::<Vec<_>>(),
+                    "usable_ports": s.usable_ports(),
+                    "tcp_tw_reuse": s.tw_reuse,
+                    "tcp_max_tw_buckets": s.max_tw_buckets,
+                    "tcp_fin_timeout": s.fin_timeout_s,
+                },
+                "tcp_ports_held": r.tcp_held,
+                "time_wait": r.time_wait,
+                "pools": r.pools.iter().take(limit).map(pool_json).collect::<Vec<_>>(),
+                "pools_omitted": r.pools.len().saturating_sub(limit),
+                "processes": r.processes.iter().take(limit).map(|p| json!({
+                    "pid": p.owner.pid,
+                    "name": p.owner.name,
+                    "start_time": p.owner.start,
+                    "held": p.held,
+                    "time_wait": p.time_wait,
+                    "fullest_pool_share": (p.fullest_share * 10_000.0).round() / 10_000.0,
+                })).collect::<Vec<_>>(),
+                "diagnoses": r.diagnoses.iter().map(diagnosis_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let v = json!({
+        "status": status,
+        "thresholds": { "warning": th.warning, "critical": th.critical },
+        "namespaces": ns,
+    });
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+pub fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
+    let mut o = String::new();
+    for r in reports {
+        let s = &r.settings;
+        let name = r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let here = if r.is_current { ", this one" } else { "" };
+        let _ = writeln!(o, "network namespace {}{name}{here}", r.inode);
+        let _ = writeln!(
+            o,
+            "  ip_local_port_range {}-{} ({} usable ports), tcp_tw_reuse={}, {} TCP ports held, {} in TIME_WAIT",
+            s.range.0,
+            s.range.1,
+            s.usable_ports(),
+            s.tw_reuse,
+            r.tcp_held,
+            r.time_wait
+        );
+        if r.pools.is_empty() {
+            let _ = writeln!(o, "  no ephemeral ports in use");
+        } else {
+            let _ = writeln!(o, "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9}  TOP HOLDERS", "POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT");
+            for p in r.pools.iter().take(limit) {
+                let mark = match th.severity(p.utilisation()) {
+                    Some(crate::diagnose::Severity::Critical) => "!!",
+                    Some(_) => "! ",
+                    None => "  ",
+                };
+                let holders: Vec<String> =
+                    p.holders.iter().take(3).map(|h| format!("{} ({})", holder_label(h), h.held)).collect();
+                let _ = writeln!(
+                    o,
+                    "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9}  {}",
+                    pool_label(p),
+                    p.size,
+                    p.used,
+                    p.free(),
+                    p.utilisation() * 100.0,
+                    p.time_wait,
+                    holders.join(", ")
+                );
+            }
+            if r.pools.len() > limit {
+                let _ = writeln!(o, "  ... and {} more pools (--limit)", r.pools.len() - limit);
+            }
+        }
+        for d in &r.diagnoses {
+            let _ = writeln!(o, "  [{}] {}", d.severity.as_str(), d.summary);
+            let _ = writeln!(o, "      fix: {}", d.fix);
+        }
+        o.push('\n');
+    }
+    o
+}

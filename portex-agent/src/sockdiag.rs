@@ -1,0 +1,231 @@
+//! NETLINK_SOCK_DIAG dumps: the kernel's own table of sockets (what `ss` reads),
+//! TIME_WAIT sockets included. A netlink socket belongs to the network namespace of the
+//! task that created it, so `netns::in_netns` chooses which table is read.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use anyhow::{Result, bail};
+
+/// One socket as the kernel lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiagSocket {
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub protocol: u8,
+    /// TCP state number (UDP: 7 unconnected, 1 connected).
+    pub state: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// Socket inode; 0 for TIME_WAIT sockets, which have no file.
+    pub inode: u64,
+    pub cookie: u64,
+}
+
+const NETLINK_SOCK_DIAG: i32 = 4;
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+/// sizeof(struct inet_diag_msg)
+const DIAG_MSG_LEN: usize = 72;
+
+/// Every socket of `protocol` (6 or 17) and both families in the caller's namespace.
+pub fn dump(protocol: u8) -> Result<Vec<DiagSocket>> {
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        dump_family(family, protocol, &mut out)?;
+    }
+    Ok(out)
+}
+
+struct Fd(i32);
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: we own this descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn dump_family(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> Result<()> {
+    // SAFETY: plain socket creation.
+    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
+    if fd < 0 {
+        bail!("opening a sock_diag netlink socket: {}", std::io::Error::last_os_error());
+    }
+    let fd = Fd(fd);
+    let req = request(family, protocol);
+    // SAFETY: a zeroed sockaddr_nl addresses the kernel.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    let rc = unsafe {
+        libc::sendto(
+            fd.0,
+            req.as_ptr() as *const _,
+            req.len(),
+            0,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if rc < 0 {
+        bail!("sending a sock_diag request: {}", std::io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            bail!("reading sock_diag: {e}");
+        }
+        match parse_messages(&buf[..n as usize], protocol, out) {
+            Parsed::More => {}
+            Parsed::Done => return Ok(()),
+            Parsed::Error(errno) => {
+                // A kernel without this family or protocol (no IPv6, no UDP diag module).
+                if errno == libc::ENOENT || errno == libc::EAFNOSUPPORT || errno == libc::EINVAL {
+                    return Ok(());
+                }
+                bail!("sock_diag: {}", std::io::Error::from_raw_os_error(errno));
+            }
+        }
+    }
+}
+
+/// nlmsghdr + inet_diag_req_v2 asking for every state.
+fn request(family: u8, protocol: u8) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + 56;
+    let mut r = Vec::with_capacity(len);
+    r.extend_from_slice(&(len as u32).to_ne_bytes());
+    r.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    r.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    r.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    r.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    r.extend_from_slice(&[family, protocol, 0, 0]);
+    r.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
+    r.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
+    r
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    More,
+    Done,
+    Error(i32),
+}
+
+/// Parses one datagram of netlink messages, appending sockets. Lengths are checked
+/// before every read; a malformed message ends the datagram.
+pub fn parse_messages(mut buf: &[u8], protocol: u8, out: &mut Vec<DiagSocket>) -> Parsed {
+    while buf.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
+        let ty = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
+        if len < NLMSG_HDRLEN || len > buf.len() {
+            return Parsed::More;
+        }
+        let body = &buf[NLMSG_HDRLEN..len];
+        match ty {
+            NLMSG_DONE => return Parsed::Done,
+            NLMSG_ERROR => {
+                let err = body.get(0..4).map(|b| i32::from_ne_bytes(b.try_into().unwrap())).unwrap_or(0);
+                return if err == 0 { Parsed::Done } else { Parsed::Error(-err) };
+            }
+            SOCK_DIAG_BY_FAMILY => {
+                if let Some(s) = parse_diag_msg(body, protocol) {
+                    out.push(s);
+                }
+            }
+            _ => {}
+        }
+        let aligned = (len + 3) & !3;
+        buf = buf.get(aligned..).unwrap_or(&[]);
+    }
+    Parsed::More
+}
+
+/// struct inet_diag_msg: family, state, timer, retrans; sockid { be16 sport, be16 dport,
+/// be32 src[4], be32 dst[4], u32 if, u32 cookie[2] }; expires, rqueue, wqueue, uid, inode.
+fn parse_diag_msg(b: &[u8], protocol: u8) -> Option<DiagSocket> {
+    if b.len() < DIAG_MSG_LEN {
+        return None;
+    }
+    let family = b[0];
+    let state = b[1];
+    let sport = u16::from_be_bytes([b[4], b[5]]);
+    let dport = u16::from_be_bytes([b[6], b[7]]);
+    let src: [u8; 16] = b[8..24].try_into().ok()?;
+    let dst: [u8; 16] = b[24..40].try_into().ok()?;
+    let cookie = u32::from_ne_bytes(b[44..48].try_into().ok()?) as u64
+        | (u32::from_ne_bytes(b[48..52].try_into().ok()?) as u64) << 32;
+    let inode = u32::from_ne_bytes(b[68..72].try_into().ok()?) as u64;
+    let ip = |a: [u8; 16]| -> IpAddr {
+        if family == libc::AF_INET as u8 {
+            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
+        } else {
+            let v6 = Ipv6Addr::from(a);
+            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+        }
+    };
+    Some(DiagSocket {
+        protocol,
+        state,
+        local: SocketAddr::new(ip(src), sport),
+        remote: SocketAddr::new(ip(dst), dport),
+        inode,
+        cookie,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(state: u8, sport: u16, dport: u16, inode: u32) -> Vec<u8> {
+        let mut body = vec![0u8; DIAG_MSG_LEN];
+        body[0] = libc::AF_INET as u8;
+        body[1] = state;
+        body[4..6].copy_from_slice(&sport.to_be_bytes());
+        body[6..8].copy_from_slice(&dport.to_be_bytes());
+        body[8..12].copy_from_slice(&[127, 0, 0, 1]);
+        body[24..28].copy_from_slice(&[127, 0, 0, 2]);
+        body[68..72].copy_from_slice(&inode.to_ne_bytes());
+        let mut m = Vec::new();
+        m.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+        m.extend_from_slice(&[0u8; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn parses_a_dump_and_its_end() {
+        let mut buf = msg(6, 40000, 80, 0);
+        buf.extend(msg(1, 40001, 80, 1234));
+        let mut out = Vec::new();
+        assert_eq!(parse_messages(&buf, 6, &mut out), Parsed::More);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].state, 6);
+        assert_eq!(out[0].local, "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(out[1].remote, "127.0.0.2:80".parse().unwrap());
+        assert_eq!(out[1].inode, 1234);
+        let mut done = vec![0u8; NLMSG_HDRLEN];
+        done[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        assert_eq!(parse_messages(&done, 6, &mut out), Parsed::Done);
+    }
+
+    #[test]
+    fn truncated_messages_are_skipped_not_read() {
+        let buf = msg(1, 1, 2, 3);
+        let mut out = Vec::new();
+        assert_eq!(parse_messages(&buf[..40], 6, &mut out), Parsed::More);
+        assert!(out.is_empty());
+        let mut bad = buf.clone();
+        bad[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32 + 8).to_ne_bytes());
+        assert_eq!(parse_messages(&bad, 6, &mut out), Parsed::More);
+        assert!(out.is_empty());
+    }
+}
