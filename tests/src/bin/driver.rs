@@ -37,14 +37,113 @@ fn main() {
         ["exhaust-udp", addr, attempts] => {
             exhaust_udp(addr.parse().unwrap(), attempts.parse().unwrap())
         }
+        ["pool-mix", a, b, tw, live_a, live_b] => pool_mix(
+            a.parse().unwrap(),
+            b.parse().unwrap(),
+            tw.parse().unwrap(),
+            live_a.parse().unwrap(),
+            live_b.parse().unwrap(),
+        ),
+        ["bind-connect", addr, n] => bind_connect(addr.parse().unwrap(), n.parse().unwrap()),
+        ["churn", addr, n] => churn(addr.parse().unwrap(), n.parse().unwrap()),
         _ => {
             eprintln!(
-                "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp ..."
+                "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp|pool-mix|bind-connect|churn ..."
             );
             std::process::exit(2);
         }
     }
     std::io::stdout().flush().unwrap();
+}
+
+/// Says "ready", then holds everything until stdin closes (the test is done looking).
+fn hold_until_stdin_closes() {
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+}
+
+/// `tw` connections to `a` that the client closes first (TIME_WAIT), then `live_a` and
+/// `live_b` open connections to `a` and `b`; held until stdin closes.
+fn pool_mix(a: SocketAddr, b: SocketAddr, tw: usize, live_a: usize, live_b: usize) {
+    let la = TcpListener::bind(a).expect("listen a");
+    let lb = TcpListener::bind(b).expect("listen b");
+    let closer = thread::spawn(move || {
+        let mut live = Vec::new();
+        for (i, s) in la.incoming().enumerate() {
+            let mut s = s.unwrap();
+            if i < tw {
+                let mut buf = [0u8; 8];
+                while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+            } else {
+                live.push(s);
+            }
+            if i + 1 == tw + live_a {
+                return live;
+            }
+        }
+        live
+    });
+    let _holder_b = thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in lb.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    for _ in 0..tw {
+        let s = TcpStream::connect(a).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        drop(s);
+    }
+    let mut held = Vec::new();
+    for _ in 0..live_a {
+        held.push(TcpStream::connect(a).unwrap());
+    }
+    for _ in 0..live_b {
+        held.push(TcpStream::connect(b).unwrap());
+    }
+    let server_side = closer.join().unwrap();
+    // Let the last FINs settle into TIME_WAIT.
+    thread::sleep(Duration::from_millis(300));
+    hold_until_stdin_closes();
+    drop((held, server_side));
+}
+
+/// bind(port 0) then connect(), n times, without IP_BIND_ADDRESS_NO_PORT; held.
+fn bind_connect(listen: SocketAddr, n: usize) {
+    let dest = listen_and_hold(listen);
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP)).unwrap();
+        s.bind(&SockAddr::from(SocketAddr::new(dest.ip(), 0))).unwrap();
+        s.connect(&SockAddr::from(dest)).unwrap();
+        println!("connect ok {}", s.local_addr().unwrap().as_socket().unwrap());
+        held.push(s);
+    }
+    hold_until_stdin_closes();
+}
+
+/// Short connections in a loop until stdin closes (or n of them): a churning client.
+fn churn(listen: SocketAddr, n: usize) {
+    let dest = listen_and_hold(listen);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = tx.send(());
+    });
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    for _ in 0..n {
+        if rx.try_recv().is_ok() {
+            break;
+        }
+        if let Ok(s) = TcpStream::connect(dest) {
+            drop(s);
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn enter_netns(name: &str) {
