@@ -41,7 +41,10 @@ pub struct StatusArgs {
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("not a number: {s}"))?;
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("not a number: {s}"))?;
     if !(0.0..=100.0).contains(&v) {
         return Err("must be between 0 and 100".into());
     }
@@ -66,6 +69,9 @@ pub struct WatchArgs {
     /// exhaustion signature are still seen, but not other errnos nor bind().
     #[arg(long)]
     pub no_syscall_hooks: bool,
+    /// Do not track port pools (no pool state on failures, no pool_pressure events).
+    #[arg(long)]
+    pub no_pools: bool,
     /// Ring buffer size in KiB (a power of two).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_kib: u32,

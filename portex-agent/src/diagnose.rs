@@ -42,7 +42,10 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { warning: 0.80, critical: 0.95 }
+        Thresholds {
+            warning: 0.80,
+            critical: 0.95,
+        }
     }
 }
 
@@ -69,24 +72,38 @@ fn describe(k: &PoolKey) -> String {
     if k.is_udp_pool() {
         "udp (all destinations)".to_string()
     } else {
-        format!("tcp {} -> {}", k.saddr, std::net::SocketAddr::new(k.daddr, k.dport))
+        format!(
+            "tcp {} -> {}",
+            k.saddr,
+            std::net::SocketAddr::new(k.daddr, k.dport)
+        )
     }
 }
 
 fn holder_pids(p: &Pool) -> Vec<u32> {
-    p.holders.iter().filter_map(|h| h.owner.as_ref().map(|o| o.pid)).collect()
+    p.holders
+        .iter()
+        .filter_map(|h| h.owner.as_ref().map(|o| o.pid))
+        .collect()
 }
 
 /// Minimum used ports before a pattern is worth naming: below it, noise.
 const MIN_PATTERN: u32 = 16;
 
-pub fn diagnose(settings: &NetSettings, pools: &[Pool], th: &Thresholds, live: &LiveFacts) -> Vec<Diagnosis> {
+pub fn diagnose(
+    settings: &NetSettings,
+    pools: &[Pool],
+    th: &Thresholds,
+    live: &LiveFacts,
+) -> Vec<Diagnosis> {
     let mut out = Vec::new();
     let (lo, hi) = settings.range;
     let fullest = pools.iter().map(|p| p.utilisation()).fold(0.0, f64::max);
     for p in pools {
         let util = p.utilisation();
-        let Some(sev) = th.severity(util) else { continue };
+        let Some(sev) = th.severity(util) else {
+            continue;
+        };
         out.push(Diagnosis {
             id: "pool_exhaustion",
             severity: sev,
@@ -122,7 +139,9 @@ pub fn diagnose(settings: &NetSettings, pools: &[Pool], th: &Thresholds, live: &
     }
     for p in pools.iter().filter(|p| !p.key.is_udp_pool()) {
         let util = p.utilisation();
-        let tw_dominates = p.used > 0 && p.time_wait * 2 >= p.used && p.time_wait >= MIN_PATTERN.min(p.size / 2).max(1);
+        let tw_dominates = p.used > 0
+            && p.time_wait * 2 >= p.used
+            && p.time_wait >= MIN_PATTERN.min(p.size / 2).max(1);
         if tw_dominates && util >= 0.5 {
             out.push(Diagnosis {
                 id: "client_closes_first",
@@ -193,7 +212,11 @@ pub fn diagnose(settings: &NetSettings, pools: &[Pool], th: &Thresholds, live: &
         }
     }
     for &(pid, n) in &live.bind_then_connect {
-        if n >= MIN_PATTERN as u64 && !out.iter().any(|d| d.id == "bind_before_connect" && d.pids.contains(&pid)) {
+        if n >= MIN_PATTERN as u64
+            && !out
+                .iter()
+                .any(|d| d.id == "bind_before_connect" && d.pids.contains(&pid))
+        {
             out.push(bind_before_connect(
                 format!("pid {pid} called bind() before connect() {n} times, so each connection holds its port for every destination"),
                 None,
@@ -201,7 +224,7 @@ pub fn diagnose(settings: &NetSettings, pools: &[Pool], th: &Thresholds, live: &
             ));
         }
     }
-    out.sort_by(|a, b| b.severity.cmp(&a.severity));
+    out.sort_by_key(|d| std::cmp::Reverse(d.severity));
     out
 }
 
@@ -227,14 +250,28 @@ mod tests {
 
     fn pool(size: u32, used: u32, tw: u32, odd: u32, daddr: &str) -> Pool {
         Pool {
-            key: PoolKey { netns: 1, transport: Transport::Tcp, saddr: "10.0.0.1".parse().unwrap(), daddr: daddr.parse::<IpAddr>().unwrap(), dport: 80 },
+            key: PoolKey {
+                netns: 1,
+                transport: Transport::Tcp,
+                saddr: "10.0.0.1".parse().unwrap(),
+                daddr: daddr.parse::<IpAddr>().unwrap(),
+                dport: 80,
+            },
             size,
             used,
             time_wait: tw,
             syn_sent: 0,
             established: used - tw,
             odd_ports: odd,
-            holders: vec![Holder { owner: Some(Owner { pid: 9, start: 1, name: "x".into() }), held: used, time_wait: tw }],
+            holders: vec![Holder {
+                owner: Some(Owner {
+                    pid: 9,
+                    start: 1,
+                    name: "x".into(),
+                }),
+                held: used,
+                time_wait: tw,
+            }],
         }
     }
 
@@ -244,8 +281,16 @@ mod tests {
 
     #[test]
     fn a_full_small_range_is_critical_and_narrow() {
-        let s = NetSettings { range: (40000, 40003), ..Default::default() };
-        let d = diagnose(&s, &[pool(4, 4, 0, 2, "10.0.0.9")], &Thresholds::default(), &LiveFacts::default());
+        let s = NetSettings {
+            range: (40000, 40003),
+            ..Default::default()
+        };
+        let d = diagnose(
+            &s,
+            &[pool(4, 4, 0, 2, "10.0.0.9")],
+            &Thresholds::default(),
+            &LiveFacts::default(),
+        );
         assert_eq!(d[0].id, "pool_exhaustion");
         assert_eq!(d[0].severity, Severity::Critical);
         assert_eq!(d[0].pids, vec![9]);
@@ -255,32 +300,59 @@ mod tests {
     #[test]
     fn time_wait_pile_up_suggests_closing_order_and_tw_reuse() {
         let s = NetSettings::default();
-        let d = diagnose(&s, &[pool(1000, 900, 890, 450, "10.0.0.9")], &Thresholds::default(), &LiveFacts::default());
+        let d = diagnose(
+            &s,
+            &[pool(1000, 900, 890, 450, "10.0.0.9")],
+            &Thresholds::default(),
+            &LiveFacts::default(),
+        );
         let ids = ids(&d);
         assert!(ids.contains(&"client_closes_first"), "{ids:?}");
         assert!(ids.contains(&"tcp_tw_reuse_off"), "{ids:?}");
         assert!(ids.contains(&"short_lived_connections"), "{ids:?}");
         assert!(!ids.contains(&"narrow_port_range"));
         // Towards loopback, tcp_tw_reuse=2 already applies.
-        let d = diagnose(&s, &[pool(1000, 900, 890, 450, "127.0.0.1")], &Thresholds::default(), &LiveFacts::default());
+        let d = diagnose(
+            &s,
+            &[pool(1000, 900, 890, 450, "127.0.0.1")],
+            &Thresholds::default(),
+            &LiveFacts::default(),
+        );
         assert!(!d.iter().any(|d| d.id == "tcp_tw_reuse_off"));
     }
 
     #[test]
     fn odd_ports_reveal_bind_before_connect() {
         let s = NetSettings::default();
-        let d = diagnose(&s, &[pool(28232, 100, 0, 100, "10.0.0.9")], &Thresholds::default(), &LiveFacts::default());
+        let d = diagnose(
+            &s,
+            &[pool(28232, 100, 0, 100, "10.0.0.9")],
+            &Thresholds::default(),
+            &LiveFacts::default(),
+        );
         assert_eq!(ids(&d), ["bind_before_connect"]);
-        let d = diagnose(&s, &[pool(28232, 100, 0, 50, "10.0.0.9")], &Thresholds::default(), &LiveFacts::default());
+        let d = diagnose(
+            &s,
+            &[pool(28232, 100, 0, 50, "10.0.0.9")],
+            &Thresholds::default(),
+            &LiveFacts::default(),
+        );
         assert!(d.is_empty());
-        let live = LiveFacts { bind_then_connect: vec![(77, 500)] };
+        let live = LiveFacts {
+            bind_then_connect: vec![(77, 500)],
+        };
         let d = diagnose(&s, &[], &Thresholds::default(), &live);
         assert_eq!(d[0].pids, vec![77]);
     }
 
     #[test]
     fn a_quiet_namespace_has_nothing_to_say() {
-        let d = diagnose(&NetSettings::default(), &[pool(28232, 10, 2, 5, "10.0.0.9")], &Thresholds::default(), &LiveFacts::default());
+        let d = diagnose(
+            &NetSettings::default(),
+            &[pool(28232, 10, 2, 5, "10.0.0.9")],
+            &Thresholds::default(),
+            &LiveFacts::default(),
+        );
         assert!(d.is_empty());
     }
 }

@@ -1,8 +1,10 @@
-//! The consumer thread of `portex watch`: interprets kernel events, filters, adds what
-//! user space knows (process name, socket of a bind), renders and writes lines.
+//! The consumer thread of `portex watch`: interprets kernel events, keeps the pool ledger,
+//! filters, adds what user space knows (process name, socket of a bind, pool state),
+//! renders and writes lines.
 use std::{
     io::{ErrorKind, Write},
-    sync::mpsc::Receiver,
+    sync::mpsc::{Receiver, RecvTimeoutError},
+    time::Duration,
 };
 
 use crate::{
@@ -10,10 +12,12 @@ use crate::{
     errno::EADDRNOTAVAIL,
     filter::Filter,
     format::{View, json, text},
+    ledger::Pressure,
     lifecycle::interpret,
     model::{Action, Record, Transport},
     procinfo::{ProcNames, socket_of},
     reader::Batch,
+    tracker::Tracker,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub struct Emitter<W: Write> {
     pub out: W,
     names: ProcNames,
     line: String,
+    /// Pool accounting; None when the user turned it off.
+    pub tracker: Option<Tracker>,
     /// Records written, for the summary.
     pub written: u64,
 }
@@ -42,7 +48,7 @@ pub enum Stop {
 }
 
 impl<W: Write> Emitter<W> {
-    pub fn new(format: Format, filter: Filter, out: W) -> Self {
+    pub fn new(format: Format, filter: Filter, out: W, tracker: Option<Tracker>) -> Self {
         Emitter {
             format,
             filter,
@@ -50,49 +56,88 @@ impl<W: Write> Emitter<W> {
             out,
             names: ProcNames::new(5_000_000_000),
             line: String::with_capacity(4096),
+            tracker,
             written: 0,
         }
     }
 
-    /// Consumes batches until the channel closes.
+    /// Consumes batches until the channel closes; expires TIME_WAIT and reconciles the
+    /// ledger between batches.
     pub fn run(&mut self, rx: Receiver<Batch>) -> Result<(), Stop> {
-        for batch in rx {
-            self.line.clear();
-            let mut pending = Vec::new();
+        let mut pending = Vec::new();
+        loop {
+            let batch = match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(b) => Some(b),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            if let Some(t) = self.tracker.as_mut() {
+                t.tick(boot_now_ns());
+            }
+            let Some(batch) = batch else { continue };
             for ev in &batch {
                 interpret(ev, |r| pending.push(r));
             }
-            for mut r in pending {
+            for mut r in pending.drain(..) {
                 self.render(&mut r);
             }
             self.flush()?;
         }
-        Ok(())
     }
 
     fn render(&mut self, r: &mut Record) {
         let now = boot_now_ns();
-        let name = self
+        let (name, start) = self
             .names
-            .name(r.process.pid, now, &r.process.thread_name)
-            .to_string();
-        if !self.filter.accepts(r, &name) {
-            return;
-        }
+            .lookup(r.process.pid, now, &r.process.thread_name);
         resolve_socket(r);
-        if r.errno == Some(EADDRNOTAVAIL) {
-            warn_addrnotavail(r, &name);
+        let mut pressure = None;
+        if let Some(t) = self.tracker.as_mut() {
+            let touch = t.on_record(r, start, &name);
+            if r.action.is_failure() {
+                r.pool = touch.pool;
+            }
+            pressure = touch.pressure;
         }
-        let view = View {
-            rec: r,
-            unix_ns: self.clock.to_unix_ns(r.ts_ns),
-            process_name: &name,
-        };
-        match self.format {
-            Format::Json => json::write_line(&view, &mut self.line),
-            Format::Text => text::write_line(&view, &mut self.line),
+        if self.filter.accepts(r, &name) {
+            if r.errno == Some(EADDRNOTAVAIL) {
+                warn_addrnotavail(r, &name);
+            }
+            let view = View {
+                rec: r,
+                unix_ns: self.clock.to_unix_ns(r.ts_ns),
+                process_name: &name,
+            };
+            match self.format {
+                Format::Json => json::write_line(&view, &mut self.line),
+                Format::Text => text::write_line(&view, &mut self.line),
+            }
+            self.written += 1;
         }
-        self.written += 1;
+        if let Some(p) = pressure
+            && self.pressure_accepted(&p)
+        {
+            let unix = self.clock.to_unix_ns(r.ts_ns);
+            match self.format {
+                Format::Json => json::write_pressure(&p, unix, &mut self.line),
+                Format::Text => text::write_pressure(&p, unix, &mut self.line),
+            }
+            self.written += 1;
+        }
+    }
+
+    /// pool_pressure is an alarm: it passes --failures-only, and --pid/--comm when that
+    /// process is among the pool's holders.
+    fn pressure_accepted(&self, p: &Pressure) -> bool {
+        let owners = || p.view.pool.holders.iter().filter_map(|h| h.owner.as_ref());
+        self.filter
+            .pid
+            .is_none_or(|pid| owners().any(|o| o.pid == pid))
+            && self
+                .filter
+                .comm
+                .as_ref()
+                .is_none_or(|c| owners().any(|o| &o.name == c))
     }
 
     fn flush(&mut self) -> Result<(), Stop> {
@@ -144,8 +189,17 @@ fn warn_addrnotavail(r: &Record, name: &str) {
         .map(|d| d.to_string())
         .unwrap_or_else(|| "?".into());
     let cause = r.cause.map(|c| c.describe()).unwrap_or("unknown cause");
+    let pool = r
+        .pool
+        .map(|p| {
+            format!(
+                "; pool {}/{} used, {} in TIME_WAIT",
+                p.used, p.size, p.time_wait
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
-        "portex: warning: EADDRNOTAVAIL: pid {} ({safe}) could not connect to {dest} over {}: {cause}",
+        "portex: warning: EADDRNOTAVAIL: pid {} ({safe}) could not connect to {dest} over {}: {cause}{pool}",
         r.process.pid,
         r.transport.as_str()
     );

@@ -74,6 +74,7 @@ fn base(ev: &Event, action: Action) -> Record {
         fd: None,
         owner_guessed: ev.flags & sockflag::OWNER_GUESSED != 0,
         passive: ev.flags & sockflag::PASSIVE != 0,
+        pool: None,
     }
 }
 

@@ -159,6 +159,15 @@ pub struct Record {
     pub owner_guessed: bool,
     /// Server side (accepted) rather than client side.
     pub passive: bool,
+    /// The state of the record's port pool after it, when the agent tracks pools.
+    pub pool: Option<PoolState>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolState {
+    pub used: u32,
+    pub size: u32,
+    pub time_wait: u32,
 }
 
 impl Record {

@@ -24,7 +24,9 @@ pub struct Netns {
 /// The namespace this thread runs in.
 pub fn current() -> Result<Netns> {
     let path = PathBuf::from("/proc/thread-self/ns/net");
-    let inode = fs::metadata(&path).context("reading /proc/thread-self/ns/net")?.ino();
+    let inode = fs::metadata(&path)
+        .context("reading /proc/thread-self/ns/net")?
+        .ino();
     let name = named().remove(&inode);
     Ok(Netns { inode, path, name })
 }
@@ -61,7 +63,9 @@ pub fn all() -> Vec<Netns> {
     }
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
             let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
             if let Ok(md) = fs::metadata(&path) {
                 by_inode.entry(md.ino()).or_insert(Netns {
@@ -77,12 +81,17 @@ pub fn all() -> Vec<Netns> {
 
 /// Runs `f` on a thread that has entered `ns`.
 pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T> {
-    let file = fs::File::open(&ns.path).with_context(|| format!("opening {}", ns.path.display()))?;
+    let file =
+        fs::File::open(&ns.path).with_context(|| format!("opening {}", ns.path.display()))?;
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: a valid namespace fd; affects only this thread.
             if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                bail!("entering network namespace {}: {}", ns.path.display(), std::io::Error::last_os_error());
+                bail!(
+                    "entering network namespace {}: {}",
+                    ns.path.display(),
+                    std::io::Error::last_os_error()
+                );
             }
             Ok(f())
         })

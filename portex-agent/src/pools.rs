@@ -66,7 +66,11 @@ pub struct Pool {
 
 impl Pool {
     pub fn utilisation(&self) -> f64 {
-        if self.size == 0 { 1.0 } else { self.used as f64 / self.size as f64 }
+        if self.size == 0 {
+            1.0
+        } else {
+            self.used as f64 / self.size as f64
+        }
     }
 
     pub fn free(&self) -> u32 {
@@ -94,7 +98,9 @@ pub fn build_pools(
         .filter(|&&p| settings.in_range(p) && !settings.is_reserved(p))
         .count() as u32;
     let is_server_side = |s: &DiagSocket| {
-        listening.iter().any(|&(ip, port)| port == s.local.port() && (ip == s.local.ip() || ip.is_unspecified()))
+        listening.iter().any(|&(ip, port)| {
+            port == s.local.port() && (ip == s.local.ip() || ip.is_unspecified())
+        })
     };
     let tcp_size = settings.usable_ports().saturating_sub(exclusive);
 
@@ -117,14 +123,29 @@ pub fn build_pools(
                 tcp_size,
             ),
             17 => (
-                PoolKey { netns, transport: Transport::Udp, saddr: any, daddr: any, dport: 0 },
+                PoolKey {
+                    netns,
+                    transport: Transport::Udp,
+                    saddr: any,
+                    daddr: any,
+                    dport: 0,
+                },
                 settings.usable_ports(),
             ),
             _ => continue,
         };
         let (pool, holders) = pools.entry(key.clone()).or_insert_with(|| {
             (
-                Pool { key, size, used: 0, time_wait: 0, syn_sent: 0, established: 0, odd_ports: 0, holders: Vec::new() },
+                Pool {
+                    key,
+                    size,
+                    used: 0,
+                    time_wait: 0,
+                    syn_sent: 0,
+                    established: 0,
+                    odd_ports: 0,
+                    holders: Vec::new(),
+                },
                 HashMap::new(),
             )
         });
@@ -135,7 +156,11 @@ pub fn build_pools(
         pool.established += (s.protocol == 6 && s.state == TCP_ESTABLISHED) as u32;
         pool.odd_ports += (port % 2 == 1) as u32;
         let owner = owner_of(s);
-        let h = holders.entry(owner.clone()).or_insert(Holder { owner, held: 0, time_wait: 0 });
+        let h = holders.entry(owner.clone()).or_insert(Holder {
+            owner,
+            held: 0,
+            time_wait: 0,
+        });
         h.held += 1;
         h.time_wait += tw as u32;
     }
@@ -143,7 +168,8 @@ pub fn build_pools(
         .into_values()
         .map(|(mut p, h)| {
             p.holders = h.into_values().collect();
-            p.holders.sort_by(|a, b| b.held.cmp(&a.held).then_with(|| a.owner.cmp(&b.owner)));
+            p.holders
+                .sort_by(|a, b| b.held.cmp(&a.held).then_with(|| a.owner.cmp(&b.owner)));
             p
         })
         .collect();
@@ -167,15 +193,29 @@ mod tests {
     use super::*;
 
     fn tcp(state: u8, local: &str, remote: &str, inode: u64) -> DiagSocket {
-        DiagSocket { protocol: 6, state, local: local.parse().unwrap(), remote: remote.parse().unwrap(), inode, cookie: 0 }
+        DiagSocket {
+            protocol: 6,
+            state,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            inode,
+            cookie: 0,
+        }
     }
 
     fn settings(lo: u16, hi: u16) -> NetSettings {
-        NetSettings { range: (lo, hi), ..Default::default() }
+        NetSettings {
+            range: (lo, hi),
+            ..Default::default()
+        }
     }
 
     fn owner(pid: u32) -> Owner {
-        Owner { pid, start: 1, name: format!("p{pid}") }
+        Owner {
+            pid,
+            start: 1,
+            name: format!("p{pid}"),
+        }
     }
 
     #[test]
@@ -186,13 +226,22 @@ mod tests {
             tcp(6, "10.0.0.1:40002", "10.0.0.9:80", 0),
             tcp(1, "10.0.0.1:40000", "10.0.0.8:443", 12),
         ];
-        let pools = build_pools(1, &settings(40000, 40003), &socks, |s| (s.inode == 11).then(|| owner(7)));
+        let pools = build_pools(1, &settings(40000, 40003), &socks, |s| {
+            (s.inode == 11).then(|| owner(7))
+        });
         assert_eq!(pools.len(), 2);
         let p = &pools[0];
         assert_eq!(p.key.dport, 80);
         assert_eq!((p.size, p.used, p.time_wait, p.established), (4, 3, 2, 1));
         assert_eq!(p.utilisation(), 0.75);
-        assert_eq!(p.holders[0], Holder { owner: None, held: 2, time_wait: 2 });
+        assert_eq!(
+            p.holders[0],
+            Holder {
+                owner: None,
+                held: 2,
+                time_wait: 2
+            }
+        );
         assert_eq!(p.holders[1].owner, Some(owner(7)));
         assert_eq!(pools[1].used, 1);
     }
@@ -200,11 +249,11 @@ mod tests {
     #[test]
     fn server_side_listeners_and_out_of_range_ports_are_not_in_pools() {
         let socks = vec![
-            tcp(10, "0.0.0.0:40003", "0.0.0.0:0", 1),              // listener inside the range
-            tcp(1, "10.0.0.1:40003", "10.0.0.5:5555", 2),          // accepted from it
-            tcp(1, "10.0.0.1:8080", "10.0.0.5:40000", 3),          // server port outside range
-            tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 4),            // a client
-            tcp(3, "10.0.0.1:40002", "10.0.0.9:81", 5),            // SYN_RECV: not held by connect
+            tcp(10, "0.0.0.0:40003", "0.0.0.0:0", 1), // listener inside the range
+            tcp(1, "10.0.0.1:40003", "10.0.0.5:5555", 2), // accepted from it
+            tcp(1, "10.0.0.1:8080", "10.0.0.5:40000", 3), // server port outside range
+            tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 4), // a client
+            tcp(3, "10.0.0.1:40002", "10.0.0.9:81", 5), // SYN_RECV: not held by connect
         ];
         let pools = build_pools(1, &settings(40000, 40003), &socks, |_| None);
         assert_eq!(pools.len(), 1);
@@ -216,15 +265,28 @@ mod tests {
     fn reserved_ports_shrink_the_pool() {
         let mut s = settings(40000, 40009);
         s.reserved = vec![(40005, 40009)];
-        let socks = vec![tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 4), tcp(1, "10.0.0.1:40006", "10.0.0.9:80", 5)];
+        let socks = vec![
+            tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 4),
+            tcp(1, "10.0.0.1:40006", "10.0.0.9:80", 5),
+        ];
         let pools = build_pools(1, &s, &socks, |_| None);
         assert_eq!((pools[0].size, pools[0].used), (5, 1));
     }
 
     #[test]
     fn udp_has_one_pool_per_namespace() {
-        let u = |l: &str, r: &str| DiagSocket { protocol: 17, state: 1, local: l.parse().unwrap(), remote: r.parse().unwrap(), inode: 9, cookie: 0 };
-        let socks = vec![u("127.0.0.1:40000", "127.0.0.1:53"), u("0.0.0.0:40001", "0.0.0.0:0")];
+        let u = |l: &str, r: &str| DiagSocket {
+            protocol: 17,
+            state: 1,
+            local: l.parse().unwrap(),
+            remote: r.parse().unwrap(),
+            inode: 9,
+            cookie: 0,
+        };
+        let socks = vec![
+            u("127.0.0.1:40000", "127.0.0.1:53"),
+            u("0.0.0.0:40001", "0.0.0.0:0"),
+        ];
         let pools = build_pools(1, &settings(40000, 40003), &socks, |_| None);
         assert_eq!(pools.len(), 1);
         assert!(pools[0].key.is_udp_pool());

@@ -8,9 +8,10 @@ use std::{
 
 use crate::model::Transport;
 
-/// Process names by pid, re-read after `ttl_ns` so that a reused pid gets its new name.
+/// Process names and start times by pid, re-read after `ttl_ns` so that a reused pid
+/// gets its new identity.
 pub struct ProcNames {
-    cache: HashMap<u32, (String, u64)>,
+    cache: HashMap<u32, (String, u64, u64)>,
     ttl_ns: u64,
 }
 
@@ -24,35 +25,31 @@ impl ProcNames {
         }
     }
 
-    /// The name of `pid` (its /proc/<pid>/comm); `fallback` (the thread's comm) when
-    /// the process is gone or unknown.
-    pub fn name<'a>(&'a mut self, pid: u32, now_ns: u64, fallback: &'a str) -> &'a str {
+    /// The name of `pid` (from /proc/<pid>/stat) and its start time; `fallback` (the
+    /// thread's comm) and 0 when the process is gone or unknown.
+    pub fn lookup(&mut self, pid: u32, now_ns: u64, fallback: &str) -> (String, u64) {
         if pid == 0 {
-            return fallback;
+            return (fallback.to_string(), 0);
         }
-        let fresh = self
-            .cache
-            .get(&pid)
-            .is_some_and(|(_, at)| now_ns.saturating_sub(*at) < self.ttl_ns);
-        if !fresh {
-            if self.cache.len() >= MAX_CACHED {
-                self.cache.clear();
+        if let Some((n, start, at)) = self.cache.get(&pid)
+            && now_ns.saturating_sub(*at) < self.ttl_ns
+        {
+            return (n.clone(), *start);
+        }
+        if self.cache.len() >= MAX_CACHED {
+            self.cache.clear();
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        match crate::owners::parse_stat(&stat) {
+            Some((name, start)) => {
+                self.cache.insert(pid, (name.clone(), start, now_ns));
+                (name, start)
             }
-            match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-                Ok(s) => {
-                    self.cache
-                        .insert(pid, (s.trim_end_matches('\n').to_string(), now_ns));
-                }
-                Err(_) => {
-                    self.cache.remove(&pid);
-                    return fallback;
-                }
+            None => {
+                self.cache.remove(&pid);
+                (fallback.to_string(), 0)
             }
         }
-        self.cache
-            .get(&pid)
-            .map(|(n, _)| n.as_str())
-            .unwrap_or(fallback)
     }
 }
 

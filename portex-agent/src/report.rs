@@ -34,9 +34,22 @@ pub struct NetnsReport {
 }
 
 impl NetnsReport {
-    pub fn new(snap: NetnsSnapshot, current: u64, pools: Vec<Pool>, diagnoses: Vec<Diagnosis>) -> Self {
-        let tcp_held = snap.sockets.iter().filter(|s| s.protocol == 6 && holds_port(s.state)).count() as u32;
-        let time_wait = snap.sockets.iter().filter(|s| s.protocol == 6 && s.state == 6).count() as u32;
+    pub fn new(
+        snap: NetnsSnapshot,
+        current: u64,
+        pools: Vec<Pool>,
+        diagnoses: Vec<Diagnosis>,
+    ) -> Self {
+        let tcp_held = snap
+            .sockets
+            .iter()
+            .filter(|s| s.protocol == 6 && holds_port(s.state))
+            .count() as u32;
+        let time_wait = snap
+            .sockets
+            .iter()
+            .filter(|s| s.protocol == 6 && s.state == 6)
+            .count() as u32;
         NetnsReport {
             inode: snap.netns.inode,
             name: snap.netns.name,
@@ -56,7 +69,12 @@ pub fn process_usage(pools: &[Pool]) -> Vec<ProcessUsage> {
     for p in pools {
         for h in &p.holders {
             let Some(o) = &h.owner else { continue };
-            let u = by.entry(o.clone()).or_insert(ProcessUsage { owner: o.clone(), held: 0, time_wait: 0, fullest_share: 0.0 });
+            let u = by.entry(o.clone()).or_insert(ProcessUsage {
+                owner: o.clone(),
+                held: 0,
+                time_wait: 0,
+                fullest_share: 0.0,
+            });
             u.held += h.held;
             u.time_wait += h.time_wait;
             if p.size > 0 {
@@ -73,7 +91,11 @@ pub fn pool_label(p: &Pool) -> String {
     if p.key.is_udp_pool() {
         "udp (any destination)".into()
     } else {
-        format!("tcp {} -> {}", p.key.saddr, std::net::SocketAddr::new(p.key.daddr, p.key.dport))
+        format!(
+            "tcp {} -> {}",
+            p.key.saddr,
+            std::net::SocketAddr::new(p.key.daddr, p.key.dport)
+        )
     }
 }
 
@@ -121,7 +143,11 @@ pub fn diagnosis_json(d: &Diagnosis) -> Value {
 }
 
 pub fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
-    let worst = reports.iter().flat_map(|r| r.pools.iter()).map(|p| p.utilisation()).fold(0.0, f64::max);
+    let worst = reports
+        .iter()
+        .flat_map(|r| r.pools.iter())
+        .map(|p| p.utilisation())
+        .fold(0.0, f64::max);
     let status = th.severity(worst).map(|s| s.as_str()).unwrap_or("ok");
     let ns: Vec<Value> = reports
         .iter()
@@ -169,7 +195,11 @@ pub fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> St
     let mut o = String::new();
     for r in reports {
         let s = &r.settings;
-        let name = r.name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let name = r
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         let here = if r.is_current { ", this one" } else { "" };
         let _ = writeln!(o, "network namespace {}{name}{here}", r.inode);
         let _ = writeln!(
@@ -185,15 +215,23 @@ pub fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> St
         if r.pools.is_empty() {
             let _ = writeln!(o, "  no ephemeral ports in use");
         } else {
-            let _ = writeln!(o, "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9}  TOP HOLDERS", "POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT");
+            let _ = writeln!(
+                o,
+                "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9}  TOP HOLDERS",
+                "POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT"
+            );
             for p in r.pools.iter().take(limit) {
                 let mark = match th.severity(p.utilisation()) {
                     Some(crate::diagnose::Severity::Critical) => "!!",
                     Some(_) => "! ",
                     None => "  ",
                 };
-                let holders: Vec<String> =
-                    p.holders.iter().take(3).map(|h| format!("{} ({})", holder_label(h), h.held)).collect();
+                let holders: Vec<String> = p
+                    .holders
+                    .iter()
+                    .take(3)
+                    .map(|h| format!("{} ({})", holder_label(h), h.held))
+                    .collect();
                 let _ = writeln!(
                     o,
                     "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9}  {}",
@@ -207,7 +245,11 @@ pub fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> St
                 );
             }
             if r.pools.len() > limit {
-                let _ = writeln!(o, "  ... and {} more pools (--limit)", r.pools.len() - limit);
+                let _ = writeln!(
+                    o,
+                    "  ... and {} more pools (--limit)",
+                    r.pools.len() - limit
+                );
             }
         }
         for d in &r.diagnoses {

@@ -19,21 +19,34 @@ pub struct NetSettings {
 
 impl Default for NetSettings {
     fn default() -> Self {
-        NetSettings { range: DEFAULT_RANGE, reserved: Vec::new(), tw_reuse: 2, max_tw_buckets: 262_144, fin_timeout_s: 60 }
+        NetSettings {
+            range: DEFAULT_RANGE,
+            reserved: Vec::new(),
+            tw_reuse: 2,
+            max_tw_buckets: 262_144,
+            fin_timeout_s: 60,
+        }
     }
 }
 
 impl NetSettings {
     /// Reads this thread's namespace.
     pub fn read() -> NetSettings {
-        let get = |k: &str| fs::read_to_string(format!("/proc/sys/net/ipv4/{k}")).unwrap_or_default();
+        let get =
+            |k: &str| fs::read_to_string(format!("/proc/sys/net/ipv4/{k}")).unwrap_or_default();
         let d = NetSettings::default();
         NetSettings {
             range: parse_range(&get("ip_local_port_range")).unwrap_or(d.range),
             reserved: parse_reserved(&get("ip_local_reserved_ports")),
             tw_reuse: get("tcp_tw_reuse").trim().parse().unwrap_or(d.tw_reuse),
-            max_tw_buckets: get("tcp_max_tw_buckets").trim().parse().unwrap_or(d.max_tw_buckets),
-            fin_timeout_s: get("tcp_fin_timeout").trim().parse().unwrap_or(d.fin_timeout_s),
+            max_tw_buckets: get("tcp_max_tw_buckets")
+                .trim()
+                .parse()
+                .unwrap_or(d.max_tw_buckets),
+            fin_timeout_s: get("tcp_fin_timeout")
+                .trim()
+                .parse()
+                .unwrap_or(d.fin_timeout_s),
         }
     }
 
@@ -98,12 +111,19 @@ mod tests {
         assert_eq!(parse_range("32768\t60999\n"), Some((32768, 60999)));
         assert_eq!(parse_range("5 4"), None);
         assert_eq!(parse_reserved("\n"), vec![]);
-        assert_eq!(parse_reserved("8080,9000-9010\n"), vec![(8080, 8080), (9000, 9010)]);
+        assert_eq!(
+            parse_reserved("8080,9000-9010\n"),
+            vec![(8080, 8080), (9000, 9010)]
+        );
     }
 
     #[test]
     fn usable_ports_subtract_reserved_inside_the_range() {
-        let s = NetSettings { range: (40000, 40009), reserved: vec![(40000, 40001), (50000, 50010)], ..Default::default() };
+        let s = NetSettings {
+            range: (40000, 40009),
+            reserved: vec![(40000, 40001), (50000, 50010)],
+            ..Default::default()
+        };
         assert_eq!(s.range_size(), 10);
         assert_eq!(s.usable_ports(), 8);
         assert!(s.is_reserved(40001) && !s.is_reserved(40002));

@@ -25,7 +25,11 @@ pub fn read(ns: &Netns) -> Result<NetnsSnapshot> {
         sockets.extend(sockdiag::dump(libc::IPPROTO_UDP as u8)?);
         Ok((settings, sockets))
     })??;
-    Ok(NetnsSnapshot { netns: ns.clone(), settings, sockets })
+    Ok(NetnsSnapshot {
+        netns: ns.clone(),
+        settings,
+        sockets,
+    })
 }
 
 /// The namespaces to report: this one, or all of them.

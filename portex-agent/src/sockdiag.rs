@@ -48,9 +48,18 @@ impl Drop for Fd {
 
 fn dump_family(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> Result<()> {
     // SAFETY: plain socket creation.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, NETLINK_SOCK_DIAG) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_SOCK_DIAG,
+        )
+    };
     if fd < 0 {
-        bail!("opening a sock_diag netlink socket: {}", std::io::Error::last_os_error());
+        bail!(
+            "opening a sock_diag netlink socket: {}",
+            std::io::Error::last_os_error()
+        );
     }
     let fd = Fd(fd);
     let req = request(family, protocol);
@@ -68,7 +77,10 @@ fn dump_family(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> Result<()
         )
     };
     if rc < 0 {
-        bail!("sending a sock_diag request: {}", std::io::Error::last_os_error());
+        bail!(
+            "sending a sock_diag request: {}",
+            std::io::Error::last_os_error()
+        );
     }
     let mut buf = vec![0u8; 256 * 1024];
     loop {
@@ -130,8 +142,15 @@ pub fn parse_messages(mut buf: &[u8], protocol: u8, out: &mut Vec<DiagSocket>) -
         match ty {
             NLMSG_DONE => return Parsed::Done,
             NLMSG_ERROR => {
-                let err = body.get(0..4).map(|b| i32::from_ne_bytes(b.try_into().unwrap())).unwrap_or(0);
-                return if err == 0 { Parsed::Done } else { Parsed::Error(-err) };
+                let err = body
+                    .get(0..4)
+                    .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
+                    .unwrap_or(0);
+                return if err == 0 {
+                    Parsed::Done
+                } else {
+                    Parsed::Error(-err)
+                };
             }
             SOCK_DIAG_BY_FAMILY => {
                 if let Some(s) = parse_diag_msg(body, protocol) {
@@ -166,7 +185,9 @@ fn parse_diag_msg(b: &[u8], protocol: u8) -> Option<DiagSocket> {
             IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))
         } else {
             let v6 = Ipv6Addr::from(a);
-            v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6))
+            v6.to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6))
         }
     };
     Some(DiagSocket {

@@ -11,7 +11,10 @@ use crate::{
 
 /// Exit status: 0 when no pool is over the warning threshold, 1 when one is.
 pub fn run(args: StatusArgs) -> Result<i32> {
-    let th = Thresholds { warning: args.warn / 100.0, critical: args.critical / 100.0 };
+    let th = Thresholds {
+        warning: args.warn / 100.0,
+        critical: args.critical / 100.0,
+    };
     let here = crate::netns::current()?.inode;
     let owners = snapshot::owners();
     let mut reports = Vec::new();
@@ -20,21 +23,37 @@ pub fn run(args: StatusArgs) -> Result<i32> {
             Ok(s) => s,
             // A namespace can vanish while we walk them; only ours must be readable.
             Err(e) if ns.inode != here => {
-                eprintln!("portex: warning: skipping network namespace {}: {e:#}", ns.inode);
+                eprintln!(
+                    "portex: warning: skipping network namespace {}: {e:#}",
+                    ns.inode
+                );
                 continue;
             }
             Err(e) => return Err(e).context("reading this network namespace"),
         };
-        let pools = build_pools(ns.inode, &snap.settings, &snap.sockets, |s| owners.get(&s.inode).cloned());
+        let pools = build_pools(ns.inode, &snap.settings, &snap.sockets, |s| {
+            owners.get(&s.inode).cloned()
+        });
         let diagnoses = diagnose(&snap.settings, &pools, &th, &LiveFacts::default());
         reports.push(NetnsReport::new(snap, here, pools, diagnoses));
     }
-    let over = reports.iter().any(|r| r.pools.iter().any(|p| p.utilisation() >= th.warning));
-    let out = if args.json { render_json(&reports, &th, args.limit) } else { render_text(&reports, &th, args.limit) };
+    let over = reports
+        .iter()
+        .any(|r| r.pools.iter().any(|p| p.utilisation() >= th.warning));
+    let out = if args.json {
+        render_json(&reports, &th, args.limit)
+    } else {
+        render_text(&reports, &th, args.limit)
+    };
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(out.as_bytes()).and_then(|_| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e).context("writing the report"),
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(e).context("writing the report");
+        }
         _ => {}
     }
     Ok(if over { 1 } else { 0 })

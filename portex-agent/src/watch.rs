@@ -9,10 +9,12 @@ use tokio::{
 
 use crate::{
     cli::WatchArgs,
+    diagnose::Thresholds,
     ebpf::{LoadOptions, Probe},
     emitter::{Emitter, Format, Stop},
     filter::Filter,
     reader::{self, Counts},
+    tracker::Tracker,
 };
 
 /// Batches waiting for the consumer; beyond this, batches are dropped and counted.
@@ -42,6 +44,8 @@ pub fn run(args: WatchArgs) -> Result<()> {
         comm: args.comm.clone(),
         failures_only: args.failures_only,
     };
+    // Seeded after the programs are attached, so nothing falls between the two.
+    let tracker = (!args.no_pools).then(|| Tracker::new(Thresholds::default()));
     let consumer = std::thread::Builder::new()
         .name("portex-emit".into())
         .spawn(move || {
@@ -50,6 +54,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
                 format,
                 filter,
                 std::io::BufWriter::with_capacity(1 << 16, stdout),
+                tracker,
             );
             let res = em.run(rx);
             (em.written, res)

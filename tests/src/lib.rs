@@ -163,8 +163,15 @@ impl Netns {
             }
             lines.push(l);
         }
-        let pid = lines.iter().find_map(|l| l.strip_prefix("pid ")).and_then(|p| p.parse().ok()).expect("pid");
-        Held { child, driven: Driven { pid, lines } }
+        let pid = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("pid "))
+            .and_then(|p| p.parse().ok())
+            .expect("pid");
+        Held {
+            child,
+            driven: Driven { pid, lines },
+        }
     }
 
     /// Runs a command inside this namespace: (exit code, stdout, stderr).
@@ -174,7 +181,11 @@ impl Netns {
             .args(cmd)
             .output()
             .expect("ip netns exec");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 }
 
@@ -214,15 +225,30 @@ impl WaitTimeout for Child {
 /// Pools as `ss -tanH` shows them, by the same rule portex uses: client-side sockets
 /// holding a port inside the range, keyed by (source ip, destination ip, destination
 /// port), as (held, time_wait).
-pub fn ss_pools(ss_output: &str, lo: u16, hi: u16) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
+pub fn ss_pools(
+    ss_output: &str,
+    lo: u16,
+    hi: u16,
+) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
     fn split(a: &str) -> (String, u16) {
         let (ip, port) = a.rsplit_once(':').unwrap();
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
-        let ip = ip.strip_prefix("::ffff:").filter(|v4| v4.contains('.')).unwrap_or(ip);
+        let ip = ip
+            .strip_prefix("::ffff:")
+            .filter(|v4| v4.contains('.'))
+            .unwrap_or(ip);
         (ip.to_string(), port.parse().unwrap_or(0))
     }
-    let rows: Vec<Vec<&str>> = ss_output.lines().map(|l| l.split_whitespace().collect()).filter(|r: &Vec<&str>| r.len() >= 5).collect();
-    let listen_ports: Vec<u16> = rows.iter().filter(|r| r[0] == "LISTEN").map(|r| split(r[3]).1).collect();
+    let rows: Vec<Vec<&str>> = ss_output
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.len() >= 5)
+        .collect();
+    let listen_ports: Vec<u16> = rows
+        .iter()
+        .filter(|r| r[0] == "LISTEN")
+        .map(|r| split(r[3]).1)
+        .collect();
     let mut out = std::collections::BTreeMap::new();
     for r in &rows {
         if r[0] == "LISTEN" || r[0] == "SYN-RECV" || r[0] == "UNCONN" {

@@ -51,7 +51,18 @@ fn exhaust_tcp(listen: &str, tag: &str) {
             )
         );
         assert_eq!(got, dest, "{f}");
+        // The pool is full when connect() fails: 4 of 4 ports towards this destination.
+        assert_eq!(f["portex"]["pool"]["used"], 4, "{f}");
+        assert_eq!(f["portex"]["pool"]["size"], 4, "{f}");
     }
+    let pressure = with_action(&ev, "pool_pressure");
+    assert!(
+        pressure
+            .iter()
+            .any(|p| p["portex"]["pool"]["severity"] == "critical"),
+        "a critical pool_pressure event names the driver\n{}",
+        out.dump(d.pid)
+    );
     let connects = with_action(&ev, "connect");
     let ports: Vec<u64> = connects
         .iter()

@@ -4,7 +4,8 @@ use portex_e2e::*;
 fn status_json(ns: &Netns) -> (Option<i32>, Value) {
     let bin = portex_bin();
     let (code, out, err) = ns.exec(&[bin.to_str().unwrap(), "status", "--json", "--limit", "1000"]);
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}\n{out}\n{err}"));
+    let v: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}\n{out}\n{err}"));
     (code, v)
 }
 
@@ -23,7 +24,10 @@ fn pools_of(v: &Value) -> std::collections::BTreeMap<(String, String, u16), (u64
                     p["destination_ip"].as_str().unwrap().to_string(),
                     p["destination_port"].as_u64().unwrap() as u16,
                 ),
-                (p["used"].as_u64().unwrap(), p["time_wait"].as_u64().unwrap()),
+                (
+                    p["used"].as_u64().unwrap(),
+                    p["time_wait"].as_u64().unwrap(),
+                ),
             )
         })
         .collect()
@@ -39,17 +43,30 @@ fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
     // Loopback's default (tcp_tw_reuse=2) lets connect() recycle TIME_WAIT ports, which
     // would make the count depend on timing; ss and portex must agree either way.
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
-    let held = ns.spawn(&["pool-mix", "127.0.0.1:6001", "127.0.0.2:6002", "3000", "20", "50"]);
+    let held = ns.spawn(&[
+        "pool-mix",
+        "127.0.0.1:6001",
+        "127.0.0.2:6002",
+        "3000",
+        "20",
+        "50",
+    ]);
     let (code, v) = status_json(&ns);
     let (_, ss, _) = ns.exec(&["ss", "-tanH"]);
     let truth = ss_pools(&ss, 40000, 49999);
     let got = pools_of(&v);
-    assert_eq!(got, truth, "portex status pools (used, time_wait) must equal ss");
+    assert_eq!(
+        got, truth,
+        "portex status pools (used, time_wait) must equal ss"
+    );
     let a = &got[&("127.0.0.1".to_string(), "127.0.0.1".to_string(), 6001)];
     // TIME_WAIT can end early (a new SYN recycles it), so "thousands", not exactly 3000;
     // the live connections are exact.
     assert!(a.1 >= 2500 && a.0 - a.1 == 20, "{a:?}");
-    assert_eq!(got[&("127.0.0.1".to_string(), "127.0.0.2".to_string(), 6002)], (50, 0));
+    assert_eq!(
+        got[&("127.0.0.1".to_string(), "127.0.0.2".to_string(), 6002)],
+        (50, 0)
+    );
     assert_eq!(code, Some(0), "30% used is under the warning threshold");
 
     // Live connections are held by the driver; TIME_WAIT ones have no owner.
@@ -68,7 +85,10 @@ fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
     let procs = v["namespaces"][0]["processes"].as_array().unwrap();
     assert_eq!(procs[0]["pid"].as_u64(), Some(held.driven.pid as u64));
     assert_eq!(procs[0]["held"], 70);
-    assert_eq!(v["namespaces"][0]["settings"]["ip_local_port_range"], serde_json::json!([40000, 49999]));
+    assert_eq!(
+        v["namespaces"][0]["settings"]["ip_local_port_range"],
+        serde_json::json!([40000, 49999])
+    );
 }
 
 #[test]
@@ -78,15 +98,41 @@ fn a_full_small_range_is_at_100_percent_and_exits_1() {
     }
     let ns = Netns::new("full");
     ns.port_range(40000, 40003);
-    let held = ns.spawn(&["pool-mix", "127.0.0.1:6001", "127.0.0.2:6002", "0", "4", "1"]);
+    let held = ns.spawn(&[
+        "pool-mix",
+        "127.0.0.1:6001",
+        "127.0.0.2:6002",
+        "0",
+        "4",
+        "1",
+    ]);
     let (code, v) = status_json(&ns);
     assert_eq!(code, Some(1), "{v:#}");
     assert_eq!(v["status"], "critical");
     let p = &v["namespaces"][0]["pools"][0];
-    assert_eq!((p["used"].as_u64(), p["size"].as_u64(), p["utilisation"].as_f64()), (Some(4), Some(4), Some(1.0)), "{p}");
-    assert_eq!(p["holders"][0]["pid"].as_u64(), Some(held.driven.pid as u64));
-    let ids: Vec<&str> = v["namespaces"][0]["diagnoses"].as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap()).collect();
-    assert!(ids.contains(&"pool_exhaustion") && ids.contains(&"narrow_port_range"), "{ids:?}");
+    assert_eq!(
+        (
+            p["used"].as_u64(),
+            p["size"].as_u64(),
+            p["utilisation"].as_f64()
+        ),
+        (Some(4), Some(4), Some(1.0)),
+        "{p}"
+    );
+    assert_eq!(
+        p["holders"][0]["pid"].as_u64(),
+        Some(held.driven.pid as u64)
+    );
+    let ids: Vec<&str> = v["namespaces"][0]["diagnoses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"pool_exhaustion") && ids.contains(&"narrow_port_range"),
+        "{ids:?}"
+    );
     // Text mode agrees, with the same exit code.
     let (code, text, _) = ns.exec(&[portex_bin().to_str().unwrap(), "status"]);
     assert_eq!(code, Some(1));
@@ -103,7 +149,21 @@ fn bind_before_connect_is_diagnosed() {
     let held = ns.spawn(&["bind-connect", "127.0.0.1:6200", "40"]);
     let (_, v) = status_json(&ns);
     let diags = v["namespaces"][0]["diagnoses"].as_array().unwrap();
-    let d = diags.iter().find(|d| d["id"] == "bind_before_connect").unwrap_or_else(|| panic!("{v:#}"));
-    assert!(d["pids"].as_array().unwrap().contains(&serde_json::json!(held.driven.pid)), "{d}");
-    assert!(d["fix"].as_str().unwrap().contains("IP_BIND_ADDRESS_NO_PORT"));
+    let d = diags
+        .iter()
+        .find(|d| d["id"] == "bind_before_connect")
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert!(
+        d["pids"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!(held.driven.pid)),
+        "{d}"
+    );
+    assert!(
+        d["fix"]
+            .as_str()
+            .unwrap()
+            .contains("IP_BIND_ADDRESS_NO_PORT")
+    );
 }

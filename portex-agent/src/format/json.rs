@@ -89,8 +89,78 @@ pub fn write_line(v: &View, out: &mut String) {
     } else if r.destination.is_some() {
         out.push_str(",\"direction\":\"outbound\"");
     }
+    if let Some(p) = r.pool {
+        let _ = write!(
+            out,
+            ",\"pool\":{{\"used\":{},\"size\":{},\"time_wait\":{}}}",
+            p.used, p.size, p.time_wait
+        );
+    }
     if r.owner_guessed {
         out.push_str(",\"owner_guessed\":true");
     }
     out.push_str("}}\n");
+}
+
+/// A `pool_pressure` line: a pool crossed a utilisation threshold.
+pub fn write_pressure(p: &crate::ledger::Pressure, unix_ns: i128, out: &mut String) {
+    let v = &p.view;
+    let k = &v.pool.key;
+    out.push_str("{\"@timestamp\":\"");
+    rfc3339_micros(unix_ns, out);
+    out.push_str("\",\"event\":{\"kind\":\"alert\",\"category\":[\"network\"],\"action\":\"pool_pressure\",\"outcome\":\"unknown\",\"severity\":");
+    let _ = write!(
+        out,
+        "{}",
+        if p.severity == crate::diagnose::Severity::Critical {
+            3
+        } else {
+            2
+        }
+    );
+    out.push('}');
+    if let Some(o) = v.pool.holders.iter().find_map(|h| h.owner.as_ref()) {
+        let _ = write!(out, ",\"process\":{{\"pid\":{},\"name\":", o.pid);
+        push_str(out, &o.name);
+        out.push('}');
+    }
+    let _ = write!(
+        out,
+        ",\"source\":{{\"ip\":\"{}\"}},\"destination\":{{\"ip\":\"{}\",\"port\":{}}},\"network\":{{\"transport\":\"{}\",\"type\":\"{}\"}}",
+        k.saddr,
+        k.daddr,
+        k.dport,
+        k.transport.as_str(),
+        if k.daddr.is_ipv4() { "ipv4" } else { "ipv6" }
+    );
+    let _ = write!(
+        out,
+        ",\"portex\":{{\"netns\":{},\"pool\":{{\"severity\":\"{}\",\"used\":{},\"size\":{},\"time_wait\":{},\"utilisation\":{:.4},\"opens_per_s\":{:.1},\"steady_state_used\":{:.0}",
+        k.netns,
+        p.severity.as_str(),
+        v.pool.used,
+        v.pool.size,
+        v.pool.time_wait,
+        v.pool.utilisation(),
+        v.opens_per_s,
+        v.forecast.steady_state_used
+    );
+    if let Some(s) = v.forecast.seconds_to_full {
+        let _ = write!(out, ",\"seconds_to_full\":{s:.1}");
+    }
+    out.push_str(",\"holders\":[");
+    for (i, h) in v.pool.holders.iter().take(5).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match &h.owner {
+            Some(o) => {
+                let _ = write!(out, "{{\"pid\":{},\"name\":", o.pid);
+                push_str(out, &o.name);
+            }
+            None => out.push_str("{\"pid\":null,\"name\":null"),
+        }
+        let _ = write!(out, ",\"held\":{},\"time_wait\":{}}}", h.held, h.time_wait);
+    }
+    out.push_str("]}}}\n");
 }

@@ -45,3 +45,43 @@ pub fn write_line(v: &View, out: &mut String) {
     }
     out.push('\n');
 }
+
+/// A pool crossed a utilisation threshold.
+pub fn write_pressure(p: &crate::ledger::Pressure, unix_ns: i128, out: &mut String) {
+    let mut ts = String::with_capacity(32);
+    rfc3339_micros(unix_ns, &mut ts);
+    out.push_str(ts.get(11..26).unwrap_or(&ts));
+    let v = &p.view;
+    let k = &v.pool.key;
+    let _ = write!(
+        out,
+        " pool_pressure  [{}] {} {} -> {}:{} {}/{} used ({:.0}%), {} in TIME_WAIT",
+        p.severity.as_str(),
+        k.transport.as_str(),
+        k.saddr,
+        k.daddr,
+        k.dport,
+        v.pool.used,
+        v.pool.size,
+        v.pool.utilisation() * 100.0,
+        v.pool.time_wait
+    );
+    if let Some(s) = v.forecast.seconds_to_full {
+        let _ = write!(out, ", full in {s:.0}s");
+    }
+    let holders: Vec<String> = v
+        .pool
+        .holders
+        .iter()
+        .take(3)
+        .map(|h| match &h.owner {
+            Some(o) => {
+                let mut n = String::new();
+                sanitize(&o.name, &mut n);
+                format!("{} {n} ({})", o.pid, h.held)
+            }
+            None => format!("TIME_WAIT ({})", h.held),
+        })
+        .collect();
+    let _ = writeln!(out, "; top holders: {}", holders.join(", "));
+}

@@ -116,9 +116,13 @@ fn bind_connect(listen: SocketAddr, n: usize) {
     let mut held = Vec::new();
     for _ in 0..n {
         let s = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP)).unwrap();
-        s.bind(&SockAddr::from(SocketAddr::new(dest.ip(), 0))).unwrap();
+        s.bind(&SockAddr::from(SocketAddr::new(dest.ip(), 0)))
+            .unwrap();
         s.connect(&SockAddr::from(dest)).unwrap();
-        println!("connect ok {}", s.local_addr().unwrap().as_socket().unwrap());
+        println!(
+            "connect ok {}",
+            s.local_addr().unwrap().as_socket().unwrap()
+        );
         held.push(s);
     }
     hold_until_stdin_closes();

@@ -1,0 +1,154 @@
+//! The live ledger with its IO: seeding and reconciling from sock_diag, resolving an
+//! event's network namespace from its owner, and the clock that expires TIME_WAIT.
+use std::{collections::HashMap, fs, os::unix::fs::MetadataExt};
+
+use crate::{
+    clock::boot_now_ns,
+    diagnose::Thresholds,
+    ledger::{Ledger, Pressure},
+    model::{Action, PoolState, Record},
+    owners::socket_owners,
+    pools::PoolKey,
+    snapshot,
+};
+
+/// How often the ledger is corrected from the kernel's table.
+pub const RECONCILE_NS: u64 = 10_000_000_000;
+const NETNS_TTL_NS: u64 = 5_000_000_000;
+
+pub struct Tracker {
+    pub ledger: Ledger,
+    pub thresholds: Thresholds,
+    netns_cache: HashMap<u32, (u64, u64)>,
+    last_reconcile: u64,
+    last_expire: u64,
+    /// Namespaces that could not be read at the last reconciliation.
+    pub reconcile_errors: u64,
+}
+
+/// What the tracker adds to one record.
+#[derive(Default)]
+pub struct Touch {
+    /// (used, size, time_wait) of the record's pool, after the record.
+    pub pool: Option<PoolState>,
+    pub pressure: Option<Pressure>,
+}
+
+impl Tracker {
+    /// Seeds from every namespace on the host.
+    pub fn new(thresholds: Thresholds) -> Tracker {
+        let mut t = Tracker {
+            ledger: Ledger::new(),
+            thresholds,
+            netns_cache: HashMap::new(),
+            last_reconcile: 0,
+            last_expire: 0,
+            reconcile_errors: 0,
+        };
+        t.reconcile(boot_now_ns());
+        t
+    }
+
+    /// Re-reads every namespace's table and settings.
+    pub fn reconcile(&mut self, now: u64) {
+        let owners = socket_owners();
+        let Ok(list) = snapshot::namespaces(true) else {
+            return;
+        };
+        for ns in list {
+            match snapshot::read(&ns) {
+                Ok(snap) => self.ledger.reconcile(
+                    ns.inode,
+                    snap.settings,
+                    &snap.sockets,
+                    |s| owners.get(&s.inode).cloned(),
+                    now,
+                ),
+                Err(_) => self.reconcile_errors += 1,
+            }
+        }
+        for (pid, o) in owners
+            .values()
+            .map(|o| (o.pid, o))
+            .collect::<HashMap<_, _>>()
+        {
+            self.ledger.process_seen(pid, o.start, &o.name);
+        }
+        self.last_reconcile = now;
+    }
+
+    /// Expires TIME_WAIT, reconciles when due.
+    pub fn tick(&mut self, now: u64) {
+        if now.saturating_sub(self.last_expire) >= 250_000_000 {
+            self.ledger.expire(now);
+            self.last_expire = now;
+        }
+        if now.saturating_sub(self.last_reconcile) >= RECONCILE_NS {
+            self.ledger.forget_idle(now);
+            self.reconcile(now);
+        }
+    }
+
+    /// The network namespace of a task, cached for a few seconds.
+    fn netns_of(&mut self, pid: u32, tid: u32, now: u64) -> Option<u64> {
+        if pid == 0 {
+            return None;
+        }
+        let key = if tid != 0 { tid } else { pid };
+        if let Some(&(ns, at)) = self.netns_cache.get(&key)
+            && now.saturating_sub(at) < NETNS_TTL_NS
+        {
+            return Some(ns);
+        }
+        if self.netns_cache.len() > 16_384 {
+            self.netns_cache.clear();
+        }
+        let ns = fs::metadata(format!("/proc/{pid}/task/{tid}/ns/net"))
+            .or_else(|_| fs::metadata(format!("/proc/{pid}/ns/net")))
+            .ok()?
+            .ino();
+        self.netns_cache.insert(key, (ns, now));
+        Some(ns)
+    }
+
+    /// Applies a record; returns its pool's state and any pressure crossing.
+    pub fn on_record(&mut self, r: &Record, process_start: u64, name: &str) -> Touch {
+        let now = boot_now_ns();
+        if r.process.pid != 0 {
+            self.ledger.process_seen(r.process.pid, process_start, name);
+        }
+        if matches!(r.action, Action::Bind | Action::BindFailed) {
+            self.ledger.apply_bind(r, now);
+            return Touch::default();
+        }
+        let ns = self.netns_of(r.process.pid, r.process.tid, now);
+        let ns = match ns {
+            Some(n) if self.ledger.netns_known(n) => Some(n),
+            // A namespace created since the last reconciliation (at most once a second:
+            // reading every namespace is not free).
+            Some(_) if now.saturating_sub(self.last_reconcile) >= 1_000_000_000 => {
+                self.reconcile(now);
+                ns
+            }
+            Some(_) => None,
+            None => None,
+        };
+        let Some(key) = self.ledger.apply(r, ns, now) else {
+            return Touch::default();
+        };
+        self.touch(&key, now)
+    }
+
+    fn touch(&mut self, key: &PoolKey, now: u64) -> Touch {
+        let pressure = self.ledger.check_pressure(key, &self.thresholds, now);
+        let pool = self
+            .ledger
+            .pool_state(key)
+            .map(|(used, size, time_wait)| PoolState {
+                used,
+                size,
+                time_wait,
+            });
+        Touch { pool, pressure }
+    }
+}
