@@ -19,6 +19,29 @@ pub enum Command {
     /// One-shot report of every port pool (no eBPF): exit 0 when none is over the
     /// warning threshold, 1 when one is.
     Status(StatusArgs),
+    /// Live full-screen view: per-process churn and per-pool pressure (needs root).
+    Top(TopArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TopArgs {
+    /// Print one frame as text after one interval and exit (no terminal needed).
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between refreshes (and how long --once watches).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = parse_interval)]
+    pub interval: f64,
+    /// Rows per table with --once.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub rows: usize,
+}
+
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if !(0.1..=3600.0).contains(&v) {
+        return Err("must be between 0.1 and 3600".into());
+    }
+    Ok(v)
 }
 
 #[derive(Args, Debug, Clone)]

@@ -26,5 +26,6 @@ pub mod settings;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod status;
+pub mod top;
 pub mod tracker;
 pub mod watch;

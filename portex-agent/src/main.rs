@@ -7,6 +7,7 @@ fn main() {
     let res = match cli.command {
         Command::Watch(args) => portex_agent::watch::run(args).map(|_| 0),
         Command::Status(args) => portex_agent::status::run(args),
+        Command::Top(args) => portex_agent::top::run(args).map(|_| 0),
     };
     let code = match res {
         Ok(code) => code,

@@ -6,6 +6,8 @@ pub struct Rate {
     buckets: [u32; WINDOW],
     /// The second (boot clock) the newest bucket counts.
     head_s: u64,
+    /// The first second anything was counted: a young window divides by what it saw.
+    first_s: Option<u64>,
     pub total: u64,
 }
 
@@ -26,6 +28,7 @@ impl Rate {
     pub fn add(&mut self, now_ns: u64, n: u32) {
         let s = now_ns / 1_000_000_000;
         self.advance(s);
+        self.first_s.get_or_insert(s);
         self.buckets[(self.head_s as usize) % WINDOW] += n;
         self.total += n as u64;
     }
@@ -39,7 +42,11 @@ impl Rate {
             .filter(|&i| i != cur)
             .map(|i| self.buckets[i] as u64)
             .sum();
-        sum as f64 / (WINDOW - 1) as f64
+        let seen = self
+            .first_s
+            .map(|f| self.head_s.saturating_sub(f))
+            .unwrap_or(0);
+        sum as f64 / seen.clamp(1, WINDOW as u64 - 1) as f64
     }
 
     /// Counted in the current (partial) second: for "something happened just now".
@@ -72,6 +79,7 @@ mod tests {
         r.add(5 * S, 9);
         assert_eq!(r.per_sec(5 * S), 0.0);
         assert_eq!(r.this_second(5 * S), 9);
-        assert_eq!(r.per_sec(6 * S), 1.0);
+        assert_eq!(r.per_sec(6 * S), 9.0, "one complete second seen");
+        assert_eq!(r.per_sec(7 * S), 4.5);
     }
 }

@@ -20,6 +20,16 @@ fn main() {
         Some("--netns") => (Some(args[1].clone()), args[2..].to_vec()),
         _ => (None, args),
     };
+    // --name NAME: set this process's comm (untrusted names for the display tests).
+    let rest = match rest.first().map(String::as_str) {
+        Some("--name") => {
+            let name = std::ffi::CString::new(rest[1].as_bytes()).unwrap();
+            // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            rest[2..].to_vec()
+        }
+        _ => rest,
+    };
     if let Some(ns) = netns {
         enter_netns(&ns);
     }
