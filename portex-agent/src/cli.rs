@@ -52,15 +52,30 @@ pub struct StatusArgs {
     /// Every network namespace on the host, not only this one.
     #[arg(long)]
     pub all_netns: bool,
-    /// Utilisation (percent) at which a pool is reported as a warning.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
+    /// At most this many pools and processes per namespace.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub limit: usize,
+}
+
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ThresholdArgs {
+    /// Utilisation (percent) at which a pool is a warning (pool_pressure, exit status).
     #[arg(long, value_name = "PERCENT", default_value_t = 80.0, value_parser = parse_percent)]
     pub warn: f64,
     /// Utilisation (percent) at which a pool is critical.
     #[arg(long, value_name = "PERCENT", default_value_t = 95.0, value_parser = parse_percent)]
     pub critical: f64,
-    /// At most this many pools and processes per namespace.
-    #[arg(long, value_name = "N", default_value_t = 50)]
-    pub limit: usize,
+}
+
+impl ThresholdArgs {
+    pub fn thresholds(&self) -> crate::diagnose::Thresholds {
+        crate::diagnose::Thresholds {
+            warning: self.warn / 100.0,
+            critical: self.critical / 100.0,
+        }
+    }
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -95,6 +110,8 @@ pub struct WatchArgs {
     /// Do not track port pools (no pool state on failures, no pool_pressure events).
     #[arg(long)]
     pub no_pools: bool,
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Ring buffer size in KiB (a power of two).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_kib: u32,

@@ -3,7 +3,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     cli::StatusArgs,
-    diagnose::{LiveFacts, Thresholds, diagnose},
+    diagnose::{LiveFacts, diagnose},
     pools::build_pools,
     report::{NetnsReport, render_json, render_text},
     snapshot,
@@ -11,10 +11,7 @@ use crate::{
 
 /// Exit status: 0 when no pool is over the warning threshold, 1 when one is.
 pub fn run(args: StatusArgs) -> Result<i32> {
-    let th = Thresholds {
-        warning: args.warn / 100.0,
-        critical: args.critical / 100.0,
-    };
+    let th = args.thresholds.thresholds();
     let here = crate::netns::current()?.inode;
     let owners = snapshot::owners();
     let mut reports = Vec::new();

@@ -9,7 +9,6 @@ use tokio::{
 
 use crate::{
     cli::WatchArgs,
-    diagnose::Thresholds,
     ebpf::{LoadOptions, Probe},
     emitter::{Emitter, Format, Stop},
     filter::Filter,
@@ -45,7 +44,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
         failures_only: args.failures_only,
     };
     // Seeded after the programs are attached, so nothing falls between the two.
-    let tracker = (!args.no_pools).then(|| Tracker::new(Thresholds::default()));
+    let tracker = (!args.no_pools).then(|| Tracker::new(args.thresholds.thresholds()));
     let consumer = std::thread::Builder::new()
         .name("portex-emit".into())
         .spawn(move || {
