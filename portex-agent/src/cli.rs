@@ -21,6 +21,53 @@ pub enum Command {
     Status(StatusArgs),
     /// Live full-screen view: per-process churn and per-pool pressure (needs root).
     Top(TopArgs),
+    /// Run as a service: NDJSON events to a file or stdout, metrics for Prometheus (needs
+    /// root or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE).
+    Agent(AgentArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// TOML file with any of the settings below (flags override it).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+    /// Where events go: a file (appended, created 0640), or - for stdout. [default: -]
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<String>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9633; off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<String>,
+    /// Rotate the output file at this size (e.g. 64M). [default: never]
+    #[arg(long, value_name = "SIZE")]
+    pub rotate_size: Option<String>,
+    /// Rotated files to keep. [default: 5]
+    #[arg(long, value_name = "N")]
+    pub rotate_keep: Option<u32>,
+    /// Batches of lines queued for the output before new ones are dropped (and counted).
+    /// [default: 1024]
+    #[arg(long, value_name = "N")]
+    pub queue: Option<usize>,
+    /// Pool utilisation (percent) for a warning pool_pressure event. [default: 80]
+    #[arg(long, value_name = "PERCENT")]
+    pub warn: Option<f64>,
+    /// Pool utilisation (percent) for a critical pool_pressure event. [default: 95]
+    #[arg(long, value_name = "PERCENT")]
+    pub critical: Option<f64>,
+    /// Export per-pool gauges only for pools at least this full (percent). [default: 50]
+    #[arg(long, value_name = "PERCENT")]
+    pub metrics_pool_min: Option<f64>,
+    /// Export at most this many pools. [default: 20]
+    #[arg(long, value_name = "N")]
+    pub metrics_max_pools: Option<usize>,
+    /// Export at most this many processes. [default: 10]
+    #[arg(long, value_name = "N")]
+    pub metrics_top_processes: Option<usize>,
+    /// Do not attach the connect/bind syscall tracepoints.
+    #[arg(long)]
+    pub no_syscall_hooks: bool,
+    /// Ring buffer size in KiB (a power of two). [default: 4096]
+    #[arg(long, value_name = "KIB")]
+    pub ring_kib: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -7,15 +7,20 @@ use std::{
     time::Duration,
 };
 
+use std::sync::Arc;
+
 use crate::{
     clock::{WallClock, boot_now_ns},
+    containers::Resolver,
     errno::EADDRNOTAVAIL,
     filter::Filter,
     format::{View, json, text},
     ledger::Pressure,
     lifecycle::interpret,
+    metrics::{HolderGauge, Metrics, PoolGauge, Snapshot},
     model::{Action, Record, Transport},
     procinfo::{ProcNames, socket_of},
+    rate::Rate,
     reader::Batch,
     tracker::Tracker,
 };
@@ -37,6 +42,32 @@ pub struct Emitter<W: Write> {
     pub tracker: Option<Tracker>,
     /// Records written, for the summary.
     pub written: u64,
+    pub metrics: Option<Arc<Metrics>>,
+    pub pool_metrics: PoolMetricOptions,
+    containers: Resolver,
+    kernel_rate: Rate,
+    last_publish: u64,
+}
+
+/// Which pools and processes become metrics (bounded cardinality).
+#[derive(Clone, Copy, Debug)]
+pub struct PoolMetricOptions {
+    /// Only pools at or above this utilisation (0..1).
+    pub min_utilisation: f64,
+    /// At most this many pools, fullest first.
+    pub max_pools: usize,
+    /// At most this many processes, biggest holders first.
+    pub top_processes: usize,
+}
+
+impl Default for PoolMetricOptions {
+    fn default() -> Self {
+        PoolMetricOptions {
+            min_utilisation: 0.5,
+            max_pools: 20,
+            top_processes: 10,
+        }
+    }
 }
 
 /// Why the consumer stopped early.
@@ -58,6 +89,11 @@ impl<W: Write> Emitter<W> {
             line: String::with_capacity(4096),
             tracker,
             written: 0,
+            metrics: None,
+            pool_metrics: PoolMetricOptions::default(),
+            containers: Resolver::new(),
+            kernel_rate: Rate::default(),
+            last_publish: 0,
         }
     }
 
@@ -71,8 +107,16 @@ impl<W: Write> Emitter<W> {
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => return Ok(()),
             };
+            let now = boot_now_ns();
             if let Some(t) = self.tracker.as_mut() {
-                t.tick(boot_now_ns());
+                t.tick(now);
+            }
+            if let Some(b) = &batch {
+                self.kernel_rate.add(now, b.len() as u32);
+            }
+            if now.saturating_sub(self.last_publish) >= 1_000_000_000 {
+                self.publish(now);
+                self.last_publish = now;
             }
             let Some(batch) = batch else { continue };
             for ev in &batch {
@@ -97,7 +141,12 @@ impl<W: Write> Emitter<W> {
             if r.action.is_failure() {
                 r.pool = touch.pool;
             }
+            r.netns = touch.netns;
             pressure = touch.pressure;
+        }
+        r.container = self.containers.container(r.process.cgroup_id, now);
+        if let Some(m) = &self.metrics {
+            count_metrics(m, r, pressure.as_ref());
         }
         if self.filter.accepts(r, &name) {
             if r.errno == Some(EADDRNOTAVAIL) {
@@ -124,6 +173,61 @@ impl<W: Write> Emitter<W> {
             }
             self.written += 1;
         }
+    }
+
+    /// Publishes pool and process gauges for the next scrape.
+    fn publish(&mut self, now: u64) {
+        let Some(m) = self.metrics.clone() else {
+            return;
+        };
+        let mut snap = Snapshot {
+            events_per_second: self.kernel_rate.per_sec(now),
+            ..Snapshot::default()
+        };
+        if let Some(t) = self.tracker.as_mut() {
+            let o = self.pool_metrics;
+            snap.tracked_sockets = t.ledger.tracked_sockets() as u64;
+            snap.pools = t
+                .ledger
+                .pool_views(now)
+                .into_iter()
+                .filter(|v| v.pool.utilisation() >= o.min_utilisation)
+                .take(o.max_pools)
+                .map(|v| {
+                    let k = &v.pool.key;
+                    PoolGauge {
+                        netns: k.netns,
+                        transport: k.transport.as_str(),
+                        source: k.saddr.to_string(),
+                        destination: std::net::SocketAddr::new(k.daddr, k.dport).to_string(),
+                        size: v.pool.size,
+                        used: v.pool.used,
+                        time_wait: v.pool.time_wait,
+                        seconds_to_full: v.forecast.seconds_to_full,
+                    }
+                })
+                .collect();
+            let mut procs: Vec<(u32, String, u32, u32)> = t
+                .ledger
+                .processes()
+                .iter()
+                .filter(|(pid, p)| **pid != 0 && p.held > 0)
+                .map(|(pid, p)| (*pid, p.name.clone(), p.held, p.time_wait))
+                .collect();
+            procs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
+            procs.truncate(o.top_processes);
+            snap.holders = procs
+                .into_iter()
+                .map(|(pid, comm, held, time_wait)| HolderGauge {
+                    pid,
+                    comm,
+                    container_id: None,
+                    held,
+                    time_wait,
+                })
+                .collect();
+        }
+        *m.snapshot.lock().unwrap() = snap;
     }
 
     /// pool_pressure is an alarm: it passes --failures-only, and --pid/--comm when that
@@ -156,6 +260,25 @@ impl<W: Write> Emitter<W> {
                 Stop::Io(e)
             }
         })
+    }
+}
+
+fn count_metrics(m: &Metrics, r: &Record, pressure: Option<&Pressure>) {
+    *m.events
+        .lock()
+        .unwrap()
+        .entry(r.action.as_str())
+        .or_default() += 1;
+    if let (Some(e), Some(c)) = (r.errno, r.cause) {
+        let key = (crate::errno::name(e), c.as_str(), r.transport.as_str());
+        *m.failures.lock().unwrap().entry(key).or_default() += 1;
+    }
+    if let Some(p) = pressure {
+        *m.pool_pressure
+            .lock()
+            .unwrap()
+            .entry(p.severity.as_str())
+            .or_default() += 1;
     }
 }
 

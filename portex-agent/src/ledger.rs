@@ -619,6 +619,8 @@ mod tests {
             owner_guessed: false,
             passive: false,
             pool: None,
+            netns: None,
+            container: None,
         }
     }
 

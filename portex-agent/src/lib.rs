@@ -1,8 +1,11 @@
 //! portex: the agent. Pure modules (decode, lifecycle, model, format, filter, clock,
 //! errno) know nothing of aya, tokio or IO and are unit-tested with synthetic events;
 //! ebpf, host, reader, emitter, procinfo and the commands do the IO.
+pub mod agent;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod containers;
 pub mod decode;
 pub mod diagnose;
 pub mod ebpf;
@@ -12,8 +15,10 @@ pub mod filter;
 pub mod forecast;
 pub mod format;
 pub mod host;
+pub mod http;
 pub mod ledger;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod owners;
@@ -23,9 +28,11 @@ pub mod rate;
 pub mod reader;
 pub mod report;
 pub mod settings;
+pub mod sink;
 pub mod snapshot;
 pub mod sockdiag;
 pub mod status;
+pub mod stream;
 pub mod top;
 pub mod tracker;
 pub mod watch;

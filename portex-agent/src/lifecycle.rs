@@ -75,6 +75,8 @@ fn base(ev: &Event, action: Action) -> Record {
         owner_guessed: ev.flags & sockflag::OWNER_GUESSED != 0,
         passive: ev.flags & sockflag::PASSIVE != 0,
         pool: None,
+        netns: None,
+        container: None,
     }
 }
 

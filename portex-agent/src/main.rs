@@ -8,6 +8,7 @@ fn main() {
         Command::Watch(args) => portex_agent::watch::run(args).map(|_| 0),
         Command::Status(args) => portex_agent::status::run(args),
         Command::Top(args) => portex_agent::top::run(args).map(|_| 0),
+        Command::Agent(args) => portex_agent::agent::run(args).map(|_| 0),
     };
     let code = match res {
         Ok(code) => code,

@@ -161,6 +161,10 @@ pub struct Record {
     pub passive: bool,
     /// The state of the record's port pool after it, when the agent tracks pools.
     pub pool: Option<PoolState>,
+    /// The owner's network namespace (inode), when known.
+    pub netns: Option<u64>,
+    /// The owner's container, when its cgroup says so.
+    pub container: Option<crate::containers::Container>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

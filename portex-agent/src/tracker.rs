@@ -32,6 +32,8 @@ pub struct Touch {
     /// (used, size, time_wait) of the record's pool, after the record.
     pub pool: Option<PoolState>,
     pub pressure: Option<Pressure>,
+    /// The namespace the record was attributed to.
+    pub netns: Option<u64>,
 }
 
 impl Tracker {
@@ -134,9 +136,14 @@ impl Tracker {
             None => None,
         };
         let Some(key) = self.ledger.apply(r, ns, now) else {
-            return Touch::default();
+            return Touch {
+                netns: ns,
+                ..Touch::default()
+            };
         };
-        self.touch(&key, now)
+        let mut t = self.touch(&key, now);
+        t.netns = ns;
+        t
     }
 
     fn touch(&mut self, key: &PoolKey, now: u64) -> Touch {
@@ -149,6 +156,10 @@ impl Tracker {
                 size,
                 time_wait,
             });
-        Touch { pool, pressure }
+        Touch {
+            pool,
+            pressure,
+            netns: None,
+        }
     }
 }

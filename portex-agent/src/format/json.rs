@@ -60,7 +60,23 @@ pub fn write_line(v: &View, out: &mut String) {
         out.push_str(errno::name(e));
         out.push_str("\"}");
     }
+    if let Some(c) = &r.container {
+        let _ = write!(
+            out,
+            ",\"container\":{{\"id\":\"{}\",\"runtime\":\"{}\"}}",
+            c.id, c.runtime
+        );
+        if let Some(uid) = &c.pod_uid {
+            let _ = write!(
+                out,
+                ",\"orchestrator\":{{\"type\":\"kubernetes\",\"resource\":{{\"type\":\"pod\",\"id\":\"{uid}\"}}}}"
+            );
+        }
+    }
     let _ = write!(out, ",\"portex\":{{\"cgroup_id\":{}", r.process.cgroup_id);
+    if let Some(ns) = r.netns {
+        let _ = write!(out, ",\"netns\":{ns}");
+    }
     if r.socket != 0 {
         let _ = write!(out, ",\"socket\":\"{:x}\"", r.socket);
     }

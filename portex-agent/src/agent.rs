@@ -1,0 +1,88 @@
+//! `portex agent`: the long-running service. NDJSON to a file or stdout for log
+//! shippers, Prometheus metrics for a fleet.
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Result;
+
+use crate::{
+    cli::AgentArgs,
+    config::{self, FileConfig},
+    diagnose::Thresholds,
+    ebpf::LoadOptions,
+    emitter::{Format, PoolMetricOptions},
+    filter::Filter,
+    metrics::Metrics,
+    sink::{Chunk, Sink, SinkOptions, Target},
+    stream::{self, Setup},
+};
+
+pub fn run(args: AgentArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => config::load_file(p)?,
+        None => FileConfig::default(),
+    };
+    let c = config::resolve(&args, file)?;
+    let target = if c.output == "-" {
+        Target::Stdout
+    } else {
+        Target::File(PathBuf::from(&c.output))
+    };
+    let sink = Sink::start(SinkOptions {
+        target,
+        rotate_size: c.rotate_size,
+        rotate_keep: c.rotate_keep,
+        queue: c.queue,
+    })?;
+    let on_hup = sink.reopen.clone();
+    let sink_counts = sink.counts.clone();
+    let metrics = c.metrics.map(|addr| (Arc::new(Metrics::default()), addr));
+    stream::run(Setup {
+        load: LoadOptions {
+            ring_bytes: c.ring_kib * 1024,
+            syscall_hooks: c.syscall_hooks,
+            ..LoadOptions::default()
+        },
+        format: Format::Json,
+        filter: Filter::default(),
+        thresholds: Some(Thresholds {
+            warning: c.warn / 100.0,
+            critical: c.critical / 100.0,
+        }),
+        out: Box::new(SinkWriter {
+            sink,
+            buf: Vec::with_capacity(1 << 16),
+        }),
+        metrics,
+        on_hup: Some(on_hup),
+        sink_counts: Some(sink_counts),
+        pool_metrics: PoolMetricOptions {
+            min_utilisation: c.metrics_pool_min / 100.0,
+            max_pools: c.metrics_max_pools,
+            top_processes: c.metrics_top_processes,
+        },
+    })
+}
+
+/// The output thread's writer: collects a batch's lines and hands them to the sink as one
+/// chunk on flush. Never blocks: the sink queue drops and counts.
+struct SinkWriter {
+    sink: Sink,
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for SinkWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(1 << 16));
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.sink.send(Chunk { bytes, lines });
+        Ok(())
+    }
+}

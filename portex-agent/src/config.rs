@@ -1,0 +1,144 @@
+//! `portex agent` settings: defaults, then a TOML file (`--config`), then flags.
+use std::{net::SocketAddr, path::Path};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+use crate::{cli::AgentArgs, sink::parse_size};
+
+/// The TOML file: every key optional, named as the long flag with '_' for '-'.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub output: Option<String>,
+    pub metrics: Option<String>,
+    pub rotate_size: Option<String>,
+    pub rotate_keep: Option<u32>,
+    pub queue: Option<usize>,
+    pub warn: Option<f64>,
+    pub critical: Option<f64>,
+    pub metrics_pool_min: Option<f64>,
+    pub metrics_max_pools: Option<usize>,
+    pub metrics_top_processes: Option<usize>,
+    pub no_syscall_hooks: Option<bool>,
+    pub ring_kib: Option<u32>,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// "-" for stdout.
+    pub output: String,
+    pub metrics: Option<SocketAddr>,
+    pub rotate_size: u64,
+    pub rotate_keep: u32,
+    pub queue: usize,
+    pub warn: f64,
+    pub critical: f64,
+    pub metrics_pool_min: f64,
+    pub metrics_max_pools: usize,
+    pub metrics_top_processes: usize,
+    pub syscall_hooks: bool,
+    pub ring_kib: u32,
+}
+
+pub fn load_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+}
+
+/// Flags override the file, which overrides the defaults.
+pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
+    let metrics = match args.metrics.clone().or(file.metrics) {
+        None => None,
+        Some(s) if s == "off" || s.is_empty() => None,
+        Some(s) => Some(s.parse::<SocketAddr>().with_context(|| {
+            format!("--metrics wants ADDR:PORT (e.g. 127.0.0.1:9633), got {s}")
+        })?),
+    };
+    let rotate_size = match args.rotate_size.clone().or(file.rotate_size) {
+        Some(s) => parse_size(&s).map_err(anyhow::Error::msg)?,
+        None => 0,
+    };
+    let c = AgentConfig {
+        output: args
+            .output
+            .clone()
+            .or(file.output)
+            .unwrap_or_else(|| "-".into()),
+        metrics,
+        rotate_size,
+        rotate_keep: args.rotate_keep.or(file.rotate_keep).unwrap_or(5),
+        queue: args.queue.or(file.queue).unwrap_or(1024),
+        warn: args.warn.or(file.warn).unwrap_or(80.0),
+        critical: args.critical.or(file.critical).unwrap_or(95.0),
+        metrics_pool_min: args
+            .metrics_pool_min
+            .or(file.metrics_pool_min)
+            .unwrap_or(50.0),
+        metrics_max_pools: args
+            .metrics_max_pools
+            .or(file.metrics_max_pools)
+            .unwrap_or(20),
+        metrics_top_processes: args
+            .metrics_top_processes
+            .or(file.metrics_top_processes)
+            .unwrap_or(10),
+        syscall_hooks: !(args.no_syscall_hooks || file.no_syscall_hooks.unwrap_or(false)),
+        ring_kib: args.ring_kib.or(file.ring_kib).unwrap_or(4096),
+    };
+    for (name, v) in [
+        ("warn", c.warn),
+        ("critical", c.critical),
+        ("metrics-pool-min", c.metrics_pool_min),
+    ] {
+        if !(0.0..=100.0).contains(&v) {
+            bail!("{name} must be a percentage between 0 and 100, got {v}");
+        }
+    }
+    if !c.ring_kib.is_power_of_two() || c.ring_kib < 4 {
+        bail!(
+            "ring-kib must be a power of two, at least 4, got {}",
+            c.ring_kib
+        );
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn args(v: &[&str]) -> AgentArgs {
+        let mut all = vec!["portex", "agent"];
+        all.extend_from_slice(v);
+        match Cli::parse_from(all).command {
+            Command::Agent(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file: FileConfig = toml::from_str("output = \"/var/log/portex/events.ndjson\"\nmetrics = \"127.0.0.1:9633\"\nrotate_size = \"64M\"\nwarn = 70.0\n").unwrap();
+        let c = resolve(&args(&["--warn", "60"]), file).unwrap();
+        assert_eq!(c.output, "/var/log/portex/events.ndjson");
+        assert_eq!(c.metrics, Some("127.0.0.1:9633".parse().unwrap()));
+        assert_eq!(c.rotate_size, 64 << 20);
+        assert_eq!(c.warn, 60.0);
+        assert_eq!(c.critical, 95.0);
+        let d = resolve(&args(&[]), FileConfig::default()).unwrap();
+        assert_eq!((d.output.as_str(), d.metrics), ("-", None));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        assert!(toml::from_str::<FileConfig>("outptu = \"x\"").is_err());
+        let file: FileConfig = toml::from_str("metrics = \"nowhere\"").unwrap();
+        assert!(resolve(&args(&[]), file).is_err());
+    }
+}

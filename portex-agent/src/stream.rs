@@ -1,0 +1,179 @@
+//! The event pipeline shared by `portex watch` and `portex agent`: kernel programs ->
+//! ring-buffer reader (tokio, AsyncFd) -> bounded channel -> output thread (interpret,
+//! ledger, render) -> writer. Runs until SIGINT/SIGTERM or the writer goes away, then
+//! detaches everything and reports what was seen and lost.
+use std::{
+    io::Write,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+        mpsc::sync_channel,
+    },
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::watch,
+};
+
+use crate::{
+    diagnose::Thresholds,
+    ebpf::{LoadOptions, Probe},
+    emitter::{Emitter, Format, Stop},
+    filter::Filter,
+    metrics::Metrics,
+    reader::{self, Counts},
+    tracker::Tracker,
+};
+
+/// Batches waiting for the output thread; beyond this, batches are dropped and counted.
+const QUEUE_BATCHES: usize = 1024;
+
+pub struct Setup {
+    pub load: LoadOptions,
+    pub format: Format,
+    pub filter: Filter,
+    /// None: no pool ledger.
+    pub thresholds: Option<Thresholds>,
+    pub out: Box<dyn Write + Send>,
+    pub metrics: Option<(Arc<Metrics>, SocketAddr)>,
+    /// Set on SIGHUP (the file sink reopens its file).
+    pub on_hup: Option<Arc<AtomicBool>>,
+    /// Copied into the metrics before each scrape and at exit: (written, dropped, errors).
+    pub sink_counts: Option<Arc<crate::sink::SinkCounts>>,
+    pub pool_metrics: crate::emitter::PoolMetricOptions,
+}
+
+pub fn run(setup: Setup) -> Result<()> {
+    let (probe, ring) = Probe::load(&setup.load)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let listener = match &setup.metrics {
+        Some((_, addr)) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+
+    let counts = Arc::new(Counts::default());
+    let (tx, rx) = sync_channel(QUEUE_BATCHES);
+    // Seeded after the programs are attached, so nothing falls between the two.
+    let tracker = setup.thresholds.map(Tracker::new);
+    let (format, filter, out) = (setup.format, setup.filter, setup.out);
+    let metrics = setup.metrics.as_ref().map(|(m, _)| m.clone());
+    let em_metrics = metrics.clone();
+    let pool_metrics = setup.pool_metrics;
+    let consumer = std::thread::Builder::new()
+        .name("portex-emit".into())
+        .spawn(move || {
+            let mut em = Emitter::new(format, filter, out, tracker);
+            em.metrics = em_metrics;
+            em.pool_metrics = pool_metrics;
+            let res = em.run(rx);
+            (em.written, res)
+        })
+        .context("starting the output thread")?;
+
+    eprintln!(
+        "portex: watching TCP connect/bind/close on this host ({} programs attached){}; stop with Ctrl-C",
+        probe.attached().len(),
+        listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!(", metrics on http://{a}/metrics"))
+            .unwrap_or_default()
+    );
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let reader_counts = counts.clone();
+    let probe = Arc::new(probe);
+    let sync = Sync {
+        probe: probe.clone(),
+        counts: counts.clone(),
+        metrics: metrics.clone(),
+        sink: setup.sink_counts.clone(),
+    };
+    let on_hup = setup.on_hup.clone();
+    rt.block_on(async move {
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let reader = tokio::spawn(reader::run(ring, tx, reader_counts, stop_rx));
+        tokio::pin!(reader);
+        if let (Some(l), Some(m)) = (listener, metrics.clone()) {
+            tokio::spawn(crate::http::serve(l, m));
+        }
+        let mut every_second = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    if let Some(h) = &on_hup { h.store(true, Ordering::Relaxed); }
+                }
+                _ = every_second.tick() => sync.copy(),
+                res = &mut reader => return res?,
+            }
+        }
+        let _ = stop_tx.send(true);
+        reader.await?
+    })?;
+
+    let (written, res) = consumer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the output thread panicked"))?;
+    let ringbuf = probe.ringbuf_drops();
+    let skipped = probe.recursion_misses();
+    let map_full = probe.map_full();
+    drop(probe); // detaches every program
+    let user = counts.user_dropped.load(Ordering::Relaxed);
+    let decode = counts.decode_errors.load(Ordering::Relaxed);
+    eprintln!(
+        "portex: {} kernel events, {written} lines written; dropped: {} (ring buffer full {ringbuf}, \
+         user space {user}, undecodable {decode}); kernel runs skipped (recursion) {skipped}; \
+         socket map full {map_full}",
+        counts.events.load(Ordering::Relaxed),
+        ringbuf + user + decode,
+    );
+    match res {
+        Ok(()) | Err(Stop::BrokenPipe) => Ok(()),
+        Err(Stop::Io(e)) => Err(e).context("writing events"),
+    }
+}
+
+/// Copies loss counters from the kernel, the reader and the sink into the metrics.
+struct Sync {
+    probe: Arc<Probe>,
+    counts: Arc<Counts>,
+    metrics: Option<Arc<Metrics>>,
+    sink: Option<Arc<crate::sink::SinkCounts>>,
+}
+
+impl Sync {
+    fn copy(&self) {
+        let Some(m) = &self.metrics else { return };
+        let set = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&m.ringbuf_dropped, self.probe.ringbuf_drops());
+        set(&m.kernel_skipped, self.probe.recursion_misses());
+        set(&m.map_full, self.probe.map_full());
+        set(&m.kernel_events, self.counts.events.load(Ordering::Relaxed));
+        set(
+            &m.user_dropped,
+            self.counts.user_dropped.load(Ordering::Relaxed),
+        );
+        set(
+            &m.decode_errors,
+            self.counts.decode_errors.load(Ordering::Relaxed),
+        );
+        if let Some(s) = &self.sink {
+            set(&m.sink_written, s.lines_written.load(Ordering::Relaxed));
+            set(&m.sink_dropped, s.lines_dropped.load(Ordering::Relaxed));
+            set(&m.sink_errors, s.write_errors.load(Ordering::Relaxed));
+        }
+    }
+}
