@@ -14,6 +14,9 @@ command -v bpftool >/dev/null 2>&1 || need_apt+=(bpftool)
 command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)
 command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
+# The agent tests scrape portex with a real Prometheus and run promtool.
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

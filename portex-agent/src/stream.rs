@@ -133,10 +133,22 @@ pub fn run(setup: Setup) -> Result<()> {
     drop(probe); // detaches every program
     let user = counts.user_dropped.load(Ordering::Relaxed);
     let decode = counts.decode_errors.load(Ordering::Relaxed);
+    let sink = setup
+        .sink_counts
+        .as_ref()
+        .map(|s| {
+            format!(
+                "; output: {} lines written, {} dropped, {} write errors",
+                s.lines_written.load(Ordering::Relaxed),
+                s.lines_dropped.load(Ordering::Relaxed),
+                s.write_errors.load(Ordering::Relaxed)
+            )
+        })
+        .unwrap_or_default();
     eprintln!(
-        "portex: {} kernel events, {written} lines written; dropped: {} (ring buffer full {ringbuf}, \
+        "portex: {} kernel events, {written} lines rendered; dropped: {} (ring buffer full {ringbuf}, \
          user space {user}, undecodable {decode}); kernel runs skipped (recursion) {skipped}; \
-         socket map full {map_full}",
+         socket map full {map_full}{sink}",
         counts.events.load(Ordering::Relaxed),
         ringbuf + user + decode,
     );

@@ -79,6 +79,28 @@ impl Tracker {
         self.last_reconcile = now;
     }
 
+    fn reconcile_one(&mut self, inode: u64, pid: u32, tid: u32, now: u64) {
+        let path = std::path::PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net"));
+        let ns = crate::netns::Netns {
+            inode,
+            path,
+            name: None,
+        };
+        match snapshot::read(&ns) {
+            Ok(snap) => {
+                let owners = socket_owners();
+                self.ledger.reconcile(
+                    inode,
+                    snap.settings,
+                    &snap.sockets,
+                    |s| owners.get(&s.inode).cloned(),
+                    now,
+                );
+            }
+            Err(_) => self.reconcile_errors += 1,
+        }
+    }
+
     /// Expires TIME_WAIT, reconciles when due.
     pub fn tick(&mut self, now: u64) {
         if now.saturating_sub(self.last_expire) >= 250_000_000 {
@@ -124,17 +146,13 @@ impl Tracker {
             return Touch::default();
         }
         let ns = self.netns_of(r.process.pid, r.process.tid, now);
-        let ns = match ns {
-            Some(n) if self.ledger.netns_known(n) => Some(n),
-            // A namespace created since the last reconciliation (at most once a second:
-            // reading every namespace is not free).
-            Some(_) if now.saturating_sub(self.last_reconcile) >= 1_000_000_000 => {
-                self.reconcile(now);
-                ns
-            }
-            Some(_) => None,
-            None => None,
-        };
+        if let Some(n) = ns
+            && !self.ledger.netns_known(n)
+        {
+            // A namespace created since the last reconciliation: read just that one,
+            // through the task that lives in it.
+            self.reconcile_one(n, r.process.pid, r.process.tid, now);
+        }
         let Some(key) = self.ledger.apply(r, ns, now) else {
             return Touch {
                 netns: ns,

@@ -286,6 +286,7 @@ impl Driven {
 
 /// A running `portex` child; SIGINT and reaped on drop.
 pub struct Portex {
+    json: bool,
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -322,13 +323,15 @@ impl Portex {
         let sink = stderr.clone();
         readers.push(thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("watching") {
+                if line.contains("watching") || line.contains("error") {
                     let _ = ready_tx.send(());
                 }
                 sink.lock().unwrap().push(line);
             }
         }));
+        let json = args.contains(&"--json") || args.first() == Some(&"agent");
         let p = Portex {
+            json,
             child,
             stdout,
             stderr,
@@ -341,6 +344,14 @@ impl Portex {
         p
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGINT, wait, and everything it printed.
     pub fn stop(mut self) -> Finished {
         // SAFETY: signalling our own child.
@@ -349,11 +360,15 @@ impl Portex {
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
-        Finished {
+        let f = Finished {
             code: status.code(),
             stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
             stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+        };
+        if self.json {
+            validate_lines(f.stdout.iter().map(String::as_str));
         }
+        f
     }
 }
 
@@ -388,6 +403,36 @@ impl Finished {
         s.push_str(&self.stderr.join("\n"));
         s
     }
+}
+
+/// The checked-in schema of an event line (docs/event.schema.json).
+pub fn schema() -> &'static jsonschema::Validator {
+    static V: OnceLock<jsonschema::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/event.schema.json");
+        let text = std::fs::read_to_string(&path).expect("reading the schema");
+        let v: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&v).expect("the schema compiles")
+    })
+}
+
+/// Every line must be JSON and valid against the schema.
+pub fn validate_lines<'a>(lines: impl Iterator<Item = &'a str>) -> usize {
+    let mut n = 0;
+    for line in lines.filter(|l| !l.is_empty()) {
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let errors: Vec<String> = schema()
+            .iter_errors(&v)
+            .map(|e| format!("{} at {}", e, e.instance_path()))
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "line does not match docs/event.schema.json: {errors:?}\n{line}"
+        );
+        n += 1;
+    }
+    n
 }
 
 pub fn action(v: &Value) -> &str {

@@ -20,6 +20,18 @@ fn main() {
         Some("--netns") => (Some(args[1].clone()), args[2..].to_vec()),
         _ => (None, args),
     };
+    // --cgroup DIR: move into that cgroup (v2) before making any socket.
+    let rest = match rest.first().map(String::as_str) {
+        Some("--cgroup") => {
+            std::fs::write(
+                format!("{}/cgroup.procs", rest[1]),
+                std::process::id().to_string(),
+            )
+            .expect("joining the cgroup");
+            rest[2..].to_vec()
+        }
+        _ => rest,
+    };
     // --name NAME: set this process's comm (untrusted names for the display tests).
     let rest = match rest.first().map(String::as_str) {
         Some("--name") => {

@@ -1,0 +1,500 @@
+//! Issue "Agent mode": sinks, metrics scraped by a real Prometheus, containers, and the
+//! capability set of the systemd unit.
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use portex_e2e::*;
+
+fn tmp(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("portex-e2e-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+fn lines_of(p: &Path) -> Vec<String> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+fn signal(p: &Portex, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(p.pid() as i32, sig) };
+}
+
+#[test]
+fn file_sink_rotates_reopens_on_sighup_and_every_line_matches_the_schema() {
+    if !require_root() {
+        return;
+    }
+    let dir = tmp("rotate");
+    let out = dir.join("events.ndjson");
+    let portex = Portex::start(&[
+        "agent",
+        "--output",
+        out.to_str().unwrap(),
+        "--rotate-size",
+        "16k",
+        "--rotate-keep",
+        "2",
+    ]);
+    let ns = Netns::new("rot");
+    drop(ns.drive(&["client-close", "127.0.0.1:6300", "60"]));
+    thread::sleep(Duration::from_millis(500));
+    assert!(
+        dir.join("events.ndjson.1").exists(),
+        "rotated at 16k: {:?}",
+        std::fs::read_dir(&dir).unwrap().count()
+    );
+    assert!(!dir.join("events.ndjson.3").exists(), "keeps 2");
+    // logrotate's way: move the file away, then SIGHUP; the agent opens a new one.
+    let moved = dir.join("moved.ndjson");
+    std::fs::rename(&out, &moved).unwrap();
+    signal(&portex, libc::SIGHUP);
+    thread::sleep(Duration::from_millis(200));
+    let d = ns.drive(&["client-close", "127.0.0.1:6301", "3"]);
+    thread::sleep(Duration::from_millis(500));
+    let fin = portex.stop();
+    assert_eq!(fin.code, Some(0), "{:?}", fin.stderr);
+    // The new events went to the reopened file (or, past 16k, to its rotations), not to
+    // the moved one.
+    let mine = |p: &Path| {
+        lines_of(p)
+            .iter()
+            .filter(|l| l.contains(&format!("\"pid\":{}", d.pid)))
+            .count()
+    };
+    let fresh =
+        mine(&out) + mine(&dir.join("events.ndjson.1")) + mine(&dir.join("events.ndjson.2"));
+    assert!(
+        fresh > 0 && mine(&moved) == 0,
+        "after SIGHUP: {fresh} new lines in the reopened file"
+    );
+    let mut n = 0;
+    for f in [
+        &out,
+        &moved,
+        &dir.join("events.ndjson.1"),
+        &dir.join("events.ndjson.2"),
+    ] {
+        n += validate_lines(lines_of(f).iter().map(String::as_str));
+    }
+    assert!(n > 20, "{n} lines (older ones rotated away)");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_unwritable_output_path_at_start_is_one_line_and_exit_1() {
+    if !require_root() {
+        return;
+    }
+    let out = Command::new(portex_bin())
+        .args(["agent", "--output", "/nonexistent-portex-dir/events.ndjson"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("/nonexistent-portex-dir/events.ndjson"),
+        "{err}"
+    );
+}
+
+/// A 64 KiB tmpfs fills up: the agent says so once, keeps running, counts what it drops,
+/// and writes again when space returns.
+#[test]
+fn a_full_disk_is_survived_and_counted() {
+    if !require_root() {
+        return;
+    }
+    let dir = tmp("full");
+    let ok = Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k",
+            "tmpfs",
+            dir.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _guard = Unmount(dir.clone());
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut portex = Portex::start(&[
+        "agent",
+        "--output",
+        dir.join("events.ndjson").to_str().unwrap(),
+        "--metrics",
+        &metrics,
+    ]);
+    let ns = Netns::new("full");
+    drop(ns.drive(&["client-close", "127.0.0.1:6400", "300"]));
+    thread::sleep(Duration::from_millis(1500));
+    let m = http_get(&metrics, "/metrics");
+    let dropped: f64 = m
+        .lines()
+        .find(|l| l.starts_with("portex_sink_lines_total{result=\"dropped\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(dropped > 0.0, "drops are counted:\n{m}");
+    assert!(portex.alive(), "the agent stays up");
+    let fin = portex.stop();
+    assert!(
+        fin.stderr.iter().any(|l| l.contains("No space left")),
+        "{:?}",
+        fin.stderr
+    );
+    let errors = fin
+        .stderr
+        .iter()
+        .filter(|l| l.contains("writing events failed"))
+        .count();
+    assert_eq!(errors, 1, "one line, not one per chunk: {:?}", fin.stderr);
+    assert!(
+        fin.stderr.last().unwrap().contains("dropped"),
+        "{:?}",
+        fin.stderr
+    );
+}
+
+/// Nobody reads the agent's stdout: the pipe fills, the agent keeps reading the kernel,
+/// drops and counts, and its memory stays bounded.
+#[test]
+fn a_blocked_stdout_never_stalls_the_agent() {
+    if !require_root() {
+        return;
+    }
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let mut child = Command::new(portex_bin())
+        .args([
+            "agent",
+            "--output",
+            "-",
+            "--metrics",
+            &metrics,
+            "--queue",
+            "8",
+        ])
+        .stdout(Stdio::piped()) // never read
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect(&metrics).is_err() && Instant::now() < end {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let ns = Netns::new("blocked");
+    drop(ns.drive(&["client-close", "127.0.0.1:6500", "3000"]));
+    thread::sleep(Duration::from_millis(1500));
+    let m = http_get(&metrics, "/metrics");
+    let get = |name: &str| -> f64 {
+        m.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert!(
+        get("portex_sink_lines_total{result=\"dropped\"}") > 0.0,
+        "{m}"
+    );
+    assert_eq!(
+        get("portex_dropped_events_total{where=\"ring_buffer\"}"),
+        0.0,
+        "the kernel side lost nothing:\n{m}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap();
+    assert!(rss_kb < 128 * 1024, "RSS {rss_kb} KiB");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    // SAFETY: our child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    drop(child.stdout.take());
+    let _ = child.wait();
+}
+
+#[test]
+fn prometheus_scrapes_the_failure_counter_of_an_exhaustion() {
+    if !require_root() {
+        return;
+    }
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let portex = Portex::start(&["agent", "--output", "/dev/null", "--metrics", &metrics]);
+    let ns = Netns::new("prom");
+    ns.port_range(40000, 40003);
+    let d = ns.drive(&["exhaust-tcp", "127.0.0.1:6600", "10"]);
+    let failures = d.facts("connect err ").len();
+    assert!(failures > 0);
+
+    // promtool agrees with the exposition.
+    let body = http_get(&metrics, "/metrics");
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus)");
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A real Prometheus scrapes it; its HTTP API finds the counter.
+    let dir = tmp("prom");
+    let prom_addr = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: portex\n    static_configs:\n      - targets: ['{metrics}']\n"),
+    )
+    .unwrap();
+    let mut prom = Command::new("prometheus")
+        .arg(format!(
+            "--config.file={}",
+            dir.join("prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={prom_addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prometheus");
+    struct Kill(std::process::Child, PathBuf);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            let _ = std::fs::remove_dir_all(&self.1);
+        }
+    }
+    let _prom = Kill(
+        std::mem::replace(&mut prom, Command::new("true").spawn().unwrap()),
+        dir.clone(),
+    );
+    let query = "/api/v1/query?query=portex_failures_total%7Berrno%3D%22EADDRNOTAVAIL%22%2Ccause%3D%22port_range_exhausted%22%7D";
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    let mut value = 0.0;
+    while Instant::now() < end {
+        if TcpStream::connect(&prom_addr).is_ok() {
+            last = http_get(&prom_addr, query);
+            if let Ok(v) = serde_json::from_str::<Value>(&last) {
+                value = v["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0.0);
+                if value >= failures as f64 {
+                    break;
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        value, failures as f64,
+        "Prometheus saw the failure counter: {last}"
+    );
+    drop(portex.stop());
+}
+
+#[test]
+fn a_process_in_a_container_cgroup_gets_its_container_id() {
+    if !require_root() {
+        return;
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = info
+        .lines()
+        .find(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("cgroup2 "))
+        })
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("a cgroup v2 mount");
+    let id = format!("{:064x}", 0xfeed_u64 + std::process::id() as u64);
+    let parent = PathBuf::from(root).join(format!("portex-e2e-{}", std::process::id()));
+    let cg = parent.join(format!("docker-{id}.scope"));
+    std::fs::create_dir_all(&cg).expect("creating a test cgroup");
+    struct Rm(PathBuf, PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+            let _ = std::fs::remove_dir(&self.1);
+        }
+    }
+    let _rm = Rm(cg.clone(), parent);
+    let portex = Portex::start(&["watch", "--json"]);
+    let ns = Netns::new("cgroup");
+    let d = ns.drive(&[
+        "--cgroup",
+        cg.to_str().unwrap(),
+        "client-close",
+        "127.0.0.1:6700",
+        "2",
+    ]);
+    let fin = portex.stop();
+    let ev = fin.events_of(d.pid);
+    assert!(!ev.is_empty(), "{}", fin.dump(d.pid));
+    for e in &ev {
+        assert_eq!(e["container"]["id"], id.as_str(), "{e}");
+        assert_eq!(e["container"]["runtime"], "docker");
+        assert!(e["portex"]["netns"].as_u64().is_some(), "{e}");
+    }
+}
+
+/// The systemd unit's CapabilityBoundingSet is enough: the agent starts with exactly that
+/// set, and attributes connections of another user's process in another namespace.
+#[test]
+fn the_agent_runs_with_exactly_the_units_capabilities() {
+    if !require_root() {
+        return;
+    }
+    let unit = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/portex.service"),
+    )
+    .unwrap();
+    let caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit names its capabilities")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect();
+    let set = format!(
+        "-all,{}",
+        caps.iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let ns = Netns::new("caps");
+    let mut child = Command::new("setpriv")
+        .arg(format!("--bounding-set={set}"))
+        .arg(portex_bin())
+        .args(["watch", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut err = child.stderr.take().unwrap();
+    let mut buf = [0u8; 512];
+    let n = err.read(&mut buf).unwrap_or(0);
+    let started = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        started.contains("watching"),
+        "did not start with {set}: {started}"
+    );
+    let eff = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let capeff = eff
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        capeff.count_ones() as usize,
+        caps.len(),
+        "exactly the unit's set: {capeff:x}"
+    );
+    // Another user's process in another namespace.
+    let (code, out, e) = ns.exec(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        driver_bin().to_str().unwrap(),
+        "client-close",
+        "127.0.0.1:6800",
+        "2",
+    ]);
+    assert_eq!(code, Some(0), "{e}");
+    let dpid: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    thread::sleep(Duration::from_millis(300));
+    // SAFETY: our child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let mut stdout = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let _ = child.wait();
+    let mine: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["process"]["pid"].as_u64() == Some(dpid as u64))
+        .collect();
+    assert!(with_action(&mine, "time_wait").len() == 2, "{stdout}");
+    assert!(
+        mine.iter().all(|v| v["portex"]["netns"].as_u64().is_some()),
+        "{stdout}"
+    );
+}
