@@ -9,7 +9,7 @@ use crate::{
     config::{self, FileConfig},
     diagnose::Thresholds,
     ebpf::LoadOptions,
-    emitter::{Format, PoolMetricOptions},
+    emitter::{Format, Output, PoolMetricOptions},
     filter::Filter,
     metrics::Metrics,
     sink::{Chunk, Sink, SinkOptions, Target},
@@ -48,10 +48,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             warning: c.warn / 100.0,
             critical: c.critical / 100.0,
         }),
-        out: Box::new(SinkWriter {
-            sink,
-            buf: Vec::with_capacity(1 << 16),
-        }),
+        out: Box::new(SinkWriter { sink }),
         metrics,
         on_hup: Some(on_hup),
         sink_counts: Some(sink_counts),
@@ -63,26 +60,15 @@ pub fn run(args: AgentArgs) -> Result<()> {
     })
 }
 
-/// The output thread's writer: collects a batch's lines and hands them to the sink as one
-/// chunk on flush. Never blocks: the sink queue drops and counts.
+/// The output thread's writer: hands each batch of lines to the sink as one chunk.
+/// Never blocks: the sink queue drops and counts.
 struct SinkWriter {
     sink: Sink,
-    buf: Vec<u8>,
 }
 
-impl std::io::Write for SinkWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(b);
-        Ok(b.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let bytes = std::mem::replace(&mut self.buf, Vec::with_capacity(1 << 16));
-        let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-        self.sink.send(Chunk { bytes, lines });
+impl Output for SinkWriter {
+    fn write_batch(&mut self, bytes: &[u8], lines: u64) -> std::io::Result<()> {
+        self.sink.send(Chunk { bytes: bytes.to_vec(), lines });
         Ok(())
     }
 }

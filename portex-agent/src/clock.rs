@@ -41,8 +41,38 @@ pub fn boot_now_ns() -> u64 {
     read_clock(libc::CLOCK_BOOTTIME)
 }
 
+thread_local! {
+    /// The formatted "YYYY-MM-DDTHH:MM:SS." of the last second seen: most events of a
+    /// batch share it, and the calendar arithmetic is the expensive part.
+    static LAST_SECOND: std::cell::RefCell<(i64, String)> = const { std::cell::RefCell::new((i64::MIN, String::new())) };
+}
+
 /// RFC 3339 in UTC with microseconds: 2026-11-26T18:01:05.123456Z.
 pub fn rfc3339_micros(unix_ns: i128, out: &mut String) {
+    let micros = unix_ns.div_euclid(1_000);
+    let secs = micros.div_euclid(1_000_000) as i64;
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    LAST_SECOND.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != secs {
+            let mut full = String::with_capacity(32);
+            rfc3339_slow(unix_ns, &mut full);
+            c.1.clear();
+            c.1.push_str(&full[..20]);
+            c.0 = secs;
+        }
+        out.push_str(&c.1);
+    });
+    let mut b = itoa::Buffer::new();
+    let digits = b.format(frac);
+    for _ in digits.len()..6 {
+        out.push('0');
+    }
+    out.push_str(digits);
+    out.push('Z');
+}
+
+fn rfc3339_slow(unix_ns: i128, out: &mut String) {
     let micros = unix_ns.div_euclid(1_000);
     let secs = micros.div_euclid(1_000_000) as i64;
     let frac = micros.rem_euclid(1_000_000) as u32;

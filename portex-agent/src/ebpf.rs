@@ -43,7 +43,9 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             ring_bytes: 4 << 20,
-            wakeup_bytes: 1,
+            // Batch wake-ups: one per 64 KiB (~580 events) or per reader tick (20 ms),
+            // whichever comes first; failures always wake the reader at once.
+            wakeup_bytes: 64 << 10,
             syscall_hooks: true,
         }
     }

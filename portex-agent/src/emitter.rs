@@ -31,13 +31,35 @@ pub enum Format {
     Json,
 }
 
-pub struct Emitter<W: Write> {
+/// Where the output thread's lines go: one call per batch, with its line count.
+pub trait Output: Send {
+    fn write_batch(&mut self, bytes: &[u8], lines: u64) -> std::io::Result<()>;
+}
+
+/// Any `Write` (stdout) as an Output.
+pub struct WriteOutput<W>(pub W);
+
+impl<W: Write + Send> Output for WriteOutput<W> {
+    fn write_batch(&mut self, bytes: &[u8], _lines: u64) -> std::io::Result<()> {
+        self.0.write_all(bytes)?;
+        self.0.flush()
+    }
+}
+
+impl Output for Box<dyn Output> {
+    fn write_batch(&mut self, bytes: &[u8], lines: u64) -> std::io::Result<()> {
+        (**self).write_batch(bytes, lines)
+    }
+}
+
+pub struct Emitter<W: Output> {
     pub format: Format,
     pub filter: Filter,
     pub clock: WallClock,
     pub out: W,
     names: ProcNames,
     line: String,
+    lines_in_buffer: u64,
     /// Pool accounting; None when the user turned it off.
     pub tracker: Option<Tracker>,
     /// Records written, for the summary.
@@ -78,7 +100,7 @@ pub enum Stop {
     Io(std::io::Error),
 }
 
-impl<W: Write> Emitter<W> {
+impl<W: Output> Emitter<W> {
     pub fn new(format: Format, filter: Filter, out: W, tracker: Option<Tracker>) -> Self {
         Emitter {
             format,
@@ -87,6 +109,7 @@ impl<W: Write> Emitter<W> {
             out,
             names: ProcNames::new(5_000_000_000),
             line: String::with_capacity(4096),
+            lines_in_buffer: 0,
             tracker,
             written: 0,
             metrics: None,
@@ -123,21 +146,20 @@ impl<W: Write> Emitter<W> {
                 interpret(ev, |r| pending.push(r));
             }
             for mut r in pending.drain(..) {
-                self.render(&mut r);
+                self.render(&mut r, now);
             }
             self.flush()?;
         }
     }
 
-    fn render(&mut self, r: &mut Record) {
-        let now = boot_now_ns();
+    fn render(&mut self, r: &mut Record, now: u64) {
         let (name, start) = self
             .names
             .lookup(r.process.pid, now, &r.process.thread_name);
         resolve_socket(r);
         let mut pressure = None;
         if let Some(t) = self.tracker.as_mut() {
-            let touch = t.on_record(r, start, &name);
+            let touch = t.on_record(r, start, &name, now);
             if r.action.is_failure() {
                 r.pool = touch.pool;
             }
@@ -162,6 +184,7 @@ impl<W: Write> Emitter<W> {
                 Format::Text => text::write_line(&view, &mut self.line),
             }
             self.written += 1;
+            self.lines_in_buffer += 1;
         }
         if let Some(p) = pressure
             && self.pressure_accepted(&p)
@@ -172,6 +195,7 @@ impl<W: Write> Emitter<W> {
                 Format::Text => text::write_pressure(&p, unix, &mut self.line),
             }
             self.written += 1;
+            self.lines_in_buffer += 1;
         }
     }
 
@@ -248,11 +272,9 @@ impl<W: Write> Emitter<W> {
         if self.line.is_empty() {
             return Ok(());
         }
-        let res = self
-            .out
-            .write_all(self.line.as_bytes())
-            .and_then(|_| self.out.flush());
+        let res = self.out.write_batch(self.line.as_bytes(), self.lines_in_buffer);
         self.line.clear();
+        self.lines_in_buffer = 0;
         res.map_err(|e| {
             if e.kind() == ErrorKind::BrokenPipe {
                 Stop::BrokenPipe

@@ -7,9 +7,13 @@
 //! kernel recycled earlier (a new SYN on the same 4-tuple, tcp_tw_reuse, or
 //! tcp_max_tw_buckets overflow).
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, VecDeque},
     net::{IpAddr, SocketAddr},
 };
+
+// Hashed on every event: Fx, not SipHash (keys are not attacker-chosen in a way that
+// matters here: the kernel's own sockets).
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 use crate::{
     diagnose::{Severity, Thresholds},
@@ -172,7 +176,7 @@ impl Ledger {
             },
         );
 
-        let mut old: HashMap<Tuple, Entry> = HashMap::new();
+        let mut old: HashMap<Tuple, Entry> = HashMap::default();
         self.socks.retain(|t, e| {
             if t.netns == netns {
                 old.insert(t.clone(), e.clone());
@@ -465,7 +469,7 @@ impl Ledger {
 
     /// Holders of every pool, from the entries (biggest first).
     fn holders(&self, names: &HashMap<u32, ProcStats>) -> HashMap<PoolKey, Vec<Holder>> {
-        let mut by: HashMap<PoolKey, HashMap<u32, Holder>> = HashMap::new();
+        let mut by: HashMap<PoolKey, HashMap<u32, Holder>> = HashMap::default();
         for (t, e) in self.socks.iter().filter(|(_, e)| e.pooled) {
             let h = by
                 .entry(Self::pool_key(t.netns, t))
@@ -552,11 +556,11 @@ impl Ledger {
 
     /// Share of the fullest pool each process holds.
     pub fn fullest_share(&self) -> HashMap<u32, f64> {
-        let mut per: HashMap<(u32, PoolKey), u32> = HashMap::new();
+        let mut per: HashMap<(u32, PoolKey), u32> = HashMap::default();
         for (t, e) in self.socks.iter().filter(|(_, e)| e.pooled && e.pid != 0) {
             *per.entry((e.pid, Self::pool_key(t.netns, t))).or_default() += 1;
         }
-        let mut out: HashMap<u32, f64> = HashMap::new();
+        let mut out: HashMap<u32, f64> = HashMap::default();
         for ((pid, key), n) in per {
             let size = self.pools.get(&key).map(|p| p.size).unwrap_or(0).max(1);
             let s = out.entry(pid).or_default();

@@ -11,7 +11,7 @@ use crate::model::Transport;
 /// Process names and start times by pid, re-read after `ttl_ns` so that a reused pid
 /// gets its new identity.
 pub struct ProcNames {
-    cache: HashMap<u32, (String, u64, u64)>,
+    cache: HashMap<u32, (std::sync::Arc<str>, u64, u64)>,
     ttl_ns: u64,
 }
 
@@ -27,9 +27,9 @@ impl ProcNames {
 
     /// The name of `pid` (from /proc/<pid>/stat) and its start time; `fallback` (the
     /// thread's comm) and 0 when the process is gone or unknown.
-    pub fn lookup(&mut self, pid: u32, now_ns: u64, fallback: &str) -> (String, u64) {
+    pub fn lookup(&mut self, pid: u32, now_ns: u64, fallback: &str) -> (std::sync::Arc<str>, u64) {
         if pid == 0 {
-            return (fallback.to_string(), 0);
+            return (fallback.into(), 0);
         }
         if let Some((n, start, at)) = self.cache.get(&pid)
             && now_ns.saturating_sub(*at) < self.ttl_ns
@@ -42,12 +42,13 @@ impl ProcNames {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         match crate::owners::parse_stat(&stat) {
             Some((name, start)) => {
+                let name: std::sync::Arc<str> = name.into();
                 self.cache.insert(pid, (name.clone(), start, now_ns));
                 (name, start)
             }
             None => {
                 self.cache.remove(&pid);
-                (fallback.to_string(), 0)
+                (fallback.into(), 0)
             }
         }
     }

@@ -3,7 +3,6 @@
 //! ledger, render) -> writer. Runs until SIGINT/SIGTERM or the writer goes away, then
 //! detaches everything and reports what was seen and lost.
 use std::{
-    io::Write,
     net::SocketAddr,
     sync::{
         Arc,
@@ -22,7 +21,7 @@ use tokio::{
 use crate::{
     diagnose::Thresholds,
     ebpf::{LoadOptions, Probe},
-    emitter::{Emitter, Format, Stop},
+    emitter::{Emitter, Format, Output, Stop},
     filter::Filter,
     metrics::Metrics,
     reader::{self, Counts},
@@ -38,7 +37,7 @@ pub struct Setup {
     pub filter: Filter,
     /// None: no pool ledger.
     pub thresholds: Option<Thresholds>,
-    pub out: Box<dyn Write + Send>,
+    pub out: Box<dyn Output>,
     pub metrics: Option<(Arc<Metrics>, SocketAddr)>,
     /// Set on SIGHUP (the file sink reopens its file).
     pub on_hup: Option<Arc<AtomicBool>>,

@@ -136,8 +136,7 @@ impl Tracker {
     }
 
     /// Applies a record; returns its pool's state and any pressure crossing.
-    pub fn on_record(&mut self, r: &Record, process_start: u64, name: &str) -> Touch {
-        let now = boot_now_ns();
+    pub fn on_record(&mut self, r: &Record, process_start: u64, name: &str, now: u64) -> Touch {
         if r.process.pid != 0 {
             self.ledger.process_seen(r.process.pid, process_start, name);
         }

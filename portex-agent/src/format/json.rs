@@ -25,6 +25,39 @@ pub fn push_str(out: &mut String, s: &str) {
     out.push('"');
 }
 
+fn push_u64(out: &mut String, v: u64) {
+    out.push_str(itoa::Buffer::new().format(v));
+}
+
+/// IPv4 by hand (this runs twice per line); IPv6 through Display.
+fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            let mut b = itoa::Buffer::new();
+            for (i, x) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(b.format(*x));
+            }
+        }
+        std::net::IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+fn push_endpoint(out: &mut String, key: &str, a: std::net::SocketAddr) {
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":{\"ip\":\"");
+    push_ip(out, a.ip());
+    out.push_str("\",\"port\":");
+    push_u64(out, a.port() as u64);
+    out.push('}');
+}
+
 /// Appends the event as one line of NDJSON, newline included.
 pub fn write_line(v: &View, out: &mut String) {
     let r = v.rec;
@@ -35,20 +68,17 @@ pub fn write_line(v: &View, out: &mut String) {
     out.push_str("\",\"outcome\":\"");
     out.push_str(r.outcome());
     out.push_str("\"},\"process\":{\"pid\":");
-    let _ = write!(out, "{}", r.process.pid);
+    push_u64(out, r.process.pid as u64);
     out.push_str(",\"name\":");
     push_str(out, v.process_name);
-    let _ = write!(out, ",\"thread\":{{\"id\":{},\"name\":", r.process.tid);
+    out.push_str(",\"thread\":{\"id\":");
+    push_u64(out, r.process.tid as u64);
+    out.push_str(",\"name\":");
     push_str(out, &r.process.thread_name);
-    out.push_str("}},\"source\":{\"ip\":\"");
-    let _ = write!(out, "{}\",\"port\":{}}}", r.source.ip(), r.source.port());
+    out.push_str("}}");
+    push_endpoint(out, "source", r.source);
     if let Some(d) = r.destination {
-        let _ = write!(
-            out,
-            ",\"destination\":{{\"ip\":\"{}\",\"port\":{}}}",
-            d.ip(),
-            d.port()
-        );
+        push_endpoint(out, "destination", d);
     }
     out.push_str(",\"network\":{\"transport\":\"");
     out.push_str(r.transport.as_str());
@@ -73,7 +103,8 @@ pub fn write_line(v: &View, out: &mut String) {
             );
         }
     }
-    let _ = write!(out, ",\"portex\":{{\"cgroup_id\":{}", r.process.cgroup_id);
+    out.push_str(",\"portex\":{\"cgroup_id\":");
+    push_u64(out, r.process.cgroup_id);
     if let Some(ns) = r.netns {
         let _ = write!(out, ",\"netns\":{ns}");
     }

@@ -78,7 +78,7 @@ impl Feed {
             let (name, start) = self
                 .names
                 .lookup(r.process.pid, now, &r.process.thread_name);
-            self.tracker.on_record(r, start, &name);
+            self.tracker.on_record(r, start, &name, now);
         }
         self.tracker.tick(now);
     }

@@ -1,0 +1,236 @@
+//! The connection churn generator: a multi-threaded loopback client and server in one
+//! process, inside a network namespace it enters itself. Prints one JSON line:
+//! {"connections": N, "seconds": S, "per_sec": R, "errors": E}.
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, SocketAddr, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+pub struct Opts {
+    pub netns: Option<String>,
+    /// Loopback address to listen on (127.0.0.1 or ::1).
+    pub ip: std::net::IpAddr,
+    /// Listening ports: each is a separate pool, so client-close churn does not exhaust.
+    pub ports: u16,
+    pub client_closes: bool,
+    /// Requests per connection (1 = no keep-alive).
+    pub requests: u32,
+    pub threads: usize,
+    pub seconds: f64,
+}
+
+pub fn enter_netns(name: &str) -> Result<()> {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).with_context(|| format!("netns {name}"))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid namespace fd.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns {name}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn run(o: Opts) -> Result<()> {
+    if let Some(ns) = &o.netns {
+        enter_netns(ns)?;
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut addrs = Vec::new();
+    for i in 0..o.ports {
+        let l = TcpListener::bind(SocketAddr::new(o.ip, 20000 + i)).context("listen")?;
+        addrs.push(l.local_addr()?);
+        for _ in 0..2 {
+            let l = l.try_clone()?;
+            let (stop, client_closes, requests) = (stop.clone(), o.client_closes, o.requests);
+            thread::spawn(move || serve(l, stop, client_closes, requests));
+        }
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut workers = Vec::new();
+    for t in 0..o.threads {
+        let (addrs, stop, done, errors) = (addrs.clone(), stop.clone(), done.clone(), errors.clone());
+        let (client_closes, requests) = (o.client_closes, o.requests);
+        workers.push(thread::spawn(move || {
+            let mut i = t;
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                match one(addrs[i % addrs.len()], client_closes, requests) {
+                    Ok(()) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => errors.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    thread::sleep(Duration::from_secs_f64(o.seconds));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let n = done.load(Ordering::Relaxed);
+    println!(
+        "{{\"connections\":{n},\"seconds\":{secs:.3},\"per_sec\":{:.1},\"errors\":{}}}",
+        n as f64 / secs,
+        errors.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// One connection: `requests` request/response rounds, then the chosen side closes first.
+fn one(addr: SocketAddr, client_closes: bool, requests: u32) -> std::io::Result<()> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_nodelay(true)?;
+    let mut buf = [0u8; 64];
+    for _ in 0..requests {
+        s.write_all(b"GET\n")?;
+        let mut got = 0;
+        while got < 3 {
+            let k = s.read(&mut buf[got..])?;
+            if k == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            got += k;
+        }
+    }
+    if client_closes {
+        drop(s);
+    } else {
+        // Wait for the server's FIN, then close: the server sits in TIME_WAIT.
+        while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+    }
+    Ok(())
+}
+
+fn serve(l: TcpListener, stop: Arc<AtomicBool>, client_closes: bool, requests: u32) {
+    l.set_nonblocking(false).ok();
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((mut s, _)) = l.accept() else { continue };
+        let _ = s.set_nodelay(true);
+        let mut buf = [0u8; 64];
+        let mut ok = true;
+        for _ in 0..requests {
+            if !matches!(s.read(&mut buf), Ok(k) if k > 0) || s.write_all(b"OK\n").is_err() {
+                ok = false;
+                break;
+            }
+        }
+        if ok && client_closes {
+            while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+        } else {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// An unrelated syscall-heavy workload: getppid() in `threads` threads; prints ops/s.
+pub fn syscalls(threads: usize, seconds: f64) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let (stop, ops) = (stop.clone(), ops.clone());
+            thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        // SAFETY: no arguments.
+                        unsafe { libc::syscall(libc::SYS_getppid) };
+                    }
+                    n += 1000;
+                }
+                ops.fetch_add(n, Ordering::Relaxed);
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_secs_f64(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for h in hs {
+        let _ = h.join();
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{{\"ops\":{},\"seconds\":{secs:.3},\"per_sec\":{:.1}}}", ops.load(Ordering::Relaxed), ops.load(Ordering::Relaxed) as f64 / secs);
+}
+
+/// Failing connects for the latency measurement: `n` attempts spaced `gap_ms` apart
+/// towards a pool that is already full; prints the CLOCK_BOOTTIME ns at which each
+/// connect() returned EADDRNOTAVAIL.
+pub fn failures(netns: &str, n: usize, gap_ms: u64) -> Result<()> {
+    enter_netns(netns)?;
+    let l = TcpListener::bind("127.0.0.1:21000")?;
+    let dest = l.local_addr()?;
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let mut held = Vec::new();
+    // Fill the (tiny) range first.
+    while let Ok(s) = TcpStream::connect(dest) {
+        held.push(s);
+    }
+    let mut out = String::new();
+    for _ in 0..n {
+        thread::sleep(Duration::from_millis(gap_ms));
+        let r = TcpStream::connect(dest);
+        let t = boot_ns();
+        if r.is_err() {
+            out.push_str(&format!("{t}\n"));
+        }
+    }
+    print!("{out}");
+    Ok(())
+}
+
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Fills a namespace with `n` TIME_WAIT sockets (client closes first, many pools).
+pub fn fill_time_wait(netns: &str, n: u64, threads: usize) -> Result<()> {
+    enter_netns(netns)?;
+    let ports = n.div_ceil(50_000).max(1) as u16;
+    let mut addrs = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    for i in 0..ports {
+        let l = TcpListener::bind(("127.0.0.1", 22000 + i))?;
+        addrs.push(l.local_addr()?);
+        for _ in 0..2 {
+            let (l, stop) = (l.try_clone()?, stop.clone());
+            thread::spawn(move || serve(l, stop, true, 1));
+        }
+    }
+    let done = Arc::new(AtomicU64::new(0));
+    let ws: Vec<_> = (0..threads)
+        .map(|t| {
+            let (addrs, done) = (addrs.clone(), done.clone());
+            thread::spawn(move || {
+                let mut i = t;
+                while done.load(Ordering::Relaxed) < n {
+                    i += 1;
+                    if one(addrs[i % addrs.len()], true, 1).is_ok() {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in ws {
+        let _ = w.join();
+    }
+    stop.store(true, Ordering::Relaxed);
+    Ok(())
+}
