@@ -68,7 +68,10 @@ struct SinkWriter {
 
 impl Output for SinkWriter {
     fn write_batch(&mut self, bytes: &[u8], lines: u64) -> std::io::Result<()> {
-        self.sink.send(Chunk { bytes: bytes.to_vec(), lines });
+        self.sink.send(Chunk {
+            bytes: bytes.to_vec(),
+            lines,
+        });
         Ok(())
     }
 }

@@ -272,7 +272,9 @@ impl<W: Output> Emitter<W> {
         if self.line.is_empty() {
             return Ok(());
         }
-        let res = self.out.write_batch(self.line.as_bytes(), self.lines_in_buffer);
+        let res = self
+            .out
+            .write_batch(self.line.as_bytes(), self.lines_in_buffer);
         self.line.clear();
         self.lines_in_buffer = 0;
         res.map_err(|e| {

@@ -27,30 +27,84 @@ use crate::{
     sockdiag::DiagSocket,
 };
 
-const TW_NS: u64 = 60_000_000_000;
 /// Ports a process bound with port 0 recently, to spot bind() before connect().
 const RECENT_BINDS: usize = 4096;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// A connection's identity, packed: 40 bytes, because the ledger holds one per port in
+/// use (250,000 on a busy host). IPv4 is stored IPv4-mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Tuple {
-    pub netns: u64,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
+    /// Index into Ledger::ns_ids.
+    ns: u32,
+    lport: u16,
+    rport: u16,
+    laddr: [u8; 16],
+    raddr: [u8; 16],
 }
 
-#[derive(Clone, Debug)]
+fn ip16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn ip_of(b: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(b);
+    v6.to_ipv4_mapped()
+        .map(IpAddr::V4)
+        .unwrap_or(IpAddr::V6(v6))
+}
+
+impl Tuple {
+    fn new(ns: u32, local: SocketAddr, remote: SocketAddr) -> Tuple {
+        Tuple {
+            ns,
+            lport: local.port(),
+            rport: remote.port(),
+            laddr: ip16(local.ip()),
+            raddr: ip16(remote.ip()),
+        }
+    }
+
+    fn local_ip(&self) -> IpAddr {
+        ip_of(self.laddr)
+    }
+}
+
+/// 12 bytes per connection.
+#[derive(Clone, Copy, Debug)]
 struct Entry {
-    /// When it entered TIME_WAIT (boot ns); 0 while the connection lives.
-    tw_since: u64,
+    /// Boot-clock second it entered TIME_WAIT; 0 while the connection lives.
+    tw_since_s: u32,
     /// 0 when unknown.
     pid: u32,
-    pooled: bool,
+    /// POOLED, and the reconciliation epoch that last saw it.
+    bits: u32,
+}
+
+const POOLED: u32 = 1 << 31;
+const TW_S: u32 = 60;
+
+impl Entry {
+    fn pooled(&self) -> bool {
+        self.bits & POOLED != 0
+    }
+
+    fn epoch(&self) -> u32 {
+        self.bits & !POOLED
+    }
+}
+
+fn secs(ns: u64) -> u32 {
+    ((ns / 1_000_000_000) as u32).max(1)
 }
 
 struct NsInfo {
     settings: NetSettings,
     listeners: HashSet<(IpAddr, u16)>,
     tcp_size: u32,
+    epoch: u32,
 }
 
 #[derive(Default)]
@@ -104,10 +158,13 @@ pub struct Pressure {
 #[derive(Default)]
 pub struct Ledger {
     ns: HashMap<u64, NsInfo>,
+    /// Namespace inode by Tuple::ns.
+    ns_ids: Vec<u64>,
+    ns_index: HashMap<u64, u32>,
     socks: HashMap<Tuple, Entry>,
-    tw_queue: VecDeque<(u64, Tuple)>,
     pools: HashMap<PoolKey, PoolStats>,
     procs: HashMap<u32, ProcStats>,
+    last_expire_s: u32,
 }
 
 impl Ledger {
@@ -123,27 +180,37 @@ impl Ledger {
         self.ns.keys().copied().collect()
     }
 
-    fn pool_key(netns: u64, t: &Tuple) -> PoolKey {
+    fn ns_idx(&mut self, inode: u64) -> u32 {
+        if let Some(&i) = self.ns_index.get(&inode) {
+            return i;
+        }
+        let i = self.ns_ids.len() as u32;
+        self.ns_ids.push(inode);
+        self.ns_index.insert(inode, i);
+        i
+    }
+
+    fn pool_key(&self, t: &Tuple) -> PoolKey {
         PoolKey {
-            netns,
+            netns: self.ns_ids[t.ns as usize],
             transport: Transport::Tcp,
-            saddr: t.local.ip(),
-            daddr: t.remote.ip(),
-            dport: t.remote.port(),
+            saddr: ip_of(t.laddr),
+            daddr: ip_of(t.raddr),
+            dport: t.rport,
         }
     }
 
     fn is_pooled(&self, t: &Tuple) -> bool {
-        let Some(ns) = self.ns.get(&t.netns) else {
+        let Some(ns) = self.ns.get(&self.ns_ids[t.ns as usize]) else {
             return false;
         };
-        let port = t.local.port();
+        let port = t.lport;
         ns.settings.in_range(port)
             && !ns.settings.is_reserved(port)
             && !ns
                 .listeners
                 .iter()
-                .any(|&(ip, p)| p == port && (ip == t.local.ip() || ip.is_unspecified()))
+                .any(|&(ip, p)| p == port && (ip == t.local_ip() || ip.is_unspecified()))
     }
 
     /// Replaces what the ledger holds for `netns` with the kernel's table. Owners of
@@ -156,87 +223,102 @@ impl Ledger {
         owner_of: impl Fn(&DiagSocket) -> Option<Owner>,
         now: u64,
     ) {
-        let listeners: HashSet<(IpAddr, u16)> = sockets
+        let listeners = sockets
             .iter()
             .filter(|s| s.protocol == 6 && s.state == TCP_LISTEN)
-            .map(|s| (s.local.ip(), s.local.port()))
-            .collect();
+            .map(|s| (s.local.ip(), s.local.port()));
+        self.reconcile_begin(netns, settings, listeners);
+        for s in sockets {
+            self.reconcile_socket(netns, s, owner_of(s).map(|o| o.pid), now);
+        }
+        self.reconcile_end(netns);
+    }
+
+    /// Starts a reconciliation of `netns`: its settings and listeners are replaced, its
+    /// pools recounted from the sockets that follow (reconcile_socket), and entries not
+    /// seen again are removed by reconcile_end (mark and sweep: the table is never
+    /// copied, which matters at 250,000 entries).
+    pub fn reconcile_begin(
+        &mut self,
+        netns: u64,
+        settings: NetSettings,
+        listeners: impl Iterator<Item = (IpAddr, u16)>,
+    ) {
+        let listeners: HashSet<(IpAddr, u16)> = listeners.collect();
         let ports: HashSet<u16> = listeners.iter().map(|l| l.1).collect();
         let exclusive = ports
             .iter()
             .filter(|&&p| settings.in_range(p) && !settings.is_reserved(p))
             .count() as u32;
         let tcp_size = settings.usable_ports().saturating_sub(exclusive);
+        let epoch = self
+            .ns
+            .get(&netns)
+            .map(|n| (n.epoch + 1) & !POOLED)
+            .unwrap_or(1);
         self.ns.insert(
             netns,
             NsInfo {
                 settings,
                 listeners,
                 tcp_size,
+                epoch,
             },
         );
-
-        let mut old: HashMap<Tuple, Entry> = HashMap::default();
-        self.socks.retain(|t, e| {
-            if t.netns == netns {
-                old.insert(t.clone(), e.clone());
-                false
-            } else {
-                true
-            }
-        });
-        for p in self
-            .pools
-            .iter_mut()
-            .filter(|(k, _)| k.netns == netns)
-            .map(|(_, p)| p)
-        {
+        self.ns_idx(netns);
+        for (_, p) in self.pools.iter_mut().filter(|(k, _)| k.netns == netns) {
             p.used = 0;
             p.time_wait = 0;
             p.syn_or_established = 0;
             p.size = tcp_size;
         }
-        for s in sockets
-            .iter()
-            .filter(|s| s.protocol == 6 && holds_port(s.state))
-        {
-            let t = Tuple {
-                netns,
-                local: s.local,
-                remote: s.remote,
-            };
-            let prev = old.get(&t);
-            let tw = s.state == TCP_TIME_WAIT;
-            let pid = owner_of(s)
-                .map(|o| o.pid)
-                .or_else(|| prev.map(|e| e.pid))
-                .unwrap_or(0);
-            let tw_since = match (tw, prev) {
-                (false, _) => 0,
-                (true, Some(e)) if e.tw_since != 0 => e.tw_since,
-                (true, _) => {
-                    // Unknown start: it ends within 60 s of now at the latest.
-                    self.tw_queue.push_back((now + TW_NS, t.clone()));
-                    now
-                }
-            };
-            let pooled = self.is_pooled(&t);
-            if pooled {
-                let p = self.pools.entry(Self::pool_key(netns, &t)).or_default();
-                p.size = tcp_size;
-                p.used += 1;
-                p.time_wait += tw as u32;
-                p.syn_or_established += !tw as u32;
-            }
-            self.socks.insert(
-                t,
-                Entry {
-                    tw_since,
-                    pid,
-                    pooled,
-                },
-            );
+    }
+
+    /// One socket of the kernel's table (others than TCP holding a port are ignored).
+    pub fn reconcile_socket(&mut self, netns: u64, s: &DiagSocket, owner: Option<u32>, now: u64) {
+        if s.protocol != 6 || !holds_port(s.state) {
+            return;
         }
+        let Some(info) = self.ns.get(&netns) else {
+            return;
+        };
+        let (epoch, tcp_size) = (info.epoch, info.tcp_size);
+        let idx = self.ns_idx(netns);
+        let t = Tuple::new(idx, s.local, s.remote);
+        let tw = s.state == TCP_TIME_WAIT;
+        let pooled = self.is_pooled(&t);
+        let e = self.socks.entry(t).or_insert(Entry {
+            tw_since_s: 0,
+            pid: 0,
+            bits: 0,
+        });
+        if let Some(pid) = owner {
+            e.pid = pid;
+        }
+        if !tw {
+            e.tw_since_s = 0;
+        } else if e.tw_since_s == 0 {
+            // Unknown start: it ends within 60 s of now at the latest.
+            e.tw_since_s = secs(now);
+        }
+        e.bits = epoch | if pooled { POOLED } else { 0 };
+        if pooled {
+            let key = self.pool_key(&t);
+            let p = self.pools.entry(key).or_default();
+            p.size = tcp_size;
+            p.used += 1;
+            p.time_wait += tw as u32;
+            p.syn_or_established += !tw as u32;
+        }
+    }
+
+    /// Removes what the kernel no longer has (TIME_WAIT recycled early, missed closes).
+    pub fn reconcile_end(&mut self, netns: u64) {
+        let Some(epoch) = self.ns.get(&netns).map(|n| n.epoch) else {
+            return;
+        };
+        let idx = self.ns_idx(netns);
+        self.socks.retain(|t, e| t.ns != idx || e.epoch() == epoch);
         self.pools
             .retain(|k, p| k.netns != netns || p.used > 0 || p.opens.total > 0 || p.failures > 0);
         self.recount_procs();
@@ -247,10 +329,10 @@ impl Ledger {
             p.held = 0;
             p.time_wait = 0;
         }
-        for e in self.socks.values().filter(|e| e.pooled && e.pid != 0) {
+        for e in self.socks.values().filter(|e| e.pooled() && e.pid != 0) {
             let p = self.procs.entry(e.pid).or_default();
             p.held += 1;
-            p.time_wait += (e.tw_since != 0) as u32;
+            p.time_wait += (e.tw_since_s != 0) as u32;
         }
     }
 
@@ -276,11 +358,8 @@ impl Ledger {
     pub fn apply(&mut self, r: &Record, netns: Option<u64>, now: u64) -> Option<PoolKey> {
         let netns = netns?;
         let dest = r.destination?;
-        let t = Tuple {
-            netns,
-            local: r.source,
-            remote: dest,
-        };
+        let idx = self.ns_idx(netns);
+        let t = Tuple::new(idx, r.source, dest);
         let pid = r.process.pid;
         match r.action {
             Action::Connect | Action::Established
@@ -290,12 +369,14 @@ impl Ledger {
                     return None;
                 }
                 let pooled = self.is_pooled(&t);
+                let epoch = self.ns.get(&netns).map(|n| n.epoch).unwrap_or(0);
+                let bits = epoch | if pooled { POOLED } else { 0 };
                 self.socks.insert(
-                    t.clone(),
+                    t,
                     Entry {
-                        tw_since: 0,
+                        tw_since_s: 0,
                         pid,
-                        pooled,
+                        bits,
                     },
                 );
                 let proc_ = self.procs.entry(pid).or_default();
@@ -308,7 +389,7 @@ impl Ledger {
                 }
                 proc_.held += 1;
                 let size = self.ns.get(&netns).map(|n| n.tcp_size).unwrap_or(0);
-                let key = Self::pool_key(netns, &t);
+                let key = self.pool_key(&t);
                 let p = self.pools.entry(key.clone()).or_default();
                 p.size = size;
                 p.used += 1;
@@ -319,13 +400,12 @@ impl Ledger {
             Action::Close => {
                 let close = r.close.as_ref()?;
                 let e = self.socks.get_mut(&t)?;
-                if e.tw_since != 0 {
+                if e.tw_since_s != 0 {
                     return None;
                 }
-                let (pooled, owner) = (e.pooled, e.pid);
+                let (pooled, owner) = (e.pooled(), e.pid);
                 if close.time_wait {
-                    e.tw_since = r.ts_ns;
-                    self.tw_queue.push_back((r.ts_ns + TW_NS, t.clone()));
+                    e.tw_since_s = secs(r.ts_ns);
                 } else {
                     self.socks.remove(&t);
                 }
@@ -339,7 +419,7 @@ impl Ledger {
                 } else {
                     proc_.held = proc_.held.saturating_sub(1);
                 }
-                let key = Self::pool_key(netns, &t);
+                let key = self.pool_key(&t);
                 let p = self.pools.entry(key.clone()).or_default();
                 p.closes += 1;
                 p.syn_or_established = p.syn_or_established.saturating_sub(1);
@@ -365,7 +445,7 @@ impl Ledger {
                 if r.transport != Transport::Tcp {
                     return None;
                 }
-                let key = Self::pool_key(netns, &t);
+                let key = self.pool_key(&t);
                 let size = self.ns.get(&netns).map(|n| n.tcp_size).unwrap_or(0);
                 let p = self.pools.entry(key.clone()).or_insert_with(|| PoolStats {
                     size,
@@ -399,29 +479,30 @@ impl Ledger {
         }
     }
 
-    /// Ends TIME_WAIT entries older than 60 s.
+    /// Ends TIME_WAIT entries older than 60 s: one pass over the table per second (a
+    /// few milliseconds at 250,000 entries), instead of a timer queue as large as the
+    /// table.
     pub fn expire(&mut self, now: u64) {
-        while let Some((at, _)) = self.tw_queue.front() {
-            if *at > now {
-                break;
+        let now_s = secs(now);
+        if now_s == self.last_expire_s {
+            return;
+        }
+        self.last_expire_s = now_s;
+        let mut ended: Vec<(Tuple, Entry)> = Vec::new();
+        self.socks.retain(|t, e| {
+            let over = e.tw_since_s != 0 && now_s >= e.tw_since_s + TW_S;
+            if over && e.pooled() {
+                ended.push((*t, *e));
             }
-            let (at, t) = self.tw_queue.pop_front().unwrap();
-            let Some(e) = self.socks.get(&t) else {
-                continue;
-            };
-            // A stale timer: the tuple was reused and closed again later.
-            if e.tw_since == 0 || e.tw_since + TW_NS != at && at - TW_NS != e.tw_since {
-                continue;
-            }
-            let e = self.socks.remove(&t).unwrap();
-            if !e.pooled {
-                continue;
-            }
+            !over
+        });
+        for (t, e) in ended {
             if let Some(p) = self.procs.get_mut(&e.pid) {
                 p.held = p.held.saturating_sub(1);
                 p.time_wait = p.time_wait.saturating_sub(1);
             }
-            if let Some(p) = self.pools.get_mut(&Self::pool_key(t.netns, &t)) {
+            let key = self.pool_key(&t);
+            if let Some(p) = self.pools.get_mut(&key) {
                 p.used = p.used.saturating_sub(1);
                 p.time_wait = p.time_wait.saturating_sub(1);
                 p.releases.add(now, 1);
@@ -470,9 +551,9 @@ impl Ledger {
     /// Holders of every pool, from the entries (biggest first).
     fn holders(&self, names: &HashMap<u32, ProcStats>) -> HashMap<PoolKey, Vec<Holder>> {
         let mut by: HashMap<PoolKey, HashMap<u32, Holder>> = HashMap::default();
-        for (t, e) in self.socks.iter().filter(|(_, e)| e.pooled) {
+        for (t, e) in self.socks.iter().filter(|(_, e)| e.pooled()) {
             let h = by
-                .entry(Self::pool_key(t.netns, t))
+                .entry(self.pool_key(t))
                 .or_default()
                 .entry(e.pid)
                 .or_insert_with(|| Holder {
@@ -488,7 +569,7 @@ impl Ledger {
                     time_wait: 0,
                 });
             h.held += 1;
-            h.time_wait += (e.tw_since != 0) as u32;
+            h.time_wait += (e.tw_since_s != 0) as u32;
         }
         by.into_iter()
             .map(|(k, m)| {
@@ -557,8 +638,8 @@ impl Ledger {
     /// Share of the fullest pool each process holds.
     pub fn fullest_share(&self) -> HashMap<u32, f64> {
         let mut per: HashMap<(u32, PoolKey), u32> = HashMap::default();
-        for (t, e) in self.socks.iter().filter(|(_, e)| e.pooled && e.pid != 0) {
-            *per.entry((e.pid, Self::pool_key(t.netns, t))).or_default() += 1;
+        for (t, e) in self.socks.iter().filter(|(_, e)| e.pooled() && e.pid != 0) {
+            *per.entry((e.pid, self.pool_key(t))).or_default() += 1;
         }
         let mut out: HashMap<u32, f64> = HashMap::default();
         for ((pid, key), n) in per {

@@ -209,15 +209,37 @@ impl Writer {
             self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
             self.file = Some(f);
         }
-        if self.opts.rotate_size > 0
-            && self.size > 0
-            && self.size + bytes.len() as u64 > self.opts.rotate_size
-        {
-            self.rotate(path)?;
+        // A chunk can be larger than what is left before rotation: split it at line
+        // boundaries so that no file grows past --rotate-size (unless one line does).
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let room = match self.opts.rotate_size {
+                0 => u64::MAX,
+                limit => limit.saturating_sub(self.size),
+            };
+            let take = if rest.len() as u64 <= room {
+                rest.len()
+            } else {
+                let window = &rest[..room as usize];
+                match window.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => i + 1,
+                    None if self.size == 0 => rest
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .map_or(rest.len(), |i| i + 1),
+                    None => 0,
+                }
+            };
+            if take > 0 {
+                let f = self.file.as_mut().expect("opened above");
+                f.write_all(&rest[..take])?;
+                self.size += take as u64;
+                rest = &rest[take..];
+            }
+            if !rest.is_empty() {
+                self.rotate(path)?;
+            }
         }
-        let f = self.file.as_mut().expect("opened above");
-        f.write_all(bytes)?;
-        self.size += bytes.len() as u64;
         Ok(())
     }
 
@@ -305,6 +327,41 @@ mod tests {
             fs::metadata(&p).unwrap().permissions().mode() & 0o777,
             0o640
         );
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn one_big_chunk_is_split_at_lines_across_rotations() {
+        let d = tmpdir("split");
+        let p = d.join("events.ndjson");
+        let mut s = Sink::start(SinkOptions {
+            target: Target::File(p.clone()),
+            rotate_size: 130,
+            rotate_keep: 9,
+            queue: 4,
+        })
+        .unwrap();
+        let line: Vec<u8> = vec![b'y'; 59].into_iter().chain([b'\n']).collect();
+        s.send(Chunk {
+            bytes: line.repeat(10),
+            lines: 10,
+        });
+        s.close();
+        let mut total = 0;
+        for f in
+            std::iter::once(p.clone()).chain((1..=9).map(|i| d.join(format!("events.ndjson.{i}"))))
+        {
+            if let Ok(b) = fs::read(&f) {
+                assert!(
+                    b.len() <= 130 && b.ends_with(b"\n"),
+                    "{} has {} bytes",
+                    f.display(),
+                    b.len()
+                );
+                total += b.len();
+            }
+        }
+        assert_eq!(total, 600);
         let _ = fs::remove_dir_all(&d);
     }
 

@@ -32,10 +32,17 @@ const DIAG_MSG_LEN: usize = 72;
 /// Every socket of `protocol` (6 or 17) and both families in the caller's namespace.
 pub fn dump(protocol: u8) -> Result<Vec<DiagSocket>> {
     let mut out = Vec::new();
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        dump_family(family, protocol, &mut out)?;
-    }
+    for_each(protocol, u32::MAX, &mut |s| out.push(s))?;
     Ok(out)
+}
+
+/// Streams the sockets whose state bit is set in `states` (1 << TCP state) to `f`, both
+/// families, without collecting them: a table of 250k sockets is never held twice.
+pub fn for_each(protocol: u8, states: u32, f: &mut dyn FnMut(DiagSocket)) -> Result<()> {
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        dump_family(family, protocol, states, f)?;
+    }
+    Ok(())
 }
 
 struct Fd(i32);
@@ -46,7 +53,12 @@ impl Drop for Fd {
     }
 }
 
-fn dump_family(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> Result<()> {
+fn dump_family(
+    family: u8,
+    protocol: u8,
+    states: u32,
+    out: &mut dyn FnMut(DiagSocket),
+) -> Result<()> {
     // SAFETY: plain socket creation.
     let fd = unsafe {
         libc::socket(
@@ -62,7 +74,7 @@ fn dump_family(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> Result<()
         );
     }
     let fd = Fd(fd);
-    let req = request(family, protocol);
+    let req = request(family, protocol, states);
     // SAFETY: a zeroed sockaddr_nl addresses the kernel.
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
@@ -107,8 +119,8 @@ fn dump_family(family: u8, protocol: u8, out: &mut Vec<DiagSocket>) -> Result<()
     }
 }
 
-/// nlmsghdr + inet_diag_req_v2 asking for every state.
-fn request(family: u8, protocol: u8) -> Vec<u8> {
+/// nlmsghdr + inet_diag_req_v2 asking for the states in `states`.
+fn request(family: u8, protocol: u8, states: u32) -> Vec<u8> {
     let len = NLMSG_HDRLEN + 56;
     let mut r = Vec::with_capacity(len);
     r.extend_from_slice(&(len as u32).to_ne_bytes());
@@ -117,7 +129,7 @@ fn request(family: u8, protocol: u8) -> Vec<u8> {
     r.extend_from_slice(&1u32.to_ne_bytes()); // seq
     r.extend_from_slice(&0u32.to_ne_bytes()); // pid
     r.extend_from_slice(&[family, protocol, 0, 0]);
-    r.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
+    r.extend_from_slice(&states.to_ne_bytes()); // idiag_states
     r.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
     r
 }
@@ -131,7 +143,7 @@ pub enum Parsed {
 
 /// Parses one datagram of netlink messages, appending sockets. Lengths are checked
 /// before every read; a malformed message ends the datagram.
-pub fn parse_messages(mut buf: &[u8], protocol: u8, out: &mut Vec<DiagSocket>) -> Parsed {
+pub fn parse_messages(mut buf: &[u8], protocol: u8, out: &mut dyn FnMut(DiagSocket)) -> Parsed {
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes(buf[0..4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes(buf[4..6].try_into().unwrap());
@@ -154,7 +166,7 @@ pub fn parse_messages(mut buf: &[u8], protocol: u8, out: &mut Vec<DiagSocket>) -
             }
             SOCK_DIAG_BY_FAMILY => {
                 if let Some(s) = parse_diag_msg(body, protocol) {
-                    out.push(s);
+                    out(s);
                 }
             }
             _ => {}
@@ -226,7 +238,7 @@ mod tests {
         let mut buf = msg(6, 40000, 80, 0);
         buf.extend(msg(1, 40001, 80, 1234));
         let mut out = Vec::new();
-        assert_eq!(parse_messages(&buf, 6, &mut out), Parsed::More);
+        assert_eq!(parse_messages(&buf, 6, &mut |s| out.push(s)), Parsed::More);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].state, 6);
         assert_eq!(out[0].local, "127.0.0.1:40000".parse().unwrap());
@@ -235,18 +247,21 @@ mod tests {
         let mut done = vec![0u8; NLMSG_HDRLEN];
         done[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
         done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
-        assert_eq!(parse_messages(&done, 6, &mut out), Parsed::Done);
+        assert_eq!(parse_messages(&done, 6, &mut |s| out.push(s)), Parsed::Done);
     }
 
     #[test]
     fn truncated_messages_are_skipped_not_read() {
         let buf = msg(1, 1, 2, 3);
         let mut out = Vec::new();
-        assert_eq!(parse_messages(&buf[..40], 6, &mut out), Parsed::More);
+        assert_eq!(
+            parse_messages(&buf[..40], 6, &mut |s| out.push(s)),
+            Parsed::More
+        );
         assert!(out.is_empty());
         let mut bad = buf.clone();
         bad[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32 + 8).to_ne_bytes());
-        assert_eq!(parse_messages(&bad, 6, &mut out), Parsed::More);
+        assert_eq!(parse_messages(&bad, 6, &mut |s| out.push(s)), Parsed::More);
         assert!(out.is_empty());
     }
 }

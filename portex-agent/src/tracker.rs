@@ -7,10 +7,17 @@ use crate::{
     diagnose::Thresholds,
     ledger::{Ledger, Pressure},
     model::{Action, PoolState, Record},
-    owners::socket_owners,
+    netns::{self, Netns},
+    owners::{Owner, socket_owners},
     pools::PoolKey,
-    snapshot,
+    pools::TCP_LISTEN,
+    settings::NetSettings,
+    snapshot, sockdiag,
 };
+
+/// TCP states that hold a local port, as a sock_diag state mask.
+const HELD_STATES: u32 =
+    (1 << 1) | (1 << 2) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 8) | (1 << 9) | (1 << 11);
 
 /// How often the ledger is corrected from the kernel's table.
 pub const RECONCILE_NS: u64 = 10_000_000_000;
@@ -58,15 +65,8 @@ impl Tracker {
             return;
         };
         for ns in list {
-            match snapshot::read(&ns) {
-                Ok(snap) => self.ledger.reconcile(
-                    ns.inode,
-                    snap.settings,
-                    &snap.sockets,
-                    |s| owners.get(&s.inode).cloned(),
-                    now,
-                ),
-                Err(_) => self.reconcile_errors += 1,
+            if self.reconcile_ns(&ns, &owners, now).is_err() {
+                self.reconcile_errors += 1;
             }
         }
         for (pid, o) in owners
@@ -79,25 +79,39 @@ impl Tracker {
         self.last_reconcile = now;
     }
 
+    /// Streams one namespace's table into the ledger (never collected in memory).
+    fn reconcile_ns(
+        &mut self,
+        ns: &Netns,
+        owners: &HashMap<u64, Owner>,
+        now: u64,
+    ) -> anyhow::Result<()> {
+        let ledger = &mut self.ledger;
+        netns::in_netns(ns, || -> anyhow::Result<()> {
+            let settings = NetSettings::read();
+            let mut listeners = Vec::new();
+            sockdiag::for_each(6, 1 << TCP_LISTEN, &mut |s| {
+                listeners.push((s.local.ip(), s.local.port()))
+            })?;
+            ledger.reconcile_begin(ns.inode, settings, listeners.into_iter());
+            sockdiag::for_each(6, HELD_STATES, &mut |s| {
+                ledger.reconcile_socket(ns.inode, &s, owners.get(&s.inode).map(|o| o.pid), now)
+            })?;
+            ledger.reconcile_end(ns.inode);
+            Ok(())
+        })?
+    }
+
     fn reconcile_one(&mut self, inode: u64, pid: u32, tid: u32, now: u64) {
         let path = std::path::PathBuf::from(format!("/proc/{pid}/task/{tid}/ns/net"));
-        let ns = crate::netns::Netns {
+        let ns = Netns {
             inode,
             path,
             name: None,
         };
-        match snapshot::read(&ns) {
-            Ok(snap) => {
-                let owners = socket_owners();
-                self.ledger.reconcile(
-                    inode,
-                    snap.settings,
-                    &snap.sockets,
-                    |s| owners.get(&s.inode).cloned(),
-                    now,
-                );
-            }
-            Err(_) => self.reconcile_errors += 1,
+        let owners = socket_owners();
+        if self.reconcile_ns(&ns, &owners, now).is_err() {
+            self.reconcile_errors += 1;
         }
     }
 

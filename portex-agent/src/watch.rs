@@ -29,7 +29,10 @@ pub fn run(args: WatchArgs) -> Result<()> {
             failures_only: args.failures_only,
         },
         thresholds: (!args.no_pools).then(|| args.thresholds.thresholds()),
-        out: Box::new(WriteOutput(std::io::BufWriter::with_capacity(1 << 16, stdout))),
+        out: Box::new(WriteOutput(std::io::BufWriter::with_capacity(
+            1 << 16,
+            stdout,
+        ))),
         metrics: None,
         on_hup: None,
         sink_counts: None,

@@ -39,12 +39,17 @@ impl Ns {
 
 impl Drop for Ns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
     }
 }
 
 fn sh(args: &[&str]) -> Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {}", args[0]))?;
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .with_context(|| format!("running {}", args[0]))?;
     if !out.status.success() {
         bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
@@ -102,7 +107,11 @@ fn start(tracer: Tracer, portex: &Path) -> Result<Option<Running>> {
         }
         Tracer::Tcplife => Command::new("tcplife"),
     };
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().with_context(|| format!("starting {}", tracer.name()))?;
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", tracer.name()))?;
     let (tx, rx) = mpsc::channel();
     let err = child.stderr.take().unwrap();
     thread::spawn(move || {
@@ -131,17 +140,22 @@ fn cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // SAFETY: sysconf is always safe.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     ticks * 1000.0 / hz
 }
 
 fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
@@ -155,7 +169,11 @@ fn stop(r: Running) -> Result<(u64, bool)> {
     let mut dropped = 0;
     while let Ok(l) = stderr.recv_timeout(Duration::from_millis(500)) {
         if let Some(rest) = l.split("dropped: ").nth(1) {
-            dropped = rest.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+            dropped = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
         }
     }
     // tcplife exits on SIGINT with 0 or 130 depending on version.
@@ -180,7 +198,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub fn run(o: Opts, portex: &Path) -> Result<()> {
-    let tcplife = Command::new("tcplife").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
+    let tcplife = Command::new("tcplife")
+        .arg("-h")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
     let mut tracers = vec![Tracer::None, Tracer::Agent, Tracer::WatchJson];
     if tcplife {
         tracers.push(Tracer::Tcplife);
@@ -203,7 +226,8 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
     for (mode, ip, client_closes, requests) in &modes {
         let ns = Ns::new("churn")?;
         ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
-        let mut per: Vec<(Tracer, Vec<f64>, Vec<f64>, u64)> = tracers.iter().map(|t| (*t, vec![], vec![], 0)).collect();
+        let mut per: Vec<(Tracer, Vec<f64>, Vec<f64>, u64)> =
+            tracers.iter().map(|t| (*t, vec![], vec![], 0)).collect();
         for round in 0..rounds {
             // Interleave: a different order each round, untraced included every time.
             for i in 0..tracers.len() {
@@ -225,7 +249,11 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
                     &requests.to_string(),
                     "--seconds",
                     &secs.to_string(),
-                    if *client_closes { "--client-closes" } else { "--server-closes" },
+                    if *client_closes {
+                        "--client-closes"
+                    } else {
+                        "--server-closes"
+                    },
                 ]))?;
                 let cpu = pid.map(cpu_ms).unwrap_or(0.0) - cpu0;
                 let (dropped, ok) = match running {
@@ -236,6 +264,9 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
                 let rate = v["per_sec"].as_f64().unwrap_or(0.0);
                 if !ok {
                     broken.push(format!("{} exited with an error in {mode}", t.name()));
+                }
+                if o.quick && dropped > 0 && t != Tracer::Tcplife {
+                    broken.push(format!("{} dropped {dropped} events in {mode}", t.name()));
                 }
                 if conns == 0.0 {
                     broken.push(format!("no connections in {mode} under {}", t.name()));
@@ -248,7 +279,10 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
                 e.3 += dropped;
                 rows.push(json!({"section": "churn", "mode": mode, "tracer": t.name(), "round": round, "per_sec": rate,
                     "connections": conns, "tracer_cpu_ms": cpu, "dropped": dropped}));
-                eprintln!("bench: {mode:<32} {:<24} round {round}: {rate:>9.0} conn/s, tracer cpu {cpu:.0} ms, dropped {dropped}", t.name());
+                eprintln!(
+                    "bench: {mode:<32} {:<24} round {round}: {rate:>9.0} conn/s, tracer cpu {cpu:.0} ms, dropped {dropped}",
+                    t.name()
+                );
             }
         }
         let base = median(per[0].1.clone());
@@ -260,20 +294,34 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
     }
 
     // An unrelated syscall-heavy workload, untraced vs under the agent.
-    let mut sys: Vec<(Tracer, Vec<f64>)> =
-        vec![(Tracer::None, vec![]), (Tracer::Agent, vec![]), (Tracer::AgentNoSyscallHooks, vec![])];
+    let mut sys: Vec<(Tracer, Vec<f64>)> = vec![
+        (Tracer::None, vec![]),
+        (Tracer::Agent, vec![]),
+        (Tracer::AgentNoSyscallHooks, vec![]),
+    ];
     for round in 0..rounds {
         for i in 0..sys.len() {
             let t = sys[(i + round) % sys.len()].0;
             let running = start(t, portex)?;
-            let v = run_json(Command::new(xtask()).args(["syscalls", "--threads", "2", "--seconds", &secs.to_string()]))?;
+            let v = run_json(Command::new(xtask()).args([
+                "syscalls",
+                "--threads",
+                "2",
+                "--seconds",
+                &secs.to_string(),
+            ]))?;
             if let Some(r) = running {
                 stop(r)?;
             }
             let rate = v["per_sec"].as_f64().unwrap_or(0.0);
             sys.iter_mut().find(|s| s.0 == t).unwrap().1.push(rate);
-            rows.push(json!({"section": "syscalls", "tracer": t.name(), "round": round, "per_sec": rate}));
-            eprintln!("bench: getppid loop {:<24} round {round}: {rate:>12.0} calls/s", t.name());
+            rows.push(
+                json!({"section": "syscalls", "tracer": t.name(), "round": round, "per_sec": rate}),
+            );
+            eprintln!(
+                "bench: getppid loop {:<24} round {round}: {rate:>12.0} calls/s",
+                t.name()
+            );
         }
     }
     let base = median(sys[0].1.clone());
@@ -289,20 +337,47 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
         ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
         ns.sysctl("net.ipv4.tcp_tw_reuse=0")?;
         ns.sysctl("net.ipv4.tcp_max_tw_buckets=1000000")?;
-        sh(&[xtask().to_str().unwrap(), "fill-time-wait", "--netns", &ns.0, "--count", &tw_n.to_string()])?;
-        let count_tw = Command::new("ip").args(["netns", "exec", &ns.0, "ss", "-tanH", "state", "time-wait"]).output()?;
+        sh(&[
+            xtask().to_str().unwrap(),
+            "fill-time-wait",
+            "--netns",
+            &ns.0,
+            "--count",
+            &tw_n.to_string(),
+        ])?;
+        let count_tw = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ss", "-tanH", "state", "time-wait"])
+            .output()?;
         let present = String::from_utf8_lossy(&count_tw.stdout).lines().count();
         let mut timings: Vec<(&str, Vec<String>, Vec<f64>)> = vec![
-            ("portex status --json", vec![portex.display().to_string(), "status".into(), "--json".into()], vec![]),
+            (
+                "portex status --json",
+                vec![
+                    portex.display().to_string(),
+                    "status".into(),
+                    "--json".into(),
+                ],
+                vec![],
+            ),
             ("ss -tan", vec!["ss".into(), "-tan".into()], vec![]),
         ];
-        if Command::new("netstat").arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
+        if Command::new("netstat")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+        {
             timings.push(("netstat -an", vec!["netstat".into(), "-tan".into()], vec![]));
         }
         for _ in 0..(if o.quick { 1 } else { 5 }) {
             for (_, cmd, v) in timings.iter_mut() {
                 let t0 = Instant::now();
-                let out = Command::new("ip").args(["netns", "exec", &ns.0]).args(cmd.iter()).stdout(Stdio::null()).status()?;
+                let out = Command::new("ip")
+                    .args(["netns", "exec", &ns.0])
+                    .args(cmd.iter())
+                    .stdout(Stdio::null())
+                    .status()?;
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
                 if out.code().unwrap_or(2) > 1 {
                     broken.push(format!("{cmd:?} failed"));
@@ -344,14 +419,30 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
             }
         });
         let end = Instant::now() + Duration::from_secs(60);
-        while !erx.recv_timeout(Duration::from_millis(200)).is_ok_and(|l| l.contains("watching")) {
+        while !erx
+            .recv_timeout(Duration::from_millis(200))
+            .is_ok_and(|l| l.contains("watching"))
+        {
             if Instant::now() > end {
                 bail!("the agent did not start");
             }
         }
         let n = if o.quick { 20 } else { 200 };
-        let out = Command::new(xtask()).args(["failures", "--netns", &ns.0, "--count", &n.to_string(), "--gap-ms", "5"]).output()?;
-        let returned: Vec<u64> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.parse().ok()).collect();
+        let out = Command::new(xtask())
+            .args([
+                "failures",
+                "--netns",
+                &ns.0,
+                "--count",
+                &n.to_string(),
+                "--gap-ms",
+                "5",
+            ])
+            .output()?;
+        let returned: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.parse().ok())
+            .collect();
         let mut seen = Vec::new();
         while let Ok(t) = rx.recv_timeout(Duration::from_millis(1000)) {
             seen.push(t);
@@ -361,14 +452,31 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
         let _ = agent.wait();
         let k = returned.len().min(seen.len());
         if k == 0 || seen.len() < returned.len() {
-            broken.push(format!("{} failing connects, {} connect_failed events", returned.len(), seen.len()));
+            broken.push(format!(
+                "{} failing connects, {} connect_failed events",
+                returned.len(),
+                seen.len()
+            ));
         }
         // The fill-up failures come first; match the measured ones from the end.
         let (r, s) = (&returned[returned.len() - k..], &seen[seen.len() - k..]);
-        let mut d: Vec<f64> = r.iter().zip(s).map(|(a, b)| b.saturating_sub(*a) as f64 / 1e6).collect();
+        let mut d: Vec<f64> = r
+            .iter()
+            .zip(s)
+            .map(|(a, b)| b.saturating_sub(*a) as f64 / 1e6)
+            .collect();
         d.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let p = |q: f64| d.get(((d.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(f64::NAN);
-        eprintln!("bench: failure-to-event delay over {k}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms", p(0.5), p(0.99), p(1.0));
+        let p = |q: f64| {
+            d.get(((d.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(f64::NAN)
+        };
+        eprintln!(
+            "bench: failure-to-event delay over {k}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            p(0.5),
+            p(0.99),
+            p(1.0)
+        );
         table.push(json!({"section": "failure_latency", "samples": k, "p50_ms": p(0.5), "p99_ms": p(0.99), "max_ms": p(1.0)}));
     }
 
@@ -379,13 +487,30 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
         ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
         ns.sysctl("net.ipv4.tcp_tw_reuse=0")?;
         ns.sysctl("net.ipv4.tcp_max_tw_buckets=1000000")?;
-        sh(&[xtask().to_str().unwrap(), "fill-time-wait", "--netns", &ns.0, "--count", &held.to_string()])?;
+        sh(&[
+            xtask().to_str().unwrap(),
+            "fill-time-wait",
+            "--netns",
+            &ns.0,
+            "--count",
+            &held.to_string(),
+        ])?;
+        let tw = Command::new("ip")
+            .args(["netns", "exec", &ns.0, "ss", "-tanH", "state", "time-wait"])
+            .output()?;
+        let present = String::from_utf8_lossy(&tw.stdout).lines().count();
         let r = start(Tracer::Agent, portex)?.unwrap();
-        thread::sleep(Duration::from_secs(2));
+        // Past one reconciliation (every 10 s), so that its cost is in the figure.
+        thread::sleep(Duration::from_secs(12));
         let rss = rss_kib(r.child.id());
+        let hwm = status_kib(r.child.id(), "VmHWM:");
         let _ = stop(r)?;
-        eprintln!("bench: agent RSS with {held} TIME_WAIT ports held: {:.1} MiB", rss as f64 / 1024.0);
-        table.push(json!({"section": "memory", "ports_held": held, "agent_rss_mib": rss as f64 / 1024.0}));
+        eprintln!(
+            "bench: agent RSS with {present} TIME_WAIT ports held: {:.1} MiB (peak {:.1} MiB)",
+            rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        );
+        table.push(json!({"section": "memory", "ports_held": present, "agent_rss_mib": rss as f64 / 1024.0, "agent_peak_rss_mib": hwm as f64 / 1024.0}));
     }
 
     let report = json!({"quick": o.quick, "rounds": rounds, "seconds_per_round": secs, "summary": table, "rounds_detail": rows, "broken": broken});
@@ -403,7 +528,9 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
 
 /// The summary as a Markdown table (what the README shows).
 fn render(table: &[Value]) -> String {
-    let mut s = String::from("| section | case | tracer / tool | result | ratio |\n|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| section | case | tracer / tool | result | ratio |\n|---|---|---|---|---|\n",
+    );
     for r in table {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let line = match r["section"].as_str().unwrap_or("") {
@@ -416,10 +543,31 @@ fn render(table: &[Value]) -> String {
                 r["dropped"],
                 f("ratio_to_untraced")
             ),
-            "syscalls" => format!("| syscalls | getppid loop, 2 threads | {} | {:.0} calls/s | {:.3} |", r["tracer"].as_str().unwrap_or(""), f("median_per_sec"), f("ratio_to_untraced")),
-            "status" => format!("| status | {} TIME_WAIT sockets | {} | {:.1} ms | {:.2} x ss |", r["time_wait_sockets"], r["tool"].as_str().unwrap_or(""), f("median_ms"), f("ratio_to_ss")),
-            "failure_latency" => format!("| failure -> event | {} failing connects | portex agent | p50 {:.2} ms, p99 {:.2} ms | |", r["samples"], f("p50_ms"), f("p99_ms")),
-            "memory" => format!("| memory | {} ports held | portex agent | {:.1} MiB RSS | |", r["ports_held"], f("agent_rss_mib")),
+            "syscalls" => format!(
+                "| syscalls | getppid loop, 2 threads | {} | {:.0} calls/s | {:.3} |",
+                r["tracer"].as_str().unwrap_or(""),
+                f("median_per_sec"),
+                f("ratio_to_untraced")
+            ),
+            "status" => format!(
+                "| status | {} TIME_WAIT sockets | {} | {:.1} ms | {:.2} x ss |",
+                r["time_wait_sockets"],
+                r["tool"].as_str().unwrap_or(""),
+                f("median_ms"),
+                f("ratio_to_ss")
+            ),
+            "failure_latency" => format!(
+                "| failure -> event | {} failing connects | portex agent | p50 {:.2} ms, p99 {:.2} ms | |",
+                r["samples"],
+                f("p50_ms"),
+                f("p99_ms")
+            ),
+            "memory" => format!(
+                "| memory | {} ports held | portex agent | {:.1} MiB RSS (peak {:.1}) | |",
+                r["ports_held"],
+                f("agent_rss_mib"),
+                f("agent_peak_rss_mib")
+            ),
             _ => continue,
         };
         s.push_str(&line);
