@@ -21,7 +21,7 @@ use crate::{
     forecast::{Forecast, TIME_WAIT_S, forecast},
     model::{Action, Record, Transport},
     owners::Owner,
-    pools::{Holder, Pool, PoolKey, TCP_LISTEN, TCP_TIME_WAIT, holds_port},
+    pools::{Holder, Pool, PoolKey, TCP_LISTEN, TCP_TIME_WAIT, holds_port, tcp_pool_size},
     rate::Rate,
     settings::NetSettings,
     sockdiag::DiagSocket,
@@ -245,12 +245,7 @@ impl Ledger {
         listeners: impl Iterator<Item = (IpAddr, u16)>,
     ) {
         let listeners: HashSet<(IpAddr, u16)> = listeners.collect();
-        let ports: HashSet<u16> = listeners.iter().map(|l| l.1).collect();
-        let exclusive = ports
-            .iter()
-            .filter(|&&p| settings.in_range(p) && !settings.is_reserved(p))
-            .count() as u32;
-        let tcp_size = settings.usable_ports().saturating_sub(exclusive);
+        let tcp_size = tcp_pool_size(&settings, listeners.iter().map(|l| l.1));
         let epoch = self
             .ns
             .get(&netns)

@@ -78,6 +78,17 @@ impl Pool {
     }
 }
 
+/// The size of every TCP pool of a namespace: the usable range minus the ports that
+/// listeners hold inside it (each distinct port once).
+pub fn tcp_pool_size(settings: &NetSettings, listen_ports: impl Iterator<Item = u16>) -> u32 {
+    let ports: BTreeSet<u16> = listen_ports.collect();
+    let exclusive = ports
+        .iter()
+        .filter(|&&p| settings.in_range(p) && !settings.is_reserved(p))
+        .count() as u32;
+    settings.usable_ports().saturating_sub(exclusive)
+}
+
 /// Builds every pool of one namespace. `owner_of` names a socket's holder (by inode for
 /// live sockets; for TIME_WAIT sockets only a ledger that saw the close knows it).
 pub fn build_pools(
@@ -92,17 +103,12 @@ pub fn build_pools(
         .filter(|s| s.protocol == 6 && s.state == TCP_LISTEN)
         .map(|s| (s.local.ip(), s.local.port()))
         .collect();
-    let listen_ports: BTreeSet<u16> = listening.iter().map(|l| l.1).collect();
-    let exclusive = listen_ports
-        .iter()
-        .filter(|&&p| settings.in_range(p) && !settings.is_reserved(p))
-        .count() as u32;
     let is_server_side = |s: &DiagSocket| {
         listening.iter().any(|&(ip, port)| {
             port == s.local.port() && (ip == s.local.ip() || ip.is_unspecified())
         })
     };
-    let tcp_size = settings.usable_ports().saturating_sub(exclusive);
+    let tcp_size = tcp_pool_size(settings, listening.iter().map(|l| l.1));
 
     let mut pools: HashMap<PoolKey, (Pool, HashMap<Option<Owner>, Holder>)> = HashMap::new();
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);

@@ -6,7 +6,7 @@ use portex_common::{counter, kind};
 use crate::{
     connect::{ARG_ADDR, ARG_FD, RET, arg, read_sockaddr},
     maps::{BINDS, BindCtx, count},
-    util::{current_owner, current_tid, emit, now_ns},
+    util::{current_owner, current_tid, emit, now_ns, set_caller},
 };
 
 // sys_enter_bind: int fd @16; struct sockaddr * umyaddr @24; int addrlen @32 (the same
@@ -55,10 +55,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     emit(ret != 0, |ev| {
         ev.kind = kind::BIND_RET;
         ev.ts_ns = now_ns();
-        ev.tgid = me.tgid;
-        ev.tid = me.tid;
-        ev.cgroup_id = me.cgroup_id;
-        ev.comm = me.comm;
+        set_caller(ev, &me);
         ev.ret = ret;
         ev.fd = b.fd;
         ev.family = b.family;

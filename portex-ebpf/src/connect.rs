@@ -10,7 +10,7 @@ use portex_common::{AF_INET, AF_INET6, IPPROTO_TCP, connflag, counter, kind};
 
 use crate::{
     maps::{CONNECTS, ConnectCtx, count},
-    util::{current_owner, current_tid, emit, now_ns},
+    util::{current_owner, current_tid, emit, now_ns, set_caller},
 };
 
 // /sys/kernel/tracing/events/syscalls/sys_enter_connect/format:
@@ -121,10 +121,7 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         ev.kind = kind::CONNECT_RET;
         ev.ts_ns = now_ns();
         ev.skaddr = c.skaddr;
-        ev.tgid = me.tgid;
-        ev.tid = me.tid;
-        ev.cgroup_id = me.cgroup_id;
-        ev.comm = me.comm;
+        set_caller(ev, &me);
         ev.ret = ret;
         ev.flags = c.flags;
         ev.fd = c.fd;

@@ -58,13 +58,19 @@ pub fn emit(urgent: bool, fill: impl FnOnce(&mut Event)) {
     entry.submit(flags as u64);
 }
 
+/// The calling task into an event's process fields (syscall events).
+#[inline(always)]
+pub fn set_caller(ev: &mut Event, me: &SockInfo) {
+    ev.tgid = me.tgid;
+    ev.tid = me.tid;
+    ev.cgroup_id = me.cgroup_id;
+    ev.comm = me.comm;
+}
+
 /// Copies an owner into an event's process fields.
 #[inline(always)]
 pub fn set_owner(ev: &mut Event, owner: &SockInfo) {
-    ev.tgid = owner.tgid;
-    ev.tid = owner.tid;
-    ev.cgroup_id = owner.cgroup_id;
-    ev.comm = owner.comm;
+    set_caller(ev, owner);
     ev.birth_ns = owner.birth_ns;
     ev.flags = owner.flags;
 }
