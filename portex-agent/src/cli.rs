@@ -34,7 +34,8 @@ pub struct AgentArgs {
     /// Where events go: a file (appended, created 0640), or - for stdout. [default: -]
     #[arg(long, value_name = "PATH")]
     pub output: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9633; off by default.
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9633 (a bare port
+    /// binds to 127.0.0.1); off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
     /// Rotate the output file at this size (e.g. 64M). [default: never]

@@ -53,9 +53,13 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
     let metrics = match args.metrics.clone().or(file.metrics) {
         None => None,
         Some(s) if s == "off" || s.is_empty() => None,
-        Some(s) => Some(s.parse::<SocketAddr>().with_context(|| {
-            format!("--metrics wants ADDR:PORT (e.g. 127.0.0.1:9633), got {s}")
-        })?),
+        // A bare port binds to loopback: exposing metrics beyond the host is a choice.
+        Some(s) => match s.parse::<u16>() {
+            Ok(port) => Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            Err(_) => Some(s.parse::<SocketAddr>().with_context(|| {
+                format!("--metrics wants ADDR:PORT or PORT (e.g. 127.0.0.1:9633), got {s}")
+            })?),
+        },
     };
     let rotate_size = match args.rotate_size.clone().or(file.rotate_size) {
         Some(s) => parse_size(&s).map_err(anyhow::Error::msg)?,
@@ -131,6 +135,8 @@ mod tests {
         assert_eq!(c.rotate_size, 64 << 20);
         assert_eq!(c.warn, 60.0);
         assert_eq!(c.critical, 95.0);
+        let c = resolve(&args(&["--metrics", "9633"]), FileConfig::default()).unwrap();
+        assert_eq!(c.metrics, Some("127.0.0.1:9633".parse().unwrap()));
         let d = resolve(&args(&[]), FileConfig::default()).unwrap();
         assert_eq!((d.output.as_str(), d.metrics), ("-", None));
     }

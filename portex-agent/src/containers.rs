@@ -63,6 +63,13 @@ pub fn parse_cgroup_path(path: &str) -> Option<Container> {
     })
 }
 
+/// The container of a process, from its cgroup v2 path in /proc/<pid>/cgroup ("0::/...").
+pub fn of_pid(pid: u32) -> Option<Container> {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    parse_cgroup_path(path)
+}
+
 /// The cgroup v2 mount point, from /proc/self/mountinfo.
 pub fn cgroup2_root() -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;

@@ -245,7 +245,7 @@ impl<W: Output> Emitter<W> {
                 .map(|(pid, comm, held, time_wait)| HolderGauge {
                     pid,
                     comm,
-                    container_id: None,
+                    container_id: crate::containers::of_pid(pid).map(|c| c.id),
                     held,
                     time_wait,
                 })
