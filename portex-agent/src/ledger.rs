@@ -84,6 +84,10 @@ struct Entry {
 }
 
 const POOLED: u32 = 1 << 31;
+/// The port was chosen by bind() before connect(): it is unusable for every other
+/// destination from the same source address while the socket (or its TIME_WAIT) lives.
+const BOUND: u32 = 1 << 30;
+const EPOCH: u32 = !(POOLED | BOUND);
 const TW_S: u32 = 60;
 
 impl Entry {
@@ -92,7 +96,11 @@ impl Entry {
     }
 
     fn epoch(&self) -> u32 {
-        self.bits & !POOLED
+        self.bits & EPOCH
+    }
+
+    fn bound(&self) -> bool {
+        self.bits & BOUND != 0
     }
 }
 
@@ -119,6 +127,8 @@ struct PoolStats {
     tw_closes: u64,
     lifetime_s_sum: f64,
     failures: u64,
+    /// Entries of this pool whose port bind() chose (they shrink the other pools only).
+    bound_here: u32,
     /// The highest threshold crossed and not yet cleared (hysteresis for pool_pressure).
     alert: Option<Severity>,
 }
@@ -164,6 +174,8 @@ pub struct Ledger {
     socks: HashMap<Tuple, Entry>,
     pools: HashMap<PoolKey, PoolStats>,
     procs: HashMap<u32, ProcStats>,
+    /// Ports chosen by bind() per (namespace, source address), among pooled entries.
+    bound: HashMap<(u32, [u8; 16]), u32>,
     last_expire_s: u32,
 }
 
@@ -249,7 +261,7 @@ impl Ledger {
         let epoch = self
             .ns
             .get(&netns)
-            .map(|n| (n.epoch + 1) & !POOLED)
+            .map(|n| (n.epoch + 1) & EPOCH)
             .unwrap_or(1);
         self.ns.insert(
             netns,
@@ -296,7 +308,7 @@ impl Ledger {
             // Unknown start: it ends within 60 s of now at the latest.
             e.tw_since_s = secs(now);
         }
-        e.bits = epoch | if pooled { POOLED } else { 0 };
+        e.bits = epoch | if pooled { POOLED } else { 0 } | (e.bits & BOUND);
         if pooled {
             let key = self.pool_key(&t);
             let p = self.pools.entry(key).or_default();
@@ -314,6 +326,7 @@ impl Ledger {
         };
         let idx = self.ns_idx(netns);
         self.socks.retain(|t, e| t.ns != idx || e.epoch() == epoch);
+        self.recount_bound();
         self.pools
             .retain(|k, p| k.netns != netns || p.used > 0 || p.opens.total > 0 || p.failures > 0);
         self.recount_procs();
@@ -365,7 +378,11 @@ impl Ledger {
                 }
                 let pooled = self.is_pooled(&t);
                 let epoch = self.ns.get(&netns).map(|n| n.epoch).unwrap_or(0);
-                let bits = epoch | if pooled { POOLED } else { 0 };
+                let bound = self
+                    .procs
+                    .get(&pid)
+                    .is_some_and(|p| p.recent_binds.contains(&r.source.port()));
+                let bits = epoch | if pooled { POOLED } else { 0 } | if bound { BOUND } else { 0 };
                 self.socks.insert(
                     t,
                     Entry {
@@ -376,7 +393,7 @@ impl Ledger {
                 );
                 let proc_ = self.procs.entry(pid).or_default();
                 proc_.connects.add(now, 1);
-                if proc_.recent_binds.contains(&r.source.port()) {
+                if bound {
                     proc_.bind_then_connect += 1;
                 }
                 if !pooled {
@@ -390,6 +407,10 @@ impl Ledger {
                 p.used += 1;
                 p.syn_or_established += 1;
                 p.opens.add(now, 1);
+                if bound {
+                    p.bound_here += 1;
+                    *self.bound.entry((t.ns, t.laddr)).or_default() += 1;
+                }
                 Some(key)
             }
             Action::Close => {
@@ -398,11 +419,14 @@ impl Ledger {
                 if e.tw_since_s != 0 {
                     return None;
                 }
-                let (pooled, owner) = (e.pooled(), e.pid);
+                let (pooled, owner, bound) = (e.pooled(), e.pid, e.bound());
                 if close.time_wait {
                     e.tw_since_s = secs(r.ts_ns);
                 } else {
                     self.socks.remove(&t);
+                    if pooled && bound {
+                        self.unbind(&t);
+                    }
                 }
                 let proc_ = self.procs.entry(owner).or_default();
                 proc_.closes.add(now, 1);
@@ -492,6 +516,9 @@ impl Ledger {
             !over
         });
         for (t, e) in ended {
+            if e.bound() {
+                self.unbind(&t);
+            }
             if let Some(p) = self.procs.get_mut(&e.pid) {
                 p.held = p.held.saturating_sub(1);
                 p.time_wait = p.time_wait.saturating_sub(1);
@@ -505,12 +532,62 @@ impl Ledger {
         }
     }
 
+    /// One bound entry of pool `t` is gone.
+    fn unbind(&mut self, t: &Tuple) {
+        if let Some(n) = self.bound.get_mut(&(t.ns, t.laddr)) {
+            *n = n.saturating_sub(1);
+        }
+        let key = self.pool_key(t);
+        if let Some(p) = self.pools.get_mut(&key) {
+            p.bound_here = p.bound_here.saturating_sub(1);
+        }
+    }
+
+    fn recount_bound(&mut self) {
+        self.bound.clear();
+        for p in self.pools.values_mut() {
+            p.bound_here = 0;
+        }
+        let bound: Vec<Tuple> = self
+            .socks
+            .iter()
+            .filter(|(_, e)| e.pooled() && e.bound())
+            .map(|(t, _)| *t)
+            .collect();
+        for t in bound {
+            *self.bound.entry((t.ns, t.laddr)).or_default() += 1;
+            let key = self.pool_key(&t);
+            if let Some(p) = self.pools.get_mut(&key) {
+                p.bound_here += 1;
+            }
+        }
+    }
+
+    /// A pool's size: the namespace's usable range minus listeners (p.size), minus the
+    /// ports bind() took for other destinations from the same source address.
+    fn size_of(&self, key: &PoolKey) -> u32 {
+        let Some(p) = self.pools.get(key) else {
+            return 0;
+        };
+        let Some(&idx) = self.ns_index.get(&key.netns) else {
+            return p.size;
+        };
+        let bound = self
+            .bound
+            .get(&(idx, ip16(key.saddr)))
+            .copied()
+            .unwrap_or(0);
+        p.size.saturating_sub(bound.saturating_sub(p.bound_here))
+    }
+
     /// (used, size, time_wait) of a pool.
     pub fn pool_state(&self, key: &PoolKey) -> Option<(u32, u32, u32)> {
-        self.pools.get(key).map(|p| (p.used, p.size, p.time_wait))
+        let size = self.size_of(key);
+        self.pools.get(key).map(|p| (p.used, size, p.time_wait))
     }
 
     fn view(&mut self, key: &PoolKey, now: u64, holders: Vec<Holder>) -> Option<PoolView> {
+        let size = self.size_of(key);
         let p = self.pools.get_mut(key)?;
         let opens = p.opens.per_sec(now);
         let releases = p.releases.per_sec(now);
@@ -524,10 +601,10 @@ impl Ledger {
         } else {
             0.0
         };
-        let f = forecast(p.size, p.used, opens, releases, lifetime, tw_share);
+        let f = forecast(size, p.used, opens, releases, lifetime, tw_share);
         let pool = Pool {
             key: key.clone(),
-            size: p.size,
+            size,
             used: p.used,
             time_wait: p.time_wait,
             syn_sent: 0,
@@ -596,11 +673,12 @@ impl Ledger {
     /// A pool_pressure event when `key` crossed a threshold upwards since the last one;
     /// the alert re-arms when utilisation falls 5 points below the threshold.
     pub fn check_pressure(&mut self, key: &PoolKey, th: &Thresholds, now: u64) -> Option<Pressure> {
+        let size = self.size_of(key);
         let p = self.pools.get_mut(key)?;
-        let util = if p.size == 0 {
+        let util = if size == 0 {
             1.0
         } else {
-            p.used as f64 / p.size as f64
+            p.used as f64 / size as f64
         };
         let sev = th.severity(util);
         // Lower a standing alert only once utilisation is clearly below its threshold.
@@ -638,7 +716,7 @@ impl Ledger {
         }
         let mut out: HashMap<u32, f64> = HashMap::default();
         for ((pid, key), n) in per {
-            let size = self.pools.get(&key).map(|p| p.size).unwrap_or(0).max(1);
+            let size = self.size_of(&key).max(1);
             let s = out.entry(pid).or_default();
             *s = s.max(n as f64 / size as f64);
         }
@@ -847,6 +925,32 @@ mod tests {
         l.apply(&rec(Action::Connect, 40003, 80, S), Some(NS), S);
         l.apply(&rec(Action::Connect, 40004, 80, S), Some(NS), S);
         assert_eq!(l.processes()[&7].bind_then_connect, 1);
+    }
+
+    #[test]
+    fn a_port_bind_chose_shrinks_the_other_pools_of_that_address() {
+        let mut l = ledger();
+        let mut b = rec(Action::Bind, 40003, 0, S);
+        b.destination = None;
+        l.apply_bind(&b, S);
+        l.apply(&rec(Action::Connect, 40003, 80, S), Some(NS), S);
+        l.apply(&rec(Action::Connect, 40004, 81, S), Some(NS), S);
+        let k81 = PoolKey { dport: 81, ..key() };
+        assert_eq!(
+            l.pool_state(&key()),
+            Some((1, 10, 0)),
+            "its own pool counts it as used"
+        );
+        assert_eq!(
+            l.pool_state(&k81),
+            Some((1, 9, 0)),
+            "every other pool lost the port"
+        );
+        // It stays taken through TIME_WAIT, and comes back when that ends.
+        l.apply(&close(40003, true, 2 * S), Some(NS), 2 * S);
+        assert_eq!(l.pool_state(&k81).unwrap().1, 9);
+        l.expire(63 * S);
+        assert_eq!(l.pool_state(&k81).unwrap().1, 10);
     }
 
     #[test]
