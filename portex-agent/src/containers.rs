@@ -86,7 +86,9 @@ pub fn cgroup2_root() -> Option<PathBuf> {
 /// second (new containers appear while the agent runs).
 pub struct Resolver {
     root: Option<PathBuf>,
-    paths: HashMap<u64, String>,
+    /// Every cgroup seen at the last walk, with its container parsed once (this is
+    /// looked up for every event).
+    by_id: HashMap<u64, Option<Container>>,
     last_walk_ns: u64,
 }
 
@@ -94,7 +96,7 @@ impl Resolver {
     pub fn new() -> Resolver {
         Resolver {
             root: cgroup2_root(),
-            paths: HashMap::new(),
+            by_id: HashMap::new(),
             last_walk_ns: 0,
         }
     }
@@ -103,22 +105,20 @@ impl Resolver {
         if cgroup_id <= 1 {
             return None;
         }
-        if !self.paths.contains_key(&cgroup_id)
+        if !self.by_id.contains_key(&cgroup_id)
             && now_ns.saturating_sub(self.last_walk_ns) >= 1_000_000_000
         {
             self.walk();
             self.last_walk_ns = now_ns;
         }
-        self.paths
-            .get(&cgroup_id)
-            .and_then(|p| parse_cgroup_path(p))
+        self.by_id.get(&cgroup_id).cloned().flatten()
     }
 
     fn walk(&mut self) {
         let Some(root) = self.root.clone() else {
             return;
         };
-        self.paths.clear();
+        self.by_id.clear();
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {
             let Ok(rd) = fs::read_dir(&dir) else { continue };
@@ -133,7 +133,8 @@ impl Resolver {
                         .unwrap_or(Path::new(""))
                         .to_string_lossy()
                         .into_owned();
-                    self.paths.insert(md.ino(), format!("/{rel}"));
+                    self.by_id
+                        .insert(md.ino(), parse_cgroup_path(&format!("/{rel}")));
                 }
                 stack.push(p);
             }

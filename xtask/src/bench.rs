@@ -180,6 +180,28 @@ fn stop(r: Running) -> Result<(u64, bool)> {
     Ok((dropped, status.success() || status.code() == Some(130)))
 }
 
+/// A namespace holding `n` TIME_WAIT sockets (reuse off, no bucket limit in the way),
+/// and how many the kernel really holds.
+fn time_wait_namespace(tag: &str, n: u64) -> Result<(Ns, usize)> {
+    let ns = Ns::new(tag)?;
+    ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
+    ns.sysctl("net.ipv4.tcp_tw_reuse=0")?;
+    ns.sysctl("net.ipv4.tcp_max_tw_buckets=1000000")?;
+    sh(&[
+        xtask().to_str().unwrap(),
+        "fill-time-wait",
+        "--netns",
+        &ns.0,
+        "--count",
+        &n.to_string(),
+    ])?;
+    let tw = Command::new("ip")
+        .args(["netns", "exec", &ns.0, "ss", "-tanH", "state", "time-wait"])
+        .output()?;
+    let present = String::from_utf8_lossy(&tw.stdout).lines().count();
+    Ok((ns, present))
+}
+
 fn run_json(cmd: &mut Command) -> Result<Value> {
     let out = cmd.output().context("running a workload")?;
     if !out.status.success() {
@@ -333,22 +355,7 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
     // portex status vs ss vs netstat on many TIME_WAIT sockets.
     let tw_n: u64 = if o.quick { 10_000 } else { 100_000 };
     {
-        let ns = Ns::new("tw")?;
-        ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
-        ns.sysctl("net.ipv4.tcp_tw_reuse=0")?;
-        ns.sysctl("net.ipv4.tcp_max_tw_buckets=1000000")?;
-        sh(&[
-            xtask().to_str().unwrap(),
-            "fill-time-wait",
-            "--netns",
-            &ns.0,
-            "--count",
-            &tw_n.to_string(),
-        ])?;
-        let count_tw = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "ss", "-tanH", "state", "time-wait"])
-            .output()?;
-        let present = String::from_utf8_lossy(&count_tw.stdout).lines().count();
+        let (ns, present) = time_wait_namespace("tw", tw_n)?;
         let mut timings: Vec<(&str, Vec<String>, Vec<f64>)> = vec![
             (
                 "portex status --json",
@@ -483,22 +490,7 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
     // Agent memory while many ports are held.
     {
         let held: u64 = if o.quick { 20_000 } else { 250_000 };
-        let ns = Ns::new("rss")?;
-        ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
-        ns.sysctl("net.ipv4.tcp_tw_reuse=0")?;
-        ns.sysctl("net.ipv4.tcp_max_tw_buckets=1000000")?;
-        sh(&[
-            xtask().to_str().unwrap(),
-            "fill-time-wait",
-            "--netns",
-            &ns.0,
-            "--count",
-            &held.to_string(),
-        ])?;
-        let tw = Command::new("ip")
-            .args(["netns", "exec", &ns.0, "ss", "-tanH", "state", "time-wait"])
-            .output()?;
-        let present = String::from_utf8_lossy(&tw.stdout).lines().count();
+        let (_ns, present) = time_wait_namespace("rss", held)?;
         let r = start(Tracer::Agent, portex)?.unwrap();
         // Past one reconciliation (every 10 s), so that its cost is in the figure.
         thread::sleep(Duration::from_secs(12));
