@@ -115,8 +115,9 @@ pub fn diagnose(
                 util * 100.0,
                 p.time_wait
             ),
-            fix: "see the diagnoses below for this pool; the quickest relief is a wider \
-                  ip_local_port_range or more destination addresses/ports"
+            fix: "reuse connections (keep-alive, a connection pool), spread them over more \
+                  destination addresses or ports, or widen net.ipv4.ip_local_port_range; the \
+                  processes named hold the ports"
                 .into(),
             pool: Some(p.key.clone()),
             pids: holder_pids(p),

@@ -58,6 +58,7 @@ fn base(ev: &Event, action: Action) -> Record {
     } else {
         AF_INET
     };
+    let is_state = ev.kind == kind::STATE;
     Record {
         ts_ns: ev.ts_ns,
         action,
@@ -72,8 +73,9 @@ fn base(ev: &Event, action: Action) -> Record {
         duration_us: None,
         socket: ev.skaddr,
         fd: None,
-        owner_guessed: ev.flags & sockflag::OWNER_GUESSED != 0,
-        passive: ev.flags & sockflag::PASSIVE != 0,
+        // Only STATE events carry socket flags (syscall events carry connflag bits).
+        owner_guessed: is_state && ev.flags & sockflag::OWNER_GUESSED != 0,
+        passive: is_state && ev.flags & sockflag::PASSIVE != 0,
         pool: None,
         netns: None,
         container: None,
@@ -393,6 +395,7 @@ mod tests {
         assert_eq!(v[0].transport, Transport::Tcp);
         assert_eq!(v[0].destination, Some("10.0.0.2:80".parse().unwrap()));
         assert_eq!(v[0].source.port(), 0);
+        assert!(!v[0].passive, "connflag bits are not socket flags");
 
         e.sport = 5000; // bound first, 4-tuple taken
         assert_eq!(run(&e)[0].cause, Some(Cause::TupleCollision));

@@ -171,16 +171,30 @@ fn on_close(ctx: &TracePointContext, t: &Transition) -> Option<()> {
             return None;
         }
         tcpstate::SYN_SENT => {
-            // Inside connect(): port allocation failed (sport 0) or the bound 4-tuple is
-            // taken. The syscall exit reports it with the errno; do not report it twice.
             if let Some(c) = CONNECTS.get_ptr_mut(current_tid()) {
                 // SAFETY: entry of this thread.
                 let c = unsafe { &mut *c };
                 if c.skaddr == t.skaddr {
                     c.flags |= portex_common::connflag::STATE_FAILED;
                     c.sport = t.sport;
-                    let _ = SOCKS.remove(t.skaddr);
-                    return None;
+                    let info = SOCKS.get_ptr_mut(t.skaddr);
+                    // SAFETY: map value pointer, checked for null by get_ptr_mut.
+                    let reset =
+                        info.is_some_and(|i| unsafe { (*i).flags } & sockflag::RESET_RCVD != 0);
+                    if !reset {
+                        // Port allocation failed (sport 0) or the bound 4-tuple is taken:
+                        // the syscall exit reports it with the errno; not twice.
+                        let _ = SOCKS.remove(t.skaddr);
+                        return None;
+                    }
+                    // Refused within the call (loopback answers at once): a non-blocking
+                    // connect() still returns EINPROGRESS, so this path reports the
+                    // connect and the failed handshake, and the exit only a real errno.
+                    c.flags |= portex_common::connflag::REPORTED_BY_STATE;
+                    if let Some(i) = info {
+                        // SAFETY: as above.
+                        unsafe { (*i).flags &= !sockflag::IN_CONNECT_SYSCALL };
+                    }
                 }
             }
         }

@@ -268,3 +268,47 @@ fn a_user_without_privileges_gets_one_clear_line() {
     );
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn refused_connects_are_reported_whether_blocking_or_not() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("refused");
+    let portex = Portex::start(&["watch", "--json"]);
+    let d = ns.drive(&["refused", "127.0.0.1:7900"]);
+    let out = portex.stop();
+    assert!(
+        d.lines.contains(&"nonblocking so_error 111".to_string()),
+        "{:?}",
+        d.lines
+    );
+    assert!(
+        d.lines.contains(&"blocking err 111".to_string()),
+        "{:?}",
+        d.lines
+    );
+    let ev = out.events_of(d.pid);
+    // Both attempts got a port, sent a SYN and were reset within the call: a connect
+    // with a real port and a failed handshake each, whatever connect() returned
+    // (EINPROGRESS for the non-blocking one).
+    let connects = with_action(&ev, "connect");
+    let closes = with_action(&ev, "close");
+    assert_eq!(
+        (connects.len(), closes.len()),
+        (2, 2),
+        "{}",
+        out.dump(d.pid)
+    );
+    for (c, x) in connects.iter().zip(&closes) {
+        assert_ne!(c["source"]["port"], 0, "{c}");
+        assert_eq!(x["portex"]["close"]["kind"], "handshake_failed", "{x}");
+        assert_eq!(x["source"]["port"], c["source"]["port"]);
+    }
+    // The blocking one also returned ECONNREFUSED, which is not a port problem.
+    let fails = with_action(&ev, "connect_failed");
+    assert_eq!(fails.len(), 1, "{}", out.dump(d.pid));
+    assert_eq!(fails[0]["error"]["code"], "ECONNREFUSED");
+    assert_eq!(fails[0]["portex"]["cause"], "other");
+    assert_eq!(fails[0]["portex"]["direction"], "outbound");
+}

@@ -68,6 +68,7 @@ fn main() {
         ),
         ["bind-connect", addr, n] => bind_connect(addr.parse().unwrap(), n.parse().unwrap()),
         ["churn", addr, n] => churn(addr.parse().unwrap(), n.parse().unwrap()),
+        ["refused", addr] => refused(addr.parse().unwrap()),
         _ => {
             eprintln!(
                 "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp|pool-mix|bind-connect|churn ..."
@@ -169,6 +170,31 @@ fn churn(listen: SocketAddr, n: usize) {
             drop(s);
         }
         thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A non-blocking and a blocking connect() to a port nobody listens on.
+fn refused(dest: SocketAddr) {
+    let s = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP)).unwrap();
+    s.set_nonblocking(true).unwrap();
+    match s.connect(&SockAddr::from(dest)) {
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            println!("nonblocking einprogress")
+        }
+        Err(e) => println!("nonblocking err {}", errno_of(&e)),
+        Ok(()) => println!("nonblocking ok"),
+    }
+    thread::sleep(Duration::from_millis(50));
+    let pending = s
+        .take_error()
+        .ok()
+        .flatten()
+        .map(|e| errno_of(&e))
+        .unwrap_or(0);
+    println!("nonblocking so_error {pending}");
+    match TcpStream::connect(dest) {
+        Ok(_) => println!("blocking ok"),
+        Err(e) => println!("blocking err {}", errno_of(&e)),
     }
 }
 
