@@ -156,7 +156,9 @@ impl<W: Output> Emitter<W> {
         let (name, start) = self
             .names
             .lookup(r.process.pid, now, &r.process.thread_name);
-        resolve_socket(r);
+        if !resolve_socket(r) {
+            return;
+        }
         let mut pressure = None;
         if let Some(t) = self.tracker.as_mut() {
             let touch = t.on_record(r, start, &name, now);
@@ -308,22 +310,29 @@ fn count_metrics(m: &Metrics, r: &Record, pressure: Option<&Pressure>) {
 
 /// bind() results carry only the port asked for (0), and a failed connect() on a socket
 /// that never reached TCP's state machine carries no protocol: ask the socket itself.
-fn resolve_socket(r: &mut Record) {
+///
+/// Returns false when the record is not worth showing: a bind() with
+/// IP_BIND_ADDRESS_NO_PORT took no port (the socket says port 0; connect() picks it).
+fn resolve_socket(r: &mut Record) -> bool {
     let needs = match r.action {
         Action::Bind | Action::BindFailed => true,
         Action::ConnectFailed => r.transport == Transport::Unknown,
         _ => false,
     };
     if !needs {
-        return;
+        return true;
     }
     let Some((transport, local)) = r.fd.and_then(|fd| socket_of(r.process.pid, fd)) else {
-        return;
+        return true;
     };
     r.transport = transport;
     if r.action == Action::Bind {
+        if local.port() == 0 {
+            return false;
+        }
         r.source = local;
     }
+    true
 }
 
 /// Every EADDRNOTAVAIL goes to stderr the moment it is seen, whatever the output format:

@@ -52,7 +52,9 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
         return None;
     }
     let me = current_owner(0, 0);
-    emit(ret != 0, |ev| {
+    // Always wake the reader: user space reads the chosen port from the live socket,
+    // which a short-lived process may close within milliseconds.
+    emit(true, |ev| {
         ev.kind = kind::BIND_RET;
         ev.ts_ns = now_ns();
         set_caller(ev, &me);
