@@ -67,11 +67,11 @@ struct SinkWriter {
 }
 
 impl Output for SinkWriter {
-    fn write_batch(&mut self, bytes: &[u8], lines: u64) -> std::io::Result<()> {
-        self.sink.send(Chunk {
-            bytes: bytes.to_vec(),
-            lines,
-        });
+    fn write_batch(&mut self, buf: &mut String, lines: u64) -> std::io::Result<()> {
+        // Hand the buffer over instead of copying it; the next batch gets a new one.
+        let next = String::with_capacity(buf.len());
+        let bytes = std::mem::replace(buf, next).into_bytes();
+        self.sink.send(Chunk { bytes, lines });
         Ok(())
     }
 }

@@ -31,24 +31,25 @@ pub enum Format {
     Json,
 }
 
-/// Where the output thread's lines go: one call per batch, with its line count.
+/// Where the output thread's lines go: one call per batch, with its line count. The
+/// output may take the buffer (leaving an empty one) instead of copying it.
 pub trait Output: Send {
-    fn write_batch(&mut self, bytes: &[u8], lines: u64) -> std::io::Result<()>;
+    fn write_batch(&mut self, buf: &mut String, lines: u64) -> std::io::Result<()>;
 }
 
 /// Any `Write` (stdout) as an Output.
 pub struct WriteOutput<W>(pub W);
 
 impl<W: Write + Send> Output for WriteOutput<W> {
-    fn write_batch(&mut self, bytes: &[u8], _lines: u64) -> std::io::Result<()> {
-        self.0.write_all(bytes)?;
+    fn write_batch(&mut self, buf: &mut String, _lines: u64) -> std::io::Result<()> {
+        self.0.write_all(buf.as_bytes())?;
         self.0.flush()
     }
 }
 
 impl Output for Box<dyn Output> {
-    fn write_batch(&mut self, bytes: &[u8], lines: u64) -> std::io::Result<()> {
-        (**self).write_batch(bytes, lines)
+    fn write_batch(&mut self, buf: &mut String, lines: u64) -> std::io::Result<()> {
+        (**self).write_batch(buf, lines)
     }
 }
 
@@ -123,7 +124,6 @@ impl<W: Output> Emitter<W> {
     /// Consumes batches until the channel closes; expires TIME_WAIT and reconciles the
     /// ledger between batches.
     pub fn run(&mut self, rx: Receiver<Batch>) -> Result<(), Stop> {
-        let mut pending = Vec::new();
         loop {
             let batch = match rx.recv_timeout(Duration::from_millis(250)) {
                 Ok(b) => Some(b),
@@ -143,10 +143,7 @@ impl<W: Output> Emitter<W> {
             }
             let Some(batch) = batch else { continue };
             for ev in &batch {
-                interpret(ev, |r| pending.push(r));
-            }
-            for mut r in pending.drain(..) {
-                self.render(&mut r, now);
+                interpret(ev, |mut r| self.render(&mut r, now));
             }
             self.flush()?;
         }
@@ -155,7 +152,7 @@ impl<W: Output> Emitter<W> {
     fn render(&mut self, r: &mut Record, now: u64) {
         let (name, start) = self
             .names
-            .lookup(r.process.pid, now, &r.process.thread_name);
+            .lookup(r.process.pid, now, r.process.thread_name.as_str());
         if !resolve_socket(r) {
             return;
         }
@@ -274,9 +271,7 @@ impl<W: Output> Emitter<W> {
         if self.line.is_empty() {
             return Ok(());
         }
-        let res = self
-            .out
-            .write_batch(self.line.as_bytes(), self.lines_in_buffer);
+        let res = self.out.write_batch(&mut self.line, self.lines_in_buffer);
         self.line.clear();
         self.lines_in_buffer = 0;
         res.map_err(|e| {

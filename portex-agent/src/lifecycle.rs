@@ -14,7 +14,9 @@ use portex_common::{
 
 use crate::{
     errno::{EADDRINUSE, EADDRNOTAVAIL, EAGAIN, EINPROGRESS},
-    model::{Action, Cause, CloseInfo, CloseKind, Process, Record, Transport, tcp_state_name},
+    model::{
+        Action, Cause, CloseInfo, CloseKind, Comm, Process, Record, Transport, tcp_state_name,
+    },
 };
 
 /// An address from the kernel's 16-byte buffer; IPv4-mapped IPv6 shows as IPv4.
@@ -29,16 +31,11 @@ pub fn ip_from(family: u16, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
-fn comm_string(comm: &[u8; 16]) -> String {
-    let end = comm.iter().position(|&b| b == 0).unwrap_or(comm.len());
-    String::from_utf8_lossy(&comm[..end]).into_owned()
-}
-
 fn process_of(ev: &Event) -> Process {
     Process {
         pid: ev.tgid,
         tid: ev.tid,
-        thread_name: comm_string(&ev.comm),
+        thread_name: Comm(ev.comm),
         cgroup_id: ev.cgroup_id,
     }
 }

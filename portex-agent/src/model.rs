@@ -121,9 +121,34 @@ pub struct Process {
     /// 0 when the owner is unknown (the socket is older than the agent).
     pub pid: u32,
     pub tid: u32,
-    /// The thread's comm as the kernel recorded it.
-    pub thread_name: String,
+    /// The thread's comm as the kernel recorded it (inline: no allocation per event).
+    pub thread_name: Comm,
     pub cgroup_id: u64,
+}
+
+/// A task's comm: at most 15 bytes, NUL-padded, as the kernel keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Comm(pub [u8; 16]);
+
+impl Comm {
+    /// The name up to the first NUL; invalid UTF-8 is cut at the first bad byte (the
+    /// kernel copies whatever bytes the process set).
+    pub fn as_str(&self) -> &str {
+        let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
+        match std::str::from_utf8(&self.0[..end]) {
+            Ok(s) => s,
+            Err(e) => std::str::from_utf8(&self.0[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+}
+
+impl From<&str> for Comm {
+    fn from(s: &str) -> Comm {
+        let mut b = [0u8; 16];
+        let n = s.len().min(15);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+        Comm(b)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

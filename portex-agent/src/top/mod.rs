@@ -75,9 +75,9 @@ impl Feed {
         }
         let now = boot_now_ns();
         for r in &recs {
-            let (name, start) = self
-                .names
-                .lookup(r.process.pid, now, &r.process.thread_name);
+            let (name, start) =
+                self.names
+                    .lookup(r.process.pid, now, r.process.thread_name.as_str());
             self.tracker.on_record(r, start, &name, now);
         }
         self.tracker.tick(now);
