@@ -241,7 +241,7 @@ impl Ledger {
             .map(|s| (s.local.ip(), s.local.port()));
         self.reconcile_begin(netns, settings, listeners);
         for s in sockets {
-            self.reconcile_socket(netns, s, owner_of(s).map(|o| o.pid), now);
+            self.reconcile_socket(netns, s, &mut |s| owner_of(s).map(|o| o.pid), now);
         }
         self.reconcile_end(netns);
     }
@@ -282,7 +282,16 @@ impl Ledger {
     }
 
     /// One socket of the kernel's table (others than TCP holding a port are ignored).
-    pub fn reconcile_socket(&mut self, netns: u64, s: &DiagSocket, owner: Option<u32>, now: u64) {
+    /// `owner_of` is asked only for a socket the ledger has no owner for (a new entry, or
+    /// one whose owner was never known): the /proc walk behind it is the expensive part
+    /// of a reconciliation, and events already named the owners of almost every socket.
+    pub fn reconcile_socket(
+        &mut self,
+        netns: u64,
+        s: &DiagSocket,
+        owner_of: &mut dyn FnMut(&DiagSocket) -> Option<u32>,
+        now: u64,
+    ) {
         if s.protocol != 6 || !holds_port(s.state) {
             return;
         }
@@ -299,7 +308,10 @@ impl Ledger {
             pid: 0,
             bits: 0,
         });
-        if let Some(pid) = owner {
+        if e.pid == 0
+            && s.inode != 0
+            && let Some(pid) = owner_of(s)
+        {
             e.pid = pid;
         }
         if !tw {

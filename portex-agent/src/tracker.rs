@@ -12,7 +12,8 @@ use crate::{
     pools::PoolKey,
     pools::TCP_LISTEN,
     settings::NetSettings,
-    snapshot, sockdiag,
+    snapshot,
+    sockdiag::{self, DiagSocket},
 };
 
 /// TCP states that hold a local port, as a sock_diag state mask.
@@ -60,30 +61,34 @@ impl Tracker {
 
     /// Re-reads every namespace's table and settings.
     pub fn reconcile(&mut self, now: u64) {
-        let owners = socket_owners();
         let Ok(list) = snapshot::namespaces(true) else {
             return;
         };
+        let mut owners = None;
         for ns in list {
-            if self.reconcile_ns(&ns, &owners, now).is_err() {
+            if self.reconcile_ns(&ns, &mut owners, now).is_err() {
                 self.reconcile_errors += 1;
             }
         }
-        for (pid, o) in owners
-            .values()
-            .map(|o| (o.pid, o))
-            .collect::<HashMap<_, _>>()
-        {
-            self.ledger.process_seen(pid, o.start, &o.name);
+        if let Some(owners) = owners {
+            for (pid, o) in owners
+                .values()
+                .map(|o| (o.pid, o))
+                .collect::<HashMap<_, _>>()
+            {
+                self.ledger.process_seen(pid, o.start, &o.name);
+            }
         }
         self.last_reconcile = now;
     }
 
-    /// Streams one namespace's table into the ledger (never collected in memory).
+    /// Streams one namespace's table into the ledger (never collected in memory). The
+    /// socket owners are read from /proc only if some socket needs one (`owners` is
+    /// filled on first use and shared by the namespaces of one reconciliation).
     fn reconcile_ns(
         &mut self,
         ns: &Netns,
-        owners: &HashMap<u64, Owner>,
+        owners: &mut Option<HashMap<u64, Owner>>,
         now: u64,
     ) -> anyhow::Result<()> {
         let ledger = &mut self.ledger;
@@ -94,8 +99,14 @@ impl Tracker {
                 listeners.push((s.local.ip(), s.local.port()))
             })?;
             ledger.reconcile_begin(ns.inode, settings, listeners.into_iter());
+            let mut owner_of = |s: &DiagSocket| {
+                owners
+                    .get_or_insert_with(socket_owners)
+                    .get(&s.inode)
+                    .map(|o| o.pid)
+            };
             sockdiag::for_each(6, HELD_STATES, &mut |s| {
-                ledger.reconcile_socket(ns.inode, &s, owners.get(&s.inode).map(|o| o.pid), now)
+                ledger.reconcile_socket(ns.inode, &s, &mut owner_of, now)
             })?;
             ledger.reconcile_end(ns.inode);
             Ok(())
@@ -109,8 +120,7 @@ impl Tracker {
             path,
             name: None,
         };
-        let owners = socket_owners();
-        if self.reconcile_ns(&ns, &owners, now).is_err() {
+        if self.reconcile_ns(&ns, &mut None, now).is_err() {
             self.reconcile_errors += 1;
         }
     }
