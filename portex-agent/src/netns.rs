@@ -79,8 +79,12 @@ pub fn all() -> Vec<Netns> {
     by_inode.into_values().collect()
 }
 
-/// Runs `f` on a thread that has entered `ns`.
+/// Runs `f` on a thread that has entered `ns`; in place when this thread is already in
+/// it (setns needs CAP_SYS_ADMIN even then, and `portex status` works without it).
 pub fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Result<T> {
+    if current().is_ok_and(|here| here.inode == ns.inode) {
+        return Ok(f());
+    }
     let file =
         fs::File::open(&ns.path).with_context(|| format!("opening {}", ns.path.display()))?;
     std::thread::scope(|s| {

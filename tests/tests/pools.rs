@@ -167,3 +167,33 @@ fn bind_before_connect_is_diagnosed() {
             .contains("IP_BIND_ADDRESS_NO_PORT")
     );
 }
+
+#[test]
+fn status_needs_no_privileges_for_its_own_namespace() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("unpriv");
+    ns.port_range(40000, 40003);
+    let _held = ns.spawn(&[
+        "pool-mix",
+        "127.0.0.1:6001",
+        "127.0.0.2:6002",
+        "0",
+        "4",
+        "0",
+    ]);
+    let bin = portex_bin();
+    let (code, out, err) = ns.exec(&[
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        bin.to_str().unwrap(),
+        "status",
+        "--json",
+    ]);
+    assert_eq!(code, Some(1), "a full pool, seen without privileges: {err}");
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
+    assert_eq!(v["namespaces"][0]["pools"][0]["used"], 4, "{v:#}");
+}
