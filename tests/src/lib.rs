@@ -45,6 +45,27 @@ pub fn driver_bin() -> PathBuf {
     dir.join("portex-e2e-driver")
 }
 
+/// A copy of `bin` that any user can execute: the tests run portex and the driver as
+/// uid 65534, and a checkout under a private directory (such as /root) is not
+/// reachable for that user.
+pub fn public_copy(bin: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("portex-e2e-bin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating a directory for public binaries");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dst = dir.join(bin.file_name().expect("a binary name"));
+    // Copy to a temporary name and rename: tests running in parallel may race here.
+    let tmp = dir.join(format!(
+        "{}.{:?}",
+        bin.file_name().unwrap().to_string_lossy(),
+        std::thread::current().id()
+    ));
+    std::fs::copy(bin, &tmp).expect("copying a binary");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, &dst).expect("placing a binary");
+    dst
+}
+
 pub fn is_root() -> bool {
     // SAFETY: no arguments.
     unsafe { libc::geteuid() == 0 }

@@ -485,7 +485,7 @@ fn the_agent_runs_with_exactly_the_units_capabilities() {
         "--reuid=65534",
         "--regid=65534",
         "--clear-groups",
-        driver_bin().to_str().unwrap(),
+        public_copy(&driver_bin()).to_str().unwrap(),
         "client-close",
         "127.0.0.1:6800",
         "2",

@@ -254,7 +254,7 @@ fn a_user_without_privileges_gets_one_clear_line() {
             "--clear-groups",
             "--inh-caps=-all",
         ])
-        .arg(portex_bin())
+        .arg(public_copy(&portex_bin()))
         .args(["watch", "--json"])
         .output()
         .expect("setpriv");

@@ -183,7 +183,7 @@ fn status_needs_no_privileges_for_its_own_namespace() {
         "4",
         "0",
     ]);
-    let bin = portex_bin();
+    let bin = public_copy(&portex_bin());
     let (code, out, err) = ns.exec(&[
         "setpriv",
         "--reuid=65534",
