@@ -232,39 +232,30 @@ impl Metrics {
                 );
             }
         }
-        head(
-            &mut o,
-            "portex_process_ports_held",
-            "gauge",
-            "Ports held by the top processes.",
-        );
-        for h in &snap.holders {
-            let cid = h.container_id.as_deref().unwrap_or("");
-            let _ = writeln!(
-                o,
-                "portex_process_ports_held{{pid=\"{}\",comm=\"{}\",container_id=\"{}\"}} {}",
+        let holder_labels = |h: &HolderGauge| {
+            format!(
+                "pid=\"{}\",comm=\"{}\",container_id=\"{}\"",
                 h.pid,
                 esc(&h.comm),
-                esc(cid),
-                h.held
-            );
-        }
-        head(
-            &mut o,
-            "portex_process_time_wait_ports",
-            "gauge",
-            "Ports in TIME_WAIT held by the top processes.",
-        );
-        for h in &snap.holders {
-            let cid = h.container_id.as_deref().unwrap_or("");
-            let _ = writeln!(
-                o,
-                "portex_process_time_wait_ports{{pid=\"{}\",comm=\"{}\",container_id=\"{}\"}} {}",
-                h.pid,
-                esc(&h.comm),
-                esc(cid),
-                h.time_wait
-            );
+                esc(h.container_id.as_deref().unwrap_or(""))
+            )
+        };
+        for (name, help, get) in [
+            (
+                "portex_process_ports_held",
+                "Ports held by the top processes.",
+                (|h: &HolderGauge| h.held) as fn(&HolderGauge) -> u32,
+            ),
+            (
+                "portex_process_time_wait_ports",
+                "Ports in TIME_WAIT held by the top processes.",
+                |h: &HolderGauge| h.time_wait,
+            ),
+        ] {
+            head(&mut o, name, "gauge", help);
+            for h in &snap.holders {
+                let _ = writeln!(o, "{name}{{{}}} {}", holder_labels(h), get(h));
+            }
         }
         o
     }
