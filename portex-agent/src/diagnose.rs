@@ -68,18 +68,6 @@ pub struct LiveFacts {
     pub bind_then_connect: Vec<(u32, u64)>,
 }
 
-fn describe(k: &PoolKey) -> String {
-    if k.is_udp_pool() {
-        "udp (all destinations)".to_string()
-    } else {
-        format!(
-            "tcp {} -> {}",
-            k.saddr,
-            std::net::SocketAddr::new(k.daddr, k.dport)
-        )
-    }
-}
-
 fn holder_pids(p: &Pool) -> Vec<u32> {
     p.holders
         .iter()
@@ -109,7 +97,7 @@ pub fn diagnose(
             severity: sev,
             summary: format!(
                 "{} has {} of {} source ports in use ({:.0}%), {} in TIME_WAIT",
-                describe(&p.key),
+                p.key.label(),
                 p.used,
                 p.size,
                 util * 100.0,
@@ -152,7 +140,7 @@ pub fn diagnose(
                      closed connection keeps its port for 60 s",
                     p.time_wait,
                     p.used,
-                    describe(&p.key)
+                    p.key.label()
                 ),
                 fix: "let the server close first (e.g. the client stops sending after the response and \
                       waits for the server's FIN), or keep connections open and reuse them"
@@ -171,7 +159,7 @@ pub fn diagnose(
                          ports towards {}",
                         settings.tw_reuse,
                         if settings.tw_reuse == 0 { "off" } else { "loopback only" },
-                        describe(&p.key)
+                        p.key.label()
                     ),
                     fix: "sysctl -w net.ipv4.tcp_tw_reuse=1 (safe for outgoing connections with TCP timestamps on)".into(),
                     pool: Some(p.key.clone()),
@@ -187,7 +175,7 @@ pub fn diagnose(
                 summary: format!(
                     "{} closed connections per live one towards {}: many short connections to one destination",
                     p.time_wait / established_like.max(1),
-                    describe(&p.key)
+                    p.key.label()
                 ),
                 fix: "pool and reuse connections (HTTP keep-alive, a client-side connection pool, \
                       gRPC/HTTP2 multiplexing) instead of one connection per request"
@@ -205,7 +193,7 @@ pub fn diagnose(
                      which takes each port away from every destination",
                     p.odd_ports,
                     p.used,
-                    describe(&p.key)
+                    p.key.label()
                 ),
                 Some(p.key.clone()),
                 holder_pids(p),

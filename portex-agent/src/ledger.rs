@@ -188,10 +188,6 @@ impl Ledger {
         self.ns.contains_key(&netns)
     }
 
-    pub fn namespaces(&self) -> Vec<u64> {
-        self.ns.keys().copied().collect()
-    }
-
     fn ns_idx(&mut self, inode: u64) -> u32 {
         if let Some(&i) = self.ns_index.get(&inode) {
             return i;

@@ -39,6 +39,28 @@ impl PoolKey {
     pub fn is_udp_pool(&self) -> bool {
         self.transport == Transport::Udp
     }
+
+    /// "10.0.0.1 -> 10.0.0.9:80", or "udp (any destination)".
+    pub fn route(&self) -> String {
+        if self.is_udp_pool() {
+            "udp (any destination)".into()
+        } else {
+            format!(
+                "{} -> {}",
+                self.saddr,
+                std::net::SocketAddr::new(self.daddr, self.dport)
+            )
+        }
+    }
+
+    /// The route with its transport: "tcp 10.0.0.1 -> 10.0.0.9:80".
+    pub fn label(&self) -> String {
+        if self.is_udp_pool() {
+            self.route()
+        } else {
+            format!("tcp {}", self.route())
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

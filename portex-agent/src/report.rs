@@ -87,18 +87,6 @@ pub fn process_usage(pools: &[Pool]) -> Vec<ProcessUsage> {
     v
 }
 
-pub fn pool_label(p: &Pool) -> String {
-    if p.key.is_udp_pool() {
-        "udp (any destination)".into()
-    } else {
-        format!(
-            "tcp {} -> {}",
-            p.key.saddr,
-            std::net::SocketAddr::new(p.key.daddr, p.key.dport)
-        )
-    }
-}
-
 fn holder_label(h: &crate::pools::Holder) -> String {
     match &h.owner {
         Some(o) => {
@@ -235,7 +223,7 @@ pub fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> St
                 let _ = writeln!(
                     o,
                     "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9}  {}",
-                    pool_label(p),
+                    p.key.label(),
                     p.size,
                     p.used,
                     p.free(),

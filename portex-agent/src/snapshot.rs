@@ -1,12 +1,9 @@
 //! One look at the kernel's tables, per network namespace, without eBPF: sock_diag for
-//! sockets, /proc/sys/net for settings, /proc/<pid>/fd for owners.
-use std::collections::HashMap;
-
+//! sockets, /proc/sys/net for settings (owners come from crate::owners).
 use anyhow::Result;
 
 use crate::{
     netns::{self, Netns},
-    owners::{Owner, socket_owners},
     settings::NetSettings,
     sockdiag::{self, DiagSocket},
 };
@@ -42,9 +39,4 @@ pub fn namespaces(all: bool) -> Result<Vec<Netns>> {
     // This namespace first.
     v.sort_by_key(|n| (n.inode != here.inode, n.inode));
     Ok(v)
-}
-
-/// Socket inode -> owner, for every process on the host.
-pub fn owners() -> HashMap<u64, Owner> {
-    socket_owners()
 }

@@ -13,7 +13,7 @@ use crate::{
 pub fn run(args: StatusArgs) -> Result<i32> {
     let th = args.thresholds.thresholds();
     let here = crate::netns::current()?.inode;
-    let owners = snapshot::owners();
+    let owners = crate::owners::socket_owners();
     let mut reports = Vec::new();
     for ns in snapshot::namespaces(args.all_netns)? {
         let snap = match snapshot::read(&ns) {

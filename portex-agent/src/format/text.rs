@@ -55,12 +55,9 @@ pub fn write_pressure(p: &crate::ledger::Pressure, unix_ns: i128, out: &mut Stri
     let k = &v.pool.key;
     let _ = write!(
         out,
-        " pool_pressure  [{}] {} {} -> {}:{} {}/{} used ({:.0}%), {} in TIME_WAIT",
+        " pool_pressure  [{}] {} {}/{} used ({:.0}%), {} in TIME_WAIT",
         p.severity.as_str(),
-        k.transport.as_str(),
-        k.saddr,
-        k.daddr,
-        k.dport,
+        k.label(),
         v.pool.used,
         v.pool.size,
         v.pool.utilisation() * 100.0,

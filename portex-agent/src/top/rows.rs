@@ -2,7 +2,7 @@
 //! plain-text frame used by `--once`. Pure (the ledger and the clock come in).
 use std::fmt::Write;
 
-use crate::{format::text::sanitize, ledger::Ledger, pools::Pool};
+use crate::{format::text::sanitize, ledger::Ledger};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcRow {
@@ -127,19 +127,6 @@ pub fn process_rows(ledger: &mut Ledger, now: u64, sort: SortBy, filter: &str) -
     rows
 }
 
-/// "10.0.0.1 -> 10.0.0.9:80": the transport is a column of its own in the pools table.
-fn short_label(p: &Pool) -> String {
-    if p.key.is_udp_pool() {
-        "udp (any destination)".into()
-    } else {
-        format!(
-            "{} -> {}",
-            p.key.saddr,
-            std::net::SocketAddr::new(p.key.daddr, p.key.dport)
-        )
-    }
-}
-
 pub fn pool_rows(ledger: &mut Ledger, now: u64, filter: &str) -> Vec<PoolRow> {
     ledger
         .pool_views(now)
@@ -167,7 +154,7 @@ pub fn pool_rows(ledger: &mut Ledger, now: u64, filter: &str) -> Vec<PoolRow> {
                 None => "-".into(),
             };
             PoolRow {
-                label: short_label(&v.pool),
+                label: v.pool.key.route(),
                 size: v.pool.size,
                 used: v.pool.used,
                 time_wait: v.pool.time_wait,
