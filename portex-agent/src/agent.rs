@@ -57,6 +57,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
             max_pools: c.metrics_max_pools,
             top_processes: c.metrics_top_processes,
         },
+        hooks_linger_ns: c.syscall_hooks_linger.saturating_mul(1_000_000_000),
     })
 }
 

@@ -1,6 +1,8 @@
 //! Command-line interface.
 use clap::{Args, Parser, Subcommand};
 
+use crate::arming::HookMode;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "portex",
@@ -63,9 +65,18 @@ pub struct AgentArgs {
     /// Export at most this many processes. [default: 10]
     #[arg(long, value_name = "N")]
     pub metrics_top_processes: Option<usize>,
-    /// Do not attach the connect/bind syscall tracepoints.
+    /// The connect/bind syscall tracepoints: on, off, or auto (attached while a pool is
+    /// at least 50 % full or ports failed in the last 5 minutes; they slow every system
+    /// call of the host while attached). [default: auto]
+    #[arg(long, value_name = "MODE", conflicts_with = "no_syscall_hooks")]
+    pub syscall_hooks: Option<HookMode>,
+    /// Same as --syscall-hooks off.
     #[arg(long)]
     pub no_syscall_hooks: bool,
+    /// With --syscall-hooks auto: seconds the hooks stay attached after the last pool
+    /// above 40 % or port failure. [default: 300]
+    #[arg(long, value_name = "SECONDS")]
+    pub syscall_hooks_linger: Option<u64>,
     /// Ring buffer size in KiB (a power of two). [default: 4096]
     #[arg(long, value_name = "KIB")]
     pub ring_kib: Option<u32>,
@@ -117,6 +128,16 @@ pub struct ThresholdArgs {
     pub critical: f64,
 }
 
+impl WatchArgs {
+    pub fn hook_mode(&self) -> HookMode {
+        if self.no_syscall_hooks {
+            HookMode::Off
+        } else {
+            self.syscall_hooks
+        }
+    }
+}
+
 impl ThresholdArgs {
     pub fn thresholds(&self) -> crate::diagnose::Thresholds {
         crate::diagnose::Thresholds {
@@ -151,8 +172,18 @@ pub struct WatchArgs {
     /// Only connect_failed and bind_failed.
     #[arg(long)]
     pub failures_only: bool,
-    /// Do not attach the connect/bind syscall tracepoints. Every TCP lifecycle and the
-    /// exhaustion signature are still seen, but not other errnos nor bind().
+    /// The connect/bind syscall tracepoints: on, off, or auto (attached while a pool is
+    /// at least 50 % full or ports failed in the last 5 minutes). Without them every TCP
+    /// lifecycle and the exhaustion signature are still seen, but not other errnos,
+    /// bind() nor UDP.
+    #[arg(
+        long,
+        value_name = "MODE",
+        default_value = "on",
+        conflicts_with = "no_syscall_hooks"
+    )]
+    pub syscall_hooks: HookMode,
+    /// Same as --syscall-hooks off.
     #[arg(long)]
     pub no_syscall_hooks: bool,
     /// Do not track port pools (no pool state on failures, no pool_pressure events).

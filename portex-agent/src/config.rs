@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::Path};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::{cli::AgentArgs, sink::parse_size};
+use crate::{arming::HookMode, cli::AgentArgs, sink::parse_size};
 
 /// The TOML file: every key optional, named as the long flag with '_' for '-'.
 #[derive(Debug, Default, Deserialize)]
@@ -20,7 +20,9 @@ pub struct FileConfig {
     pub metrics_pool_min: Option<f64>,
     pub metrics_max_pools: Option<usize>,
     pub metrics_top_processes: Option<usize>,
+    pub syscall_hooks: Option<String>,
     pub no_syscall_hooks: Option<bool>,
+    pub syscall_hooks_linger: Option<u64>,
     pub ring_kib: Option<u32>,
 }
 
@@ -38,8 +40,26 @@ pub struct AgentConfig {
     pub metrics_pool_min: f64,
     pub metrics_max_pools: usize,
     pub metrics_top_processes: usize,
-    pub syscall_hooks: bool,
+    pub syscall_hooks: HookMode,
+    pub syscall_hooks_linger: u64,
     pub ring_kib: u32,
+}
+
+/// Flags first, then the file (`syscall_hooks = "auto"`, or the older
+/// `no_syscall_hooks = true`); auto by default: an always-on agent should not slow every
+/// system call of the host while no pool is under pressure.
+fn hook_mode(args: &AgentArgs, file: &FileConfig) -> Result<HookMode> {
+    if args.no_syscall_hooks {
+        return Ok(HookMode::Off);
+    }
+    if let Some(m) = args.syscall_hooks {
+        return Ok(m);
+    }
+    match (&file.syscall_hooks, file.no_syscall_hooks) {
+        (Some(s), _) => s.parse().map_err(|e| anyhow::anyhow!("syscall_hooks: {e}")),
+        (None, Some(true)) => Ok(HookMode::Off),
+        _ => Ok(HookMode::Auto),
+    }
 }
 
 pub fn load_file(path: &Path) -> Result<FileConfig> {
@@ -50,6 +70,7 @@ pub fn load_file(path: &Path) -> Result<FileConfig> {
 
 /// Flags override the file, which overrides the defaults.
 pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
+    let syscall_hooks = hook_mode(args, &file)?;
     let metrics = match args.metrics.clone().or(file.metrics) {
         None => None,
         Some(s) if s == "off" || s.is_empty() => None,
@@ -89,7 +110,11 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
             .metrics_top_processes
             .or(file.metrics_top_processes)
             .unwrap_or(10),
-        syscall_hooks: !(args.no_syscall_hooks || file.no_syscall_hooks.unwrap_or(false)),
+        syscall_hooks,
+        syscall_hooks_linger: args
+            .syscall_hooks_linger
+            .or(file.syscall_hooks_linger)
+            .unwrap_or(crate::arming::LINGER_NS / 1_000_000_000),
         ring_kib: args.ring_kib.or(file.ring_kib).unwrap_or(4096),
     };
     for (name, v) in [
@@ -146,5 +171,21 @@ mod tests {
         assert!(toml::from_str::<FileConfig>("outptu = \"x\"").is_err());
         let file: FileConfig = toml::from_str("metrics = \"nowhere\"").unwrap();
         assert!(resolve(&args(&[]), file).is_err());
+    }
+
+    #[test]
+    fn syscall_hooks_default_to_auto_and_follow_flags_then_file() {
+        let mode = |a: &[&str], f: &str| {
+            resolve(&args(a), toml::from_str(f).unwrap()).map(|c| c.syscall_hooks)
+        };
+        assert_eq!(mode(&[], "").unwrap(), HookMode::Auto);
+        assert_eq!(mode(&["--no-syscall-hooks"], "").unwrap(), HookMode::Off);
+        assert_eq!(
+            mode(&["--syscall-hooks", "on"], "syscall_hooks = \"off\"").unwrap(),
+            HookMode::On
+        );
+        assert_eq!(mode(&[], "syscall_hooks = \"off\"").unwrap(), HookMode::Off);
+        assert_eq!(mode(&[], "no_syscall_hooks = true").unwrap(), HookMode::Off);
+        assert!(mode(&[], "syscall_hooks = \"sometimes\"").is_err());
     }
 }

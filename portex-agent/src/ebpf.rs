@@ -2,14 +2,16 @@
 use std::os::fd::{AsFd, AsRawFd};
 
 use anyhow::{Context, Result, bail};
+use std::sync::Mutex;
+
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{TracePoint, trace_point::TracePointLinkId},
 };
-use portex_common::counter;
+use portex_common::{BIND_CTX_SIZE, CONNECT_CTX_SIZE, counter};
 
-use crate::host;
+use crate::{arming::HookMode, host};
 
 /// The kernel object built by build.rs (aya-build).
 #[cfg(not(portex_no_ebpf))]
@@ -33,10 +35,11 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Wake user space only when this many bytes wait (failures always wake).
     pub wakeup_bytes: u64,
-    /// Attach the connect/bind syscall tracepoints (errno, bind, cause). Without them
-    /// portex still sees every TCP lifecycle and exhaustion signature, but not errno
-    /// values other than the inferred EADDRNOTAVAIL, nor bind().
-    pub syscall_hooks: bool,
+    /// The connect/bind syscall tracepoints (errno, bind, cause). Without them portex
+    /// still sees every TCP lifecycle and exhaustion signature, but not errno values
+    /// other than the inferred EADDRNOTAVAIL, nor bind(). `Auto` loads them detached;
+    /// the stream attaches them when `arming` says so.
+    pub syscall_hooks: HookMode,
 }
 
 impl Default for LoadOptions {
@@ -46,16 +49,21 @@ impl Default for LoadOptions {
             // Batch wake-ups: one per 64 KiB (~580 events) or per reader tick (20 ms),
             // whichever comes first; failures always wake the reader at once.
             wakeup_bytes: 64 << 10,
-            syscall_hooks: true,
+            syscall_hooks: HookMode::On,
         }
     }
 }
 
 /// The loaded programs. Dropping it detaches them.
 pub struct Probe {
-    ebpf: Ebpf,
+    ebpf: Mutex<Ebpf>,
     counters: PerCpuArray<MapData, u64>,
-    attached: Vec<&'static str>,
+    /// Every loaded program (attached or not): their statistics are cumulative.
+    loaded: Vec<&'static str>,
+    /// Programs attached for good.
+    core: usize,
+    /// Links of the syscall programs while they are attached.
+    hooks: Mutex<Vec<(&'static str, TracePointLinkId)>>,
 }
 
 /// Per-program cost, from the kernel's own statistics (kernel.bpf_stats_enabled=1).
@@ -83,9 +91,10 @@ impl Probe {
         let mut ebpf = loader
             .load(OBJECT)
             .context("loading the eBPF object into the kernel")?;
-        let mut attached = Vec::new();
+        let mut loaded = Vec::new();
+        let mut core = 0;
         for &(name, category, tp, syscall) in PROGRAMS {
-            if syscall && !opts.syscall_hooks {
+            if syscall && opts.syscall_hooks == HookMode::Off {
                 continue;
             }
             let prog: &mut TracePoint = ebpf
@@ -94,25 +103,77 @@ impl Probe {
                 .try_into()?;
             prog.load()
                 .with_context(|| format!("the kernel verifier rejected {name}"))?;
-            prog.attach(category, tp)
-                .with_context(|| format!("attaching {name} to tracepoint {category}:{tp}"))?;
-            attached.push(name);
+            loaded.push(name);
+            if !syscall {
+                prog.attach(category, tp)
+                    .with_context(|| format!("attaching {name} to tracepoint {category}:{tp}"))?;
+                core += 1;
+            }
         }
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
-        Ok((
-            Probe {
-                ebpf,
-                counters,
-                attached,
-            },
-            ring,
-        ))
+        let probe = Probe {
+            ebpf: Mutex::new(ebpf),
+            counters,
+            loaded,
+            core,
+            hooks: Mutex::new(Vec::new()),
+        };
+        if opts.syscall_hooks == HookMode::On {
+            probe.set_syscall_hooks(true)?;
+        }
+        Ok((probe, ring))
     }
 
-    pub fn attached(&self) -> &[&'static str] {
-        &self.attached
+    /// Programs attached now.
+    pub fn attached(&self) -> usize {
+        self.core + self.hooks.lock().unwrap().len()
+    }
+
+    pub fn syscall_hooks_attached(&self) -> bool {
+        !self.hooks.lock().unwrap().is_empty()
+    }
+
+    /// Attaches or detaches the (loaded) syscall programs; a no-op when they already are.
+    pub fn set_syscall_hooks(&self, on: bool) -> Result<()> {
+        let mut ebpf = self.ebpf.lock().unwrap();
+        let mut hooks = self.hooks.lock().unwrap();
+        let attached = !hooks.is_empty();
+        if on == attached {
+            return Ok(());
+        }
+        if !on {
+            for (name, link) in hooks.drain(..) {
+                let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into()?;
+                prog.detach(link)?;
+            }
+            // A thread caught between sys_enter and sys_exit left its entry behind; the
+            // state program would take a later connect() of that thread for one in a
+            // syscall whose exit never comes.
+            clear::<CONNECT_CTX_SIZE>(&mut ebpf, "CONNECTS")?;
+            clear::<BIND_CTX_SIZE>(&mut ebpf, "BINDS")?;
+            return Ok(());
+        }
+        for &(name, category, tp, syscall) in PROGRAMS {
+            if !syscall || !self.loaded.contains(&name) {
+                continue;
+            }
+            let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into()?;
+            match prog.attach(category, tp) {
+                Ok(link) => hooks.push((name, link)),
+                Err(e) => {
+                    for (name, link) in hooks.drain(..) {
+                        let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into()?;
+                        let _ = prog.detach(link);
+                    }
+                    return Err(e).with_context(|| {
+                        format!("attaching {name} to tracepoint {category}:{tp}")
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A kernel counter summed over CPUs.
@@ -131,11 +192,12 @@ impl Probe {
         self.counter(counter::MAP_FULL)
     }
 
-    /// Cost and skipped runs of each attached program.
+    /// Cost and skipped runs of each loaded program (attached or not).
     pub fn stats(&self) -> Vec<ProgStats> {
+        let ebpf = self.ebpf.lock().unwrap();
         let mut out = Vec::new();
-        for &name in &self.attached {
-            let Some(prog) = self.ebpf.program(name) else {
+        for &name in &self.loaded {
+            let Some(prog) = ebpf.program(name) else {
                 continue;
             };
             let Ok(fd) = prog.fd() else { continue };
@@ -153,6 +215,19 @@ impl Probe {
     pub fn recursion_misses(&self) -> u64 {
         self.stats().iter().map(|s| s.recursion_misses).sum()
     }
+}
+
+/// Empties a per-thread in-flight map (values of N bytes).
+fn clear<const N: usize>(ebpf: &mut Ebpf, name: &str) -> Result<()> {
+    let map = ebpf
+        .map_mut(name)
+        .with_context(|| format!("map {name} missing"))?;
+    let mut m: HashMap<&mut MapData, u32, [u8; N]> = HashMap::try_from(map)?;
+    let keys: Vec<u32> = m.keys().filter_map(|k| k.ok()).collect();
+    for k in keys {
+        let _ = m.remove(&k);
+    }
+    Ok(())
 }
 
 /// Reads run_time_ns, run_cnt and recursion_misses of a program with

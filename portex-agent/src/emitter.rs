@@ -10,6 +10,7 @@ use std::{
 use std::sync::Arc;
 
 use crate::{
+    arming::Arming,
     clock::{WallClock, boot_now_ns},
     containers::Resolver,
     errno::EADDRNOTAVAIL,
@@ -18,10 +19,11 @@ use crate::{
     ledger::Pressure,
     lifecycle::interpret,
     metrics::{HolderGauge, Metrics, PoolGauge, Snapshot},
-    model::{Action, Record, Transport},
+    model::{Action, Cause, Record, Transport},
     procinfo::{ProcNames, socket_of},
     rate::Rate,
     reader::Batch,
+    stream::HookSwitch,
     tracker::Tracker,
 };
 
@@ -70,6 +72,10 @@ pub struct Emitter<W: Output> {
     containers: Resolver,
     kernel_rate: Rate,
     last_publish: u64,
+    /// `--syscall-hooks auto`: the decision, and where to send it.
+    pub arming: Option<(Arming, Arc<HookSwitch>)>,
+    port_failure_seen: bool,
+    last_arming_check: u64,
 }
 
 /// Which pools and processes become metrics (bounded cardinality).
@@ -118,6 +124,9 @@ impl<W: Output> Emitter<W> {
             containers: Resolver::new(),
             kernel_rate: Rate::default(),
             last_publish: 0,
+            arming: None,
+            port_failure_seen: false,
+            last_arming_check: 0,
         }
     }
 
@@ -141,11 +150,13 @@ impl<W: Output> Emitter<W> {
                 self.publish(now);
                 self.last_publish = now;
             }
-            let Some(batch) = batch else { continue };
-            for ev in &batch {
-                interpret(ev, |mut r| self.render(&mut r, now));
+            if let Some(batch) = batch {
+                for ev in &batch {
+                    interpret(ev, |mut r| self.render(&mut r, now));
+                }
+                self.flush()?;
             }
-            self.flush()?;
+            self.check_arming(now);
         }
     }
 
@@ -164,6 +175,14 @@ impl<W: Output> Emitter<W> {
             }
             r.netns = touch.netns;
             pressure = touch.pressure;
+        }
+        if r.action.is_failure()
+            && matches!(
+                r.cause,
+                Some(Cause::PortRangeExhausted | Cause::TupleCollision)
+            )
+        {
+            self.port_failure_seen = true;
         }
         r.container = self.containers.container(r.process.cgroup_id, now);
         if let Some(m) = &self.metrics {
@@ -195,6 +214,35 @@ impl<W: Output> Emitter<W> {
             }
             self.written += 1;
             self.lines_in_buffer += 1;
+        }
+    }
+
+    /// Auto mode: asks for the syscall hooks while a pool fills up or ports fail (at
+    /// once after a failure, otherwise every 250 ms: the scan covers every pool).
+    fn check_arming(&mut self, now: u64) {
+        let Some((arming, switch)) = self.arming.as_mut() else {
+            return;
+        };
+        let failure = self.port_failure_seen;
+        if !failure && now.saturating_sub(self.last_arming_check) < 250_000_000 {
+            return;
+        }
+        self.port_failure_seen = false;
+        self.last_arming_check = now;
+        let fullest = self.tracker.as_ref().and_then(|t| {
+            t.ledger.fullest_pool().map(|(util, key)| {
+                // The label only matters when it is about to be printed.
+                let label = if util >= crate::arming::ARM_AT {
+                    key.label()
+                } else {
+                    String::new()
+                };
+                (util, label)
+            })
+        });
+        let fullest = fullest.as_ref().map(|(u, l)| (*u, l.as_str()));
+        if let Some(c) = arming.observe(now, fullest, failure) {
+            switch.request(c);
         }
     }
 

@@ -340,6 +340,32 @@ impl Ledger {
         self.recount_procs();
     }
 
+    /// Drops every namespace not in `live` (deleted since: containers come and go), with
+    /// its sockets and pools, which would otherwise stay forever.
+    pub fn forget_namespaces_except(&mut self, live: &HashSet<u64>) {
+        let gone: Vec<u64> = self
+            .ns
+            .keys()
+            .filter(|n| !live.contains(n))
+            .copied()
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        let idx: HashSet<u32> = gone
+            .iter()
+            .filter_map(|n| self.ns_index.get(n))
+            .copied()
+            .collect();
+        for n in &gone {
+            self.ns.remove(n);
+        }
+        self.socks.retain(|t, _| !idx.contains(&t.ns));
+        self.pools.retain(|k, _| !gone.contains(&k.netns));
+        self.recount_bound();
+        self.recount_procs();
+    }
+
     fn recount_procs(&mut self) {
         for p in self.procs.values_mut() {
             p.held = 0;
@@ -708,6 +734,23 @@ impl Ledger {
         }
     }
 
+    /// The fullest pool that holds anything, with its utilisation (0..1).
+    pub fn fullest_pool(&self) -> Option<(f64, &PoolKey)> {
+        self.pools
+            .iter()
+            .filter(|(_, p)| p.used > 0)
+            .map(|(k, p)| {
+                let size = self.size_of(k);
+                let util = if size == 0 {
+                    1.0
+                } else {
+                    p.used as f64 / size as f64
+                };
+                (util, k)
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
     pub fn processes(&self) -> &HashMap<u32, ProcStats> {
         &self.procs
     }
@@ -895,6 +938,20 @@ mod tests {
         // The kept TIME_WAIT still ends 60 s after its close.
         l.expire(62 * S);
         assert_eq!(l.pool_state(&key()), Some((1, 10, 0)));
+    }
+
+    #[test]
+    fn a_deleted_namespace_is_forgotten_with_its_pools() {
+        let mut l = ledger();
+        l.apply(&rec(Action::Connect, 40000, 80, S), Some(NS), S);
+        assert_eq!(l.tracked_sockets(), 1);
+        l.forget_namespaces_except(&[NS].into_iter().collect());
+        assert_eq!(l.pool_state(&key()), Some((1, 10, 0)));
+        l.forget_namespaces_except(&HashSet::default());
+        assert_eq!(l.tracked_sockets(), 0);
+        assert_eq!(l.pool_state(&key()), None);
+        assert!(l.fullest_pool().is_none());
+        assert_eq!(l.processes().get(&7).map(|p| p.held), Some(0));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! errno) know nothing of aya, tokio or IO and are unit-tested with synthetic events;
 //! ebpf, host, reader, emitter, procinfo and the commands do the IO.
 pub mod agent;
+pub mod arming;
 pub mod cli;
 pub mod clock;
 pub mod config;

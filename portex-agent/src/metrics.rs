@@ -51,6 +51,8 @@ pub struct Metrics {
     pub decode_errors: AtomicU64,
     pub kernel_skipped: AtomicU64,
     pub map_full: AtomicU64,
+    /// 1 while the connect/bind syscall tracepoints are attached.
+    pub syscall_hooks: AtomicU64,
     pub sink_dropped: AtomicU64,
     pub sink_written: AtomicU64,
     pub sink_errors: AtomicU64,
@@ -147,6 +149,17 @@ impl Metrics {
             "Sockets the kernel could not track (map full).",
         );
         let _ = writeln!(o, "portex_socket_map_full_total {}", ld(&self.map_full));
+        head(
+            &mut o,
+            "portex_syscall_hooks_attached",
+            "gauge",
+            "1 while the connect/bind syscall tracepoints are attached (auto mode attaches them under pressure).",
+        );
+        let _ = writeln!(
+            o,
+            "portex_syscall_hooks_attached {}",
+            ld(&self.syscall_hooks)
+        );
         head(
             &mut o,
             "portex_sink_lines_total",

@@ -5,7 +5,7 @@
 use std::{
     net::SocketAddr,
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
         mpsc::sync_channel,
     },
@@ -15,10 +15,11 @@ use std::{
 use anyhow::{Context, Result};
 use tokio::{
     signal::unix::{SignalKind, signal},
-    sync::watch,
+    sync::{Notify, watch},
 };
 
 use crate::{
+    arming::{Arming, Change, HookMode},
     diagnose::Thresholds,
     ebpf::{LoadOptions, Probe},
     emitter::{Emitter, Format, Output, Stop},
@@ -44,10 +45,53 @@ pub struct Setup {
     /// Copied into the metrics before each scrape and at exit: (written, dropped, errors).
     pub sink_counts: Option<Arc<crate::sink::SinkCounts>>,
     pub pool_metrics: crate::emitter::PoolMetricOptions,
+    /// Auto mode: how long the syscall hooks stay attached after the last reason.
+    pub hooks_linger_ns: u64,
+}
+
+/// Requests from the output thread, which sees the pools, to attach or detach the
+/// syscall hooks (auto mode); the async loop, which owns the probe, carries them out.
+#[derive(Default)]
+pub struct HookSwitch {
+    want: AtomicBool,
+    reason: Mutex<String>,
+    notify: Notify,
+}
+
+impl HookSwitch {
+    pub fn request(&self, c: Change) {
+        *self.reason.lock().unwrap() = c.reason;
+        self.want.store(c.armed, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Carries out the latest request, and says so on stderr (the agent's log).
+    fn apply(&self, probe: &Probe, metrics: Option<&Metrics>) {
+        let want = self.want.load(Ordering::Relaxed);
+        let reason = self.reason.lock().unwrap().clone();
+        match probe.set_syscall_hooks(want) {
+            Ok(()) => eprintln!(
+                "portex: syscall hooks {}: {reason}",
+                if want { "attached" } else { "detached" }
+            ),
+            Err(e) => eprintln!("portex: error: cannot change the syscall hooks: {e:#}"),
+        }
+        if let Some(m) = metrics {
+            m.syscall_hooks
+                .store(probe.syscall_hooks_attached() as u64, Ordering::Relaxed);
+        }
+    }
 }
 
 pub fn run(setup: Setup) -> Result<()> {
     let (probe, ring) = Probe::load(&setup.load)?;
+    let switch = Arc::new(HookSwitch::default());
+    let arming = (setup.load.syscall_hooks == HookMode::Auto)
+        .then(|| (Arming::new(setup.hooks_linger_ns), switch.clone()));
+    if let Some((m, _)) = &setup.metrics {
+        m.syscall_hooks
+            .store(probe.syscall_hooks_attached() as u64, Ordering::Relaxed);
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,14 +118,16 @@ pub fn run(setup: Setup) -> Result<()> {
             let mut em = Emitter::new(format, filter, out, tracker);
             em.metrics = em_metrics;
             em.pool_metrics = pool_metrics;
+            em.arming = arming;
             let res = em.run(rx);
             (em.written, res)
         })
         .context("starting the output thread")?;
 
     eprintln!(
-        "portex: watching TCP connect/bind/close on this host ({} programs attached){}; stop with Ctrl-C",
-        probe.attached().len(),
+        "portex: watching TCP connect/bind/close on this host ({} programs attached, syscall hooks {}){}; stop with Ctrl-C",
+        probe.attached(),
+        setup.load.syscall_hooks,
         listener
             .as_ref()
             .and_then(|l| l.local_addr().ok())
@@ -98,6 +144,7 @@ pub fn run(setup: Setup) -> Result<()> {
         sink: setup.sink_counts.clone(),
     };
     let on_hup = setup.on_hup.clone();
+    let hook_probe = probe.clone();
     rt.block_on(async move {
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
@@ -116,6 +163,7 @@ pub fn run(setup: Setup) -> Result<()> {
                     if let Some(h) = &on_hup { h.store(true, Ordering::Relaxed); }
                 }
                 _ = every_second.tick() => sync.copy(),
+                _ = switch.notify.notified() => switch.apply(&hook_probe, metrics.as_deref()),
                 res = &mut reader => return res?,
             }
         }

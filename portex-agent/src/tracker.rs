@@ -65,11 +65,13 @@ impl Tracker {
             return;
         };
         let mut owners = None;
+        let live = list.iter().map(|n| n.inode).collect();
         for ns in list {
             if self.reconcile_ns(&ns, &mut owners, now).is_err() {
                 self.reconcile_errors += 1;
             }
         }
+        self.ledger.forget_namespaces_except(&live);
         if let Some(owners) = owners {
             for (pid, o) in owners
                 .values()

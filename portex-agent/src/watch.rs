@@ -15,7 +15,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
     stream::run(Setup {
         load: LoadOptions {
             ring_bytes: args.ring_kib * 1024,
-            syscall_hooks: !args.no_syscall_hooks,
+            syscall_hooks: args.hook_mode(),
             ..LoadOptions::default()
         },
         format: if args.json {
@@ -37,5 +37,6 @@ pub fn run(args: WatchArgs) -> Result<()> {
         on_hup: None,
         sink_counts: None,
         pool_metrics: PoolMetricOptions::default(),
+        hooks_linger_ns: crate::arming::LINGER_NS,
     })
 }

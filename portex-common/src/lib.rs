@@ -67,6 +67,11 @@ pub mod tcpstate {
     pub const NEW_SYN_RECV: u8 = 12;
 }
 
+/// Sizes of the per-thread in-flight maps' values (portex-ebpf's ConnectCtx and
+/// BindCtx), so that user space can empty those maps when the syscall hooks detach.
+pub const CONNECT_CTX_SIZE: usize = 56;
+pub const BIND_CTX_SIZE: usize = 24;
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 pub const IPPROTO_TCP: u16 = 6;

@@ -61,6 +61,9 @@ pub struct BindCtx {
     pub addr: [u8; 16],
 }
 
+const _: () = assert!(core::mem::size_of::<ConnectCtx>() == portex_common::CONNECT_CTX_SIZE);
+const _: () = assert!(core::mem::size_of::<BindCtx>() == portex_common::BIND_CTX_SIZE);
+
 pub fn count(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.

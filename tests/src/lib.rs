@@ -369,6 +369,27 @@ impl Portex {
         self.child.id()
     }
 
+    /// Waits until a line of its stderr contains `needle` `times` times in all.
+    pub fn wait_stderr(&self, needle: &str, times: usize, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let n = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count();
+            if n >= times {
+                return true;
+            }
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
