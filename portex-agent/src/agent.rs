@@ -40,6 +40,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         load: LoadOptions {
             ring_bytes: c.ring_kib * 1024,
             syscall_hooks: c.syscall_hooks,
+            accepted: c.accepted,
             ..LoadOptions::default()
         },
         format: Format::Json,

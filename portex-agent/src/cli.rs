@@ -77,6 +77,11 @@ pub struct AgentArgs {
     /// above 40 % or port failure. [default: 300]
     #[arg(long, value_name = "SECONDS")]
     pub syscall_hooks_linger: Option<u64>,
+    /// Also report connections this host accepted (the server side). They hold the
+    /// listening port, not an ephemeral one, so by default the kernel drops them at its
+    /// first check: the agent then costs servers nothing for them.
+    #[arg(long)]
+    pub accepted: bool,
     /// Ring buffer size in KiB (a power of two). [default: 4096]
     #[arg(long, value_name = "KIB")]
     pub ring_kib: Option<u32>,

@@ -23,6 +23,7 @@ pub struct FileConfig {
     pub syscall_hooks: Option<String>,
     pub no_syscall_hooks: Option<bool>,
     pub syscall_hooks_linger: Option<u64>,
+    pub accepted: Option<bool>,
     pub ring_kib: Option<u32>,
 }
 
@@ -42,6 +43,7 @@ pub struct AgentConfig {
     pub metrics_top_processes: usize,
     pub syscall_hooks: HookMode,
     pub syscall_hooks_linger: u64,
+    pub accepted: bool,
     pub ring_kib: u32,
 }
 
@@ -115,6 +117,7 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
             .syscall_hooks_linger
             .or(file.syscall_hooks_linger)
             .unwrap_or(crate::arming::LINGER_NS / 1_000_000_000),
+        accepted: args.accepted || file.accepted.unwrap_or(false),
         ring_kib: args.ring_kib.or(file.ring_kib).unwrap_or(4096),
     };
     for (name, v) in [

@@ -40,6 +40,10 @@ pub struct LoadOptions {
     /// other than the inferred EADDRNOTAVAIL, nor bind(). `Auto` loads them detached;
     /// the stream attaches them when `arming` says so.
     pub syscall_hooks: HookMode,
+    /// Report sockets this host accepted (the server side of connections). They hold
+    /// the listening port, not an ephemeral one; without them the kernel program drops
+    /// their transitions at its first check.
+    pub accepted: bool,
 }
 
 impl Default for LoadOptions {
@@ -50,6 +54,7 @@ impl Default for LoadOptions {
             // whichever comes first; failures always wake the reader at once.
             wakeup_bytes: 64 << 10,
             syscall_hooks: HookMode::On,
+            accepted: true,
         }
     }
 }
@@ -85,8 +90,10 @@ impl Probe {
             );
         }
         host::preflight()?;
+        let accepted = opts.accepted as u64;
         let mut loader = EbpfLoader::new();
         loader.override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true);
+        loader.override_global("REPORT_ACCEPTED", &accepted, true);
         loader.map_max_entries("EVENTS", opts.ring_bytes);
         let mut ebpf = loader
             .load(OBJECT)

@@ -213,12 +213,13 @@ impl Ledger {
             return false;
         };
         let port = t.lport;
+        // Hash lookups, not a scan: this runs for every event.
+        let listens_on = |ip: IpAddr| ns.listeners.contains(&(ip, port));
         ns.settings.in_range(port)
             && !ns.settings.is_reserved(port)
-            && !ns
-                .listeners
-                .iter()
-                .any(|&(ip, p)| p == port && (ip == t.local_ip() || ip.is_unspecified()))
+            && !(listens_on(t.local_ip())
+                || listens_on(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))
+                || listens_on(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)))
     }
 
     /// Replaces what the ledger holds for `netns` with the kernel's table. Owners of

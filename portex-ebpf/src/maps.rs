@@ -38,6 +38,18 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 1;
 
+/// Non-zero: report sockets this host accepted (server side). They hold the listening
+/// port, not an ephemeral one; at 0 (the agent's default) their transitions leave the
+/// program at the first check and never reach a map or the ring buffer.
+#[unsafe(no_mangle)]
+pub static REPORT_ACCEPTED: u64 = 1;
+
+#[inline(always)]
+pub fn report_accepted() -> bool {
+    // SAFETY: reading a global the loader may have set.
+    unsafe { core::ptr::read_volatile(&REPORT_ACCEPTED) != 0 }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ConnectCtx {

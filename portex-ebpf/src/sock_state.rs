@@ -7,7 +7,7 @@ use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
 use portex_common::{AF_INET, AF_INET6, IPPROTO_TCP, SockInfo, counter, kind, sockflag, tcpstate};
 
 use crate::{
-    maps::{CONNECTS, LISTENERS, SOCKS, count},
+    maps::{CONNECTS, LISTENERS, SOCKS, count, report_accepted},
     util::{current_owner, current_tid, emit, now_ns, set_owner},
 };
 
@@ -72,6 +72,13 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         new: field::<i32>(ctx, NEWSTATE) as u8,
         sport: field::<u16>(ctx, SPORT),
     };
+    if !report_accepted() && matches!(t.old, tcpstate::LISTEN | tcpstate::SYN_RECV) {
+        // The handshake of an accepted socket (or its failure): nothing is kept for it,
+        // so its later transitions miss SOCKS and stop there too (see on_close).
+        if t.new != tcpstate::CLOSE || t.old == tcpstate::SYN_RECV {
+            return None;
+        }
+    }
     match t.new {
         tcpstate::SYN_SENT if t.old == tcpstate::CLOSE => on_syn_sent(ctx, &t),
         tcpstate::LISTEN => on_listen(&t),
@@ -199,6 +206,14 @@ fn on_close(ctx: &TracePointContext, t: &Transition) -> Option<()> {
             }
         }
         _ => {}
+    }
+    if !report_accepted()
+        && SOCKS.get_ptr(t.skaddr).is_none()
+        // SAFETY: presence check only.
+        && unsafe { LISTENERS.get(t.sport) }.is_some()
+    {
+        // Unknown socket on a listening port: an accepted one (not tracked).
+        return None;
     }
     report(ctx, t, true);
     let _ = SOCKS.remove(t.skaddr);

@@ -519,3 +519,50 @@ fn the_agent_runs_with_exactly_the_units_capabilities() {
         "{stdout}"
     );
 }
+
+/// By default the agent leaves accepted (server-side) sockets in the kernel: they hold
+/// the listening port, not an ephemeral one. `--accepted` brings them back.
+#[test]
+fn accepted_connections_are_reported_only_with_the_accepted_flag() {
+    if !require_root() {
+        return;
+    }
+    for (args, expect_server) in [
+        (&["agent"][..], false),
+        (&["agent", "--accepted"][..], true),
+    ] {
+        let portex = Portex::start(args);
+        let ns = Netns::new("accepted");
+        ns.port_range(41000, 41099);
+        let d = ns.drive(&["client-close", "127.0.0.1:6700", "5"]);
+        thread::sleep(Duration::from_millis(300));
+        let out = portex.stop();
+        let ev = out.events_of(d.pid);
+        let server = |a: &str| {
+            with_action(&ev, a)
+                .into_iter()
+                .filter(|v| v["source"]["port"] == 6700)
+                .count()
+        };
+        let client = |a: &str| {
+            with_action(&ev, a)
+                .into_iter()
+                .filter(|v| v["source"]["port"] != 6700)
+                .count()
+        };
+        // The client side is complete either way.
+        assert_eq!(
+            (client("connect"), client("close"), client("time_wait")),
+            (5, 5, 5),
+            "{args:?}\n{}",
+            out.dump(d.pid)
+        );
+        let n = if expect_server { 5 } else { 0 };
+        assert_eq!(
+            (server("established"), server("close")),
+            (n, n),
+            "{args:?}\n{}",
+            out.dump(d.pid)
+        );
+    }
+}
