@@ -243,6 +243,16 @@ impl Ledger {
         self.reconcile_end(netns);
     }
 
+    /// Makes room at once for the sockets of a namespace about to be read for the first
+    /// time (`expected`: from /proc/net/sockstat): growing by doubling while 250,000
+    /// entries stream in holds the old and the new table together at each step, which
+    /// is the agent's peak memory.
+    pub fn reserve_for_new_namespace(&mut self, netns: u64, expected: usize) {
+        if !self.netns_known(netns) {
+            self.socks.reserve(expected);
+        }
+    }
+
     /// Starts a reconciliation of `netns`: its settings and listeners are replaced, its
     /// pools recounted from the sockets that follow (reconcile_socket), and entries not
     /// seen again are removed by reconcile_end (mark and sweep: the table is never

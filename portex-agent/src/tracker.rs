@@ -95,6 +95,7 @@ impl Tracker {
     ) -> anyhow::Result<()> {
         let ledger = &mut self.ledger;
         netns::in_netns(ns, || -> anyhow::Result<()> {
+            ledger.reserve_for_new_namespace(ns.inode, tcp_sockets_in_use());
             let settings = NetSettings::read();
             let mut listeners = Vec::new();
             sockdiag::for_each(6, 1 << TCP_LISTEN, &mut |s| {
@@ -204,5 +205,39 @@ impl Tracker {
             pressure,
             netns: None,
         }
+    }
+}
+
+/// TCP sockets of the current namespace, TIME_WAIT included; 0 when unreadable.
+fn tcp_sockets_in_use() -> usize {
+    // thread-self: /proc/net follows the thread group leader, not this (setns) thread.
+    let text = fs::read_to_string("/proc/thread-self/net/sockstat").unwrap_or_default();
+    parse_sockstat_tcp(&text)
+}
+
+/// "TCP: inuse N orphan N tw N alloc N mem N" -> inuse + tw.
+fn parse_sockstat_tcp(text: &str) -> usize {
+    let Some(line) = text.lines().find(|l| l.starts_with("TCP:")) else {
+        return 0;
+    };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let field = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    field("inuse") + field("tw")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sockstat_counts_tcp_in_use_and_time_wait() {
+        let text = "sockets: used 180\nTCP: inuse 7 orphan 0 tw 250003 alloc 12 mem 3\nUDP: inuse 2 mem 1\n";
+        assert_eq!(super::parse_sockstat_tcp(text), 250_010);
+        assert_eq!(super::parse_sockstat_tcp(""), 0);
     }
 }
