@@ -72,10 +72,20 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         new: field::<i32>(ctx, NEWSTATE) as u8,
         sport: field::<u16>(ctx, SPORT),
     };
-    if !report_accepted() && matches!(t.old, tcpstate::LISTEN | tcpstate::SYN_RECV) {
-        // The handshake of an accepted socket (or its failure): nothing is kept for it,
-        // so its later transitions miss SOCKS and stop there too (see on_close).
-        if t.new != tcpstate::CLOSE || t.old == tcpstate::SYN_RECV {
+    if !report_accepted() {
+        if matches!(t.old, tcpstate::LISTEN | tcpstate::SYN_RECV)
+            && (t.new != tcpstate::CLOSE || t.old == tcpstate::SYN_RECV)
+        {
+            // The handshake of an accepted socket (or its failure): nothing is kept for
+            // it, so its close misses SOCKS and stops there too (see on_close).
+            return None;
+        }
+        if matches!(
+            t.new,
+            tcpstate::FIN_WAIT1 | tcpstate::CLOSE_WAIT | tcpstate::LAST_ACK
+        ) {
+            // These only set informational flags and replace guessed owners, which
+            // only accepted sockets have: not worth a map lookup per connection.
             return None;
         }
     }
@@ -83,7 +93,8 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
         tcpstate::SYN_SENT if t.old == tcpstate::CLOSE => on_syn_sent(ctx, &t),
         tcpstate::LISTEN => on_listen(&t),
         tcpstate::SYN_RECV if t.old == tcpstate::LISTEN => on_child(&t),
-        tcpstate::ESTABLISHED => report(ctx, &t, false),
+        // SAFETY: value copied out at once.
+        tcpstate::ESTABLISHED => report(ctx, &t, false, unsafe { SOCKS.get(t.skaddr) }.copied()),
         tcpstate::FIN_WAIT1 => on_app_close(&t, sockflag::FIN_SENT),
         tcpstate::LAST_ACK => on_app_close(&t, 0),
         tcpstate::CLOSE_WAIT => add_flags(t.skaddr, sockflag::FIN_RCVD),
@@ -207,23 +218,30 @@ fn on_close(ctx: &TracePointContext, t: &Transition) -> Option<()> {
         }
         _ => {}
     }
-    if !report_accepted()
-        && SOCKS.get_ptr(t.skaddr).is_none()
+    // SAFETY: value copied out at once.
+    let info = unsafe { SOCKS.get(t.skaddr) }.copied();
+    if info.is_none()
+        && !report_accepted()
         // SAFETY: presence check only.
         && unsafe { LISTENERS.get(t.sport) }.is_some()
     {
         // Unknown socket on a listening port: an accepted one (not tracked).
         return None;
     }
-    report(ctx, t, true);
-    let _ = SOCKS.remove(t.skaddr);
+    report(ctx, t, true, info);
+    if info.is_some() {
+        let _ = SOCKS.remove(t.skaddr);
+    }
     None
 }
 
 /// Sends the transition with the socket's owner and flags.
-fn report(ctx: &TracePointContext, t: &Transition, closing: bool) -> Option<()> {
-    // SAFETY: value copied out at once.
-    let mut info = unsafe { SOCKS.get(t.skaddr) }.copied();
+fn report(
+    ctx: &TracePointContext,
+    t: &Transition,
+    closing: bool,
+    mut info: Option<SockInfo>,
+) -> Option<()> {
     if t.old == tcpstate::SYN_SENT && !closing {
         claim_connect(t.skaddr, &mut info);
     }
