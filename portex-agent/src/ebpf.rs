@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{TracePoint, trace_point::TracePointLinkId},
 };
 use portex_common::{BIND_CTX_SIZE, CONNECT_CTX_SIZE, counter};
@@ -155,6 +155,7 @@ impl Probe {
                 let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into()?;
                 prog.detach(link)?;
             }
+            set_hooks_flag(&mut ebpf, false)?;
             // A thread caught between sys_enter and sys_exit left its entry behind; the
             // state program would take a later connect() of that thread for one in a
             // syscall whose exit never comes.
@@ -162,6 +163,9 @@ impl Probe {
             clear::<BIND_CTX_SIZE>(&mut ebpf, "BINDS")?;
             return Ok(());
         }
+        // Before the first program runs, so that the state program looks for the
+        // entries the syscall programs make.
+        set_hooks_flag(&mut ebpf, true)?;
         for &(name, category, tp, syscall) in PROGRAMS {
             if !syscall || !self.loaded.contains(&name) {
                 continue;
@@ -174,6 +178,7 @@ impl Probe {
                         let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into()?;
                         let _ = prog.detach(link);
                     }
+                    let _ = set_hooks_flag(&mut ebpf, false);
                     return Err(e).with_context(|| {
                         format!("attaching {name} to tracepoint {category}:{tp}")
                     });
@@ -222,6 +227,14 @@ impl Probe {
     pub fn recursion_misses(&self) -> u64 {
         self.stats().iter().map(|s| s.recursion_misses).sum()
     }
+}
+
+/// Tells the state program whether the syscall programs are attached (map HOOKS).
+fn set_hooks_flag(ebpf: &mut Ebpf, on: bool) -> Result<()> {
+    let map = ebpf.map_mut("HOOKS").context("map HOOKS missing")?;
+    let mut a: Array<&mut MapData, u32> = Array::try_from(map)?;
+    a.set(0, on as u32, 0)?;
+    Ok(())
 }
 
 /// Empties a per-thread in-flight map (values of N bytes).

@@ -9,7 +9,6 @@ use crate::{
     model::{Action, PoolState, Record},
     netns::{self, Netns},
     owners::{Owner, socket_owners},
-    pools::PoolKey,
     pools::TCP_LISTEN,
     settings::NetSettings,
     snapshot,
@@ -37,7 +36,7 @@ pub struct Tracker {
 /// What the tracker adds to one record.
 #[derive(Default)]
 pub struct Touch {
-    /// (used, size, time_wait) of the record's pool, after the record.
+    /// (used, size, time_wait) of a failure's pool, after the record.
     pub pool: Option<PoolState>,
     pub pressure: Option<Pressure>,
     /// The namespace the record was attributed to.
@@ -185,25 +184,23 @@ impl Tracker {
                 ..Touch::default()
             };
         };
-        let mut t = self.touch(&key, now);
-        t.netns = ns;
-        t
-    }
-
-    fn touch(&mut self, key: &PoolKey, now: u64) -> Touch {
-        let pressure = self.ledger.check_pressure(key, &self.thresholds, now);
-        let pool = self
-            .ledger
-            .pool_state(key)
-            .map(|(used, size, time_wait)| PoolState {
-                used,
-                size,
-                time_wait,
-            });
+        let pressure = self.ledger.check_pressure(&key, &self.thresholds, now);
+        // The pool's state goes on failures only: not worth three lookups per event.
+        let pool = if r.action.is_failure() {
+            self.ledger
+                .pool_state(&key)
+                .map(|(used, size, time_wait)| PoolState {
+                    used,
+                    size,
+                    time_wait,
+                })
+        } else {
+            None
+        };
         Touch {
             pool,
             pressure,
-            netns: None,
+            netns: ns,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Maps shared by the programs, and the tunables the loader sets.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use portex_common::{SockInfo, counter};
 
@@ -22,6 +22,21 @@ pub static LISTENERS: LruHashMap<u16, SockInfo> = LruHashMap::with_max_entries(1
 /// connect() calls in flight, keyed by thread id.
 #[map]
 pub static CONNECTS: HashMap<u32, ConnectCtx> = HashMap::with_max_entries(16_384, 0);
+
+/// Slot 0 is non-zero while user space has the syscall programs attached: without
+/// them CONNECTS is empty, and the state program skips its lookups (an array slot is a
+/// plain load; a hash lookup per transition is not free).
+#[map]
+pub static HOOKS: Array<u32> = Array::with_max_entries(1, 0);
+
+/// The current thread's connect() in flight, when the syscall hooks are attached.
+#[inline(always)]
+pub fn connect_in_flight(tid: u32) -> Option<*mut ConnectCtx> {
+    if HOOKS.get(0).is_none_or(|v| *v == 0) {
+        return None;
+    }
+    CONNECTS.get_ptr_mut(tid)
+}
 
 /// bind() calls in flight, keyed by thread id.
 #[map]

@@ -7,7 +7,7 @@ use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
 use portex_common::{AF_INET, AF_INET6, IPPROTO_TCP, SockInfo, counter, kind, sockflag, tcpstate};
 
 use crate::{
-    maps::{CONNECTS, LISTENERS, SOCKS, count, report_accepted},
+    maps::{LISTENERS, SOCKS, connect_in_flight, count, report_accepted},
     util::{current_owner, current_tid, emit, now_ns, set_owner},
 };
 
@@ -108,7 +108,7 @@ fn try_inet_sock_set_state(ctx: &TracePointContext) -> Option<()> {
 fn on_syn_sent(ctx: &TracePointContext, t: &Transition) -> Option<()> {
     let tid = current_tid();
     let mut flags = sockflag::ACTIVE;
-    if let Some(c) = CONNECTS.get_ptr_mut(tid) {
+    if let Some(c) = connect_in_flight(tid) {
         // SAFETY: entry of this thread, only this thread writes it.
         let c = unsafe { &mut *c };
         c.skaddr = t.skaddr;
@@ -189,7 +189,7 @@ fn on_close(ctx: &TracePointContext, t: &Transition) -> Option<()> {
             return None;
         }
         tcpstate::SYN_SENT => {
-            if let Some(c) = CONNECTS.get_ptr_mut(current_tid()) {
+            if let Some(c) = connect_in_flight(current_tid()) {
                 // SAFETY: entry of this thread.
                 let c = unsafe { &mut *c };
                 if c.skaddr == t.skaddr {
@@ -272,7 +272,7 @@ fn report(
 /// from it, before `established`, and tell the syscall exit not to.
 #[inline(always)]
 fn claim_connect(skaddr: u64, info: &mut Option<SockInfo>) {
-    let Some(c) = CONNECTS.get_ptr_mut(current_tid()) else {
+    let Some(c) = connect_in_flight(current_tid()) else {
         return;
     };
     // SAFETY: entry of this thread.
