@@ -71,7 +71,11 @@ struct SinkWriter {
 impl Output for SinkWriter {
     fn write_batch(&mut self, buf: &mut String, lines: u64) -> std::io::Result<()> {
         // Hand the buffer over instead of copying it; the next batch gets a new one.
-        let next = String::with_capacity(buf.len());
+        let next = self
+            .sink
+            .spare_buffer()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| String::with_capacity(buf.len()));
         let bytes = std::mem::replace(buf, next).into_bytes();
         self.sink.send(Chunk { bytes, lines });
         Ok(())

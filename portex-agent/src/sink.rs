@@ -53,6 +53,9 @@ pub struct Chunk {
 
 pub struct Sink {
     tx: Option<SyncSender<Chunk>>,
+    /// Emptied buffers coming back from the writer: a fresh multi-100 KiB buffer per
+    /// batch costs page faults on every batch.
+    spare: Receiver<Vec<u8>>,
     pub counts: Arc<SinkCounts>,
     pub reopen: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -69,12 +72,14 @@ impl Sink {
         let counts = Arc::new(SinkCounts::default());
         let reopen = Arc::new(AtomicBool::new(false));
         let (c, r) = (counts.clone(), reopen.clone());
+        let (spare_tx, spare) = sync_channel(4);
         let thread = std::thread::Builder::new()
             .name("portex-sink".into())
-            .spawn(move || Writer::new(opts, c, r).run(rx))
+            .spawn(move || Writer::new(opts, c, r, spare_tx).run(rx))
             .context("starting the sink thread")?;
         Ok(Sink {
             tx: Some(tx),
+            spare,
             counts,
             reopen,
             thread: Some(thread),
@@ -93,6 +98,11 @@ impl Sink {
                     .fetch_add(lines, Ordering::Relaxed);
             }
         }
+    }
+
+    /// An empty buffer the writer is done with, if one is back.
+    pub fn spare_buffer(&self) -> Option<Vec<u8>> {
+        self.spare.try_recv().ok()
     }
 
     /// Flushes what is queued and stops the writer.
@@ -127,11 +137,18 @@ struct Writer {
     /// The last error reported, so a failing disk prints one line, not one per chunk.
     last_error: Option<String>,
     retry_at: Instant,
+    spare: SyncSender<Vec<u8>>,
 }
 
 impl Writer {
-    fn new(opts: SinkOptions, counts: Arc<SinkCounts>, reopen: Arc<AtomicBool>) -> Writer {
+    fn new(
+        opts: SinkOptions,
+        counts: Arc<SinkCounts>,
+        reopen: Arc<AtomicBool>,
+        spare: SyncSender<Vec<u8>>,
+    ) -> Writer {
         Writer {
+            spare,
             opts,
             counts,
             reopen,
@@ -145,7 +162,11 @@ impl Writer {
     fn run(mut self, rx: Receiver<Chunk>) {
         loop {
             match rx.recv_timeout(Duration::from_millis(500)) {
-                Ok(chunk) => self.write(chunk),
+                Ok(chunk) => {
+                    let mut bytes = self.write(chunk);
+                    bytes.clear();
+                    let _ = self.spare.try_send(bytes);
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -155,7 +176,8 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, chunk: Chunk) {
+    /// Writes a chunk; hands its buffer back for reuse.
+    fn write(&mut self, chunk: Chunk) -> Vec<u8> {
         if self.reopen.swap(false, Ordering::Relaxed) {
             self.file = None;
         }
@@ -194,6 +216,7 @@ impl Writer {
                 }
             }
         }
+        chunk.bytes
     }
 
     fn write_file(&mut self, path: &Path, bytes: &[u8]) -> io::Result<()> {
