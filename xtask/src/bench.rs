@@ -64,8 +64,12 @@ fn xtask() -> PathBuf {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Tracer {
     None,
+    /// Default settings: syscall hooks auto (detached while no pool is under pressure),
+    /// accepted sockets dropped in the kernel.
     Agent,
-    AgentNoSyscallHooks,
+    /// What the agent costs once a pool is under pressure (hooks attached), with
+    /// accepted sockets as well.
+    AgentFull,
     WatchJson,
     Tcplife,
 }
@@ -75,7 +79,7 @@ impl Tracer {
         match self {
             Tracer::None => "untraced",
             Tracer::Agent => "portex agent",
-            Tracer::AgentNoSyscallHooks => "portex agent --no-syscall-hooks",
+            Tracer::AgentFull => "portex agent --syscall-hooks on --accepted",
             Tracer::WatchJson => "portex watch --json",
             Tracer::Tcplife => "tcplife (libbpf-tools)",
         }
@@ -95,9 +99,9 @@ fn start(tracer: Tracer, portex: &Path) -> Result<Option<Running>> {
             c.arg("agent");
             c
         }
-        Tracer::AgentNoSyscallHooks => {
+        Tracer::AgentFull => {
             let mut c = Command::new(portex);
-            c.args(["agent", "--no-syscall-hooks"]);
+            c.args(["agent", "--syscall-hooks", "on", "--accepted"]);
             c
         }
         Tracer::WatchJson => {
@@ -211,6 +215,32 @@ fn run_json(cmd: &mut Command) -> Result<Value> {
     serde_json::from_str(s.lines().last().unwrap_or("")).context("workload output")
 }
 
+/// One tracer's figures over the rounds of a churn mode.
+struct PerTracer {
+    tracer: Tracer,
+    rates: Vec<f64>,
+    /// Rate over the untraced rate of the same round.
+    ratios: Vec<f64>,
+    /// Tracer CPU, ms per 1,000 connections.
+    cpu: Vec<f64>,
+    /// Workload CPU (clients and servers), us per connection.
+    work_us: Vec<f64>,
+    dropped: u64,
+}
+
+impl PerTracer {
+    fn new(tracer: Tracer) -> Self {
+        PerTracer {
+            tracer,
+            rates: vec![],
+            ratios: vec![],
+            cpu: vec![],
+            work_us: vec![],
+            dropped: 0,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -226,11 +256,16 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    let mut tracers = vec![Tracer::None, Tracer::Agent, Tracer::WatchJson];
+    let mut tracers = vec![
+        Tracer::None,
+        Tracer::Agent,
+        Tracer::AgentFull,
+        Tracer::WatchJson,
+    ];
     if tcplife {
         tracers.push(Tracer::Tcplife);
     }
-    let (rounds, secs) = if o.quick { (1, 1.0) } else { (3, 4.0) };
+    let (rounds, secs) = if o.quick { (1, 1.0) } else { (4, 3.0) };
     let modes: Vec<(&str, &str, bool, u32)> = if o.quick {
         vec![("client-close v4", "127.0.0.1", true, 1)]
     } else {
@@ -246,14 +281,19 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
     let mut table = Vec::new();
     let mut broken = Vec::new();
     for (mode, ip, client_closes, requests) in &modes {
-        let ns = Ns::new("churn")?;
-        ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
-        let mut per: Vec<(Tracer, Vec<f64>, Vec<f64>, u64)> =
-            tracers.iter().map(|t| (*t, vec![], vec![], 0)).collect();
+        // Per tracer: rates, ratios to the same round's untraced rate, tracer CPU per
+        // 1k connections, workload CPU per connection (us), drops.
+        let mut per: Vec<PerTracer> = tracers.iter().map(|t| PerTracer::new(*t)).collect();
         for round in 0..rounds {
             // Interleave: a different order each round, untraced included every time.
+            let mut base = f64::NAN;
+            let mut results = Vec::new();
             for i in 0..tracers.len() {
                 let t = tracers[(i + round) % tracers.len()];
+                // A fresh namespace per run: TIME_WAIT left by one run (60 s) would
+                // slow the next one's port search and skew the comparison.
+                let ns = Ns::new("churn")?;
+                ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
                 let running = start(t, portex)?;
                 let pid = running.as_ref().map(|r| r.child.id());
                 let cpu0 = pid.map(cpu_ms).unwrap_or(0.0);
@@ -282,8 +322,10 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
                     Some(r) => stop(r)?,
                     None => (0, true),
                 };
+                drop(ns);
                 let conns = v["connections"].as_f64().unwrap_or(0.0);
                 let rate = v["per_sec"].as_f64().unwrap_or(0.0);
+                let work_us = v["cpu_ms"].as_f64().unwrap_or(f64::NAN) * 1000.0 / conns.max(1.0);
                 if !ok {
                     broken.push(format!("{} exited with an error in {mode}", t.name()));
                 }
@@ -293,25 +335,44 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
                 if conns == 0.0 {
                     broken.push(format!("no connections in {mode} under {}", t.name()));
                 }
-                let e = per.iter_mut().find(|p| p.0 == t).unwrap();
-                e.1.push(rate);
-                if t != Tracer::None && conns > 0.0 {
-                    e.2.push(cpu / (conns / 1000.0));
+                if t == Tracer::None {
+                    base = rate;
                 }
-                e.3 += dropped;
+                results.push((t, rate));
+                let e = per.iter_mut().find(|p| p.tracer == t).unwrap();
+                e.rates.push(rate);
+                e.work_us.push(work_us);
+                if t != Tracer::None && conns > 0.0 {
+                    e.cpu.push(cpu / (conns / 1000.0));
+                }
+                e.dropped += dropped;
                 rows.push(json!({"section": "churn", "mode": mode, "tracer": t.name(), "round": round, "per_sec": rate,
-                    "connections": conns, "tracer_cpu_ms": cpu, "dropped": dropped}));
+                    "connections": conns, "tracer_cpu_ms": cpu, "workload_cpu_us_per_conn": work_us, "dropped": dropped}));
                 eprintln!(
-                    "bench: {mode:<32} {:<24} round {round}: {rate:>9.0} conn/s, tracer cpu {cpu:.0} ms, dropped {dropped}",
+                    "bench: {mode:<32} {:<42} round {round}: {rate:>9.0} conn/s, workload {work_us:.1} us/conn, tracer cpu {cpu:.0} ms, dropped {dropped}",
                     t.name()
                 );
             }
+            for (t, rate) in results {
+                per.iter_mut()
+                    .find(|p| p.tracer == t)
+                    .unwrap()
+                    .ratios
+                    .push(rate / base);
+            }
         }
-        let base = median(per[0].1.clone());
-        for (t, rates, cpu, dropped) in &per {
-            let m = median(rates.clone());
-            table.push(json!({"section": "churn", "mode": mode, "tracer": t.name(), "median_per_sec": m,
-                "ratio_to_untraced": m / base, "cpu_ms_per_1000_conn": median(cpu.clone()), "dropped": dropped}));
+        let base_work = median(per[0].work_us.clone());
+        for p in &per {
+            table.push(
+                json!({"section": "churn", "mode": mode, "tracer": p.tracer.name(),
+                "median_per_sec": median(p.rates.clone()),
+                "ratio_to_untraced": median(p.ratios.clone()),
+                "ratios": p.ratios,
+                "cpu_ms_per_1000_conn": median(p.cpu.clone()),
+                "workload_cpu_us_per_conn": median(p.work_us.clone()),
+                "workload_cpu_added_us_per_conn": median(p.work_us.clone()) - base_work,
+                "dropped": p.dropped}),
+            );
         }
     }
 
@@ -319,7 +380,7 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
     let mut sys: Vec<(Tracer, Vec<f64>)> = vec![
         (Tracer::None, vec![]),
         (Tracer::Agent, vec![]),
-        (Tracer::AgentNoSyscallHooks, vec![]),
+        (Tracer::AgentFull, vec![]),
     ];
     for round in 0..rounds {
         for i in 0..sys.len() {
@@ -527,10 +588,12 @@ fn render(table: &[Value]) -> String {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let line = match r["section"].as_str().unwrap_or("") {
             "churn" => format!(
-                "| churn | {} | {} | {:.0} conn/s, {:.2} ms CPU/1k conn, {} dropped | {:.3} |",
+                "| churn | {} | {} | {:.0} conn/s; workload {:.1} us CPU/conn ({:+.1}); tracer {:.2} ms CPU/1k conn; {} dropped | {:.3} |",
                 r["mode"].as_str().unwrap_or(""),
                 r["tracer"].as_str().unwrap_or(""),
                 f("median_per_sec"),
+                f("workload_cpu_us_per_conn"),
+                f("workload_cpu_added_us_per_conn"),
                 f("cpu_ms_per_1000_conn"),
                 r["dropped"],
                 f("ratio_to_untraced")
