@@ -191,4 +191,14 @@ mod tests {
         assert_eq!(mode(&[], "no_syscall_hooks = true").unwrap(), HookMode::Off);
         assert!(mode(&[], "syscall_hooks = \"sometimes\"").is_err());
     }
+
+    #[test]
+    fn the_packaged_config_file_is_valid() {
+        let text = include_str!("../../packaging/systemd/agent.toml");
+        let c = resolve(&args(&[]), toml::from_str(text).unwrap()).unwrap();
+        assert_eq!(c.syscall_hooks, HookMode::Auto);
+        assert_eq!(c.syscall_hooks_linger, 300);
+        assert!(!c.accepted);
+        assert_eq!(c.metrics, Some("127.0.0.1:9633".parse().unwrap()));
+    }
 }
