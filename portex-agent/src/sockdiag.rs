@@ -21,6 +21,8 @@ pub struct DiagSocket {
 
 const NETLINK_SOCK_DIAG: i32 = 4;
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// The legacy inet_diag request type for TCP; answers carry the same type.
+const TCPDIAG_GETSOCK: u16 = 18;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
@@ -39,8 +41,29 @@ pub fn dump(protocol: u8) -> Result<Vec<DiagSocket>> {
 /// Streams the sockets whose state bit is set in `states` (1 << TCP state) to `f`, both
 /// families, without collecting them: a table of 250k sockets is never held twice.
 pub fn for_each(protocol: u8, states: u32, f: &mut dyn FnMut(DiagSocket)) -> Result<()> {
+    if protocol == libc::IPPROTO_TCP as u8 {
+        // One walk of the kernel's connection hash for both families: the legacy
+        // TCPDIAG_GETSOCK request dumps AF_UNSPEC. A per-family request walks the whole
+        // (host-wide) table each time, and that walk is most of the cost of a dump.
+        let mut delivered = false;
+        let mut counted = |s: DiagSocket| {
+            delivered = true;
+            f(s)
+        };
+        match run_dump(compat_request(states), protocol, &mut counted)? {
+            None => return Ok(()),
+            // A kernel without the legacy request: per family, as below.
+            Some(_) if !delivered => {}
+            Some(errno) => bail!("sock_diag: {}", std::io::Error::from_raw_os_error(errno)),
+        }
+    }
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        dump_family(family, protocol, states, f)?;
+        match run_dump(request(family, protocol, states), protocol, f)? {
+            None => {}
+            // A kernel without this family or protocol (no IPv6, no UDP diag module).
+            Some(e) if e == libc::ENOENT || e == libc::EAFNOSUPPORT || e == libc::EINVAL => {}
+            Some(e) => bail!("sock_diag: {}", std::io::Error::from_raw_os_error(e)),
+        }
     }
     Ok(())
 }
@@ -53,12 +76,8 @@ impl Drop for Fd {
     }
 }
 
-fn dump_family(
-    family: u8,
-    protocol: u8,
-    states: u32,
-    out: &mut dyn FnMut(DiagSocket),
-) -> Result<()> {
+/// Sends one dump request and streams its answer; Some(errno) when the kernel refused.
+fn run_dump(req: Vec<u8>, protocol: u8, out: &mut dyn FnMut(DiagSocket)) -> Result<Option<i32>> {
     // SAFETY: plain socket creation.
     let fd = unsafe {
         libc::socket(
@@ -74,7 +93,6 @@ fn dump_family(
         );
     }
     let fd = Fd(fd);
-    let req = request(family, protocol, states);
     // SAFETY: a zeroed sockaddr_nl addresses the kernel.
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
@@ -107,16 +125,28 @@ fn dump_family(
         }
         match parse_messages(&buf[..n as usize], protocol, out) {
             Parsed::More => {}
-            Parsed::Done => return Ok(()),
-            Parsed::Error(errno) => {
-                // A kernel without this family or protocol (no IPv6, no UDP diag module).
-                if errno == libc::ENOENT || errno == libc::EAFNOSUPPORT || errno == libc::EINVAL {
-                    return Ok(());
-                }
-                bail!("sock_diag: {}", std::io::Error::from_raw_os_error(errno));
-            }
+            Parsed::Done => return Ok(None),
+            Parsed::Error(errno) => return Ok(Some(errno)),
         }
     }
+}
+
+/// nlmsghdr (TCPDIAG_GETSOCK) + the legacy struct inet_diag_req: family, src_len,
+/// dst_len, ext, inet_diag_sockid (48 bytes), states, dbs. The kernel dumps both
+/// families for it (inet_diag_dump_compat sets AF_UNSPEC).
+fn compat_request(states: u32) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + 60;
+    let mut r = Vec::with_capacity(len);
+    r.extend_from_slice(&(len as u32).to_ne_bytes());
+    r.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    r.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    r.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    r.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    r.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
+    r.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
+    r.extend_from_slice(&states.to_ne_bytes()); // idiag_states
+    r.extend_from_slice(&0u32.to_ne_bytes()); // idiag_dbs
+    r
 }
 
 /// nlmsghdr + inet_diag_req_v2 asking for the states in `states`.
@@ -164,7 +194,7 @@ pub fn parse_messages(mut buf: &[u8], protocol: u8, out: &mut dyn FnMut(DiagSock
                     Parsed::Error(-err)
                 };
             }
-            SOCK_DIAG_BY_FAMILY => {
+            SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
                 if let Some(s) = parse_diag_msg(body, protocol) {
                     out(s);
                 }
@@ -248,6 +278,32 @@ mod tests {
         done[0..4].copy_from_slice(&(NLMSG_HDRLEN as u32).to_ne_bytes());
         done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
         assert_eq!(parse_messages(&done, 6, &mut |s| out.push(s)), Parsed::Done);
+    }
+
+    #[test]
+    fn the_legacy_request_asks_for_both_families_of_tcp() {
+        let r = compat_request(1 << 6);
+        assert_eq!(r.len(), NLMSG_HDRLEN + 60);
+        assert_eq!(
+            u32::from_ne_bytes(r[0..4].try_into().unwrap()) as usize,
+            r.len()
+        );
+        assert_eq!(
+            u16::from_ne_bytes(r[4..6].try_into().unwrap()),
+            TCPDIAG_GETSOCK
+        );
+        // idiag_states after family/lengths/ext (4) and the sockid (48).
+        let at = NLMSG_HDRLEN + 52;
+        assert_eq!(
+            u32::from_ne_bytes(r[at..at + 4].try_into().unwrap()),
+            1 << 6
+        );
+        // Its answers are parsed like SOCK_DIAG_BY_FAMILY ones.
+        let mut m = msg(6, 40000, 80, 0);
+        m[4..6].copy_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+        let mut out = Vec::new();
+        parse_messages(&m, 6, &mut |s| out.push(s));
+        assert_eq!(out.len(), 1);
     }
 
     #[test]
