@@ -131,37 +131,36 @@ fn run_dump(req: Vec<u8>, protocol: u8, out: &mut dyn FnMut(DiagSocket)) -> Resu
     }
 }
 
-/// nlmsghdr (TCPDIAG_GETSOCK) + the legacy struct inet_diag_req: family, src_len,
-/// dst_len, ext, inet_diag_sockid (48 bytes), states, dbs. The kernel dumps both
-/// families for it (inet_diag_dump_compat sets AF_UNSPEC).
-fn compat_request(states: u32) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + 60;
+/// A dump request: nlmsghdr of type `ty` followed by `body`.
+fn dump_request(ty: u16, body: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HDRLEN + body.len();
     let mut r = Vec::with_capacity(len);
     r.extend_from_slice(&(len as u32).to_ne_bytes());
-    r.extend_from_slice(&TCPDIAG_GETSOCK.to_ne_bytes());
+    r.extend_from_slice(&ty.to_ne_bytes());
     r.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
     r.extend_from_slice(&1u32.to_ne_bytes()); // seq
     r.extend_from_slice(&0u32.to_ne_bytes()); // pid
-    r.extend_from_slice(&[libc::AF_INET as u8, 0, 0, 0]);
-    r.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
-    r.extend_from_slice(&states.to_ne_bytes()); // idiag_states
-    r.extend_from_slice(&0u32.to_ne_bytes()); // idiag_dbs
+    r.extend_from_slice(body);
     r
 }
 
-/// nlmsghdr + inet_diag_req_v2 asking for the states in `states`.
+/// The legacy struct inet_diag_req: family, src_len, dst_len, ext, inet_diag_sockid (48
+/// bytes), states, dbs. The kernel dumps both families for it (inet_diag_dump_compat
+/// sets AF_UNSPEC).
+fn compat_request(states: u32) -> Vec<u8> {
+    let mut b = vec![libc::AF_INET as u8, 0, 0, 0];
+    b.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
+    b.extend_from_slice(&states.to_ne_bytes()); // idiag_states
+    b.extend_from_slice(&0u32.to_ne_bytes()); // idiag_dbs
+    dump_request(TCPDIAG_GETSOCK, &b)
+}
+
+/// inet_diag_req_v2 asking for the states in `states`.
 fn request(family: u8, protocol: u8, states: u32) -> Vec<u8> {
-    let len = NLMSG_HDRLEN + 56;
-    let mut r = Vec::with_capacity(len);
-    r.extend_from_slice(&(len as u32).to_ne_bytes());
-    r.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
-    r.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    r.extend_from_slice(&1u32.to_ne_bytes()); // seq
-    r.extend_from_slice(&0u32.to_ne_bytes()); // pid
-    r.extend_from_slice(&[family, protocol, 0, 0]);
-    r.extend_from_slice(&states.to_ne_bytes()); // idiag_states
-    r.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
-    r
+    let mut b = vec![family, protocol, 0, 0];
+    b.extend_from_slice(&states.to_ne_bytes()); // idiag_states
+    b.extend_from_slice(&[0u8; 48]); // inet_diag_sockid
+    dump_request(SOCK_DIAG_BY_FAMILY, &b)
 }
 
 #[derive(Debug, PartialEq, Eq)]

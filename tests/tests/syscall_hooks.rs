@@ -6,6 +6,13 @@ use std::time::Duration;
 use portex_e2e::*;
 use serde_json::Value;
 
+/// Runs the driver in a new namespace with a 4-port range (removed afterwards).
+fn in_small_namespace(tag: &str, args: &[&str]) -> Driven {
+    let ns = Netns::new(tag);
+    ns.port_range(40000, 40003);
+    ns.drive(args)
+}
+
 fn errno_names(events: &[&Value]) -> Vec<String> {
     events
         .iter()
@@ -25,21 +32,13 @@ fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quie
     );
 
     // Without the hooks, the exhaustion is still seen: the state signature.
-    let tcp = {
-        let ns = Netns::new("auto-tcp");
-        ns.port_range(40000, 40003);
-        ns.drive(&["exhaust-tcp", "127.0.0.1:7100", "6"])
-    };
+    let tcp = in_small_namespace("auto-tcp", &["exhaust-tcp", "127.0.0.1:7100", "6"]);
     assert!(
         portex.wait_stderr("syscall hooks attached", 1, Duration::from_secs(10)),
         "a port failure attaches the hooks"
     );
     // With them, bind(0) exhaustion (invisible to the state tracepoint) is reported.
-    let bind = {
-        let ns = Netns::new("auto-bind");
-        ns.port_range(40000, 40003);
-        ns.drive(&["exhaust-bind", "127.0.0.1:0", "6"])
-    };
+    let bind = in_small_namespace("auto-bind", &["exhaust-bind", "127.0.0.1:0", "6"]);
     // Both namespaces are gone: the next reconciliation forgets their pools, and after
     // the linger the hooks detach.
     assert!(
@@ -48,11 +47,7 @@ fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quie
     );
     // Detached, the in-flight maps were emptied: an exhaustion is still reported, once
     // per failing connect, and attaches the hooks again.
-    let again = {
-        let ns = Netns::new("auto-again");
-        ns.port_range(40000, 40003);
-        ns.drive(&["exhaust-tcp", "127.0.0.1:7101", "6"])
-    };
+    let again = in_small_namespace("auto-again", &["exhaust-tcp", "127.0.0.1:7101", "6"]);
     assert!(
         portex.wait_stderr("syscall hooks attached", 2, Duration::from_secs(10)),
         "attached again"
