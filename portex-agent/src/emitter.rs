@@ -229,17 +229,11 @@ impl<W: Output> Emitter<W> {
         }
         self.port_failure_seen = false;
         self.last_arming_check = now;
-        let fullest = self.tracker.as_ref().and_then(|t| {
-            t.ledger.fullest_pool().map(|(util, key)| {
-                // The label only matters when it is about to be printed.
-                let label = if util >= crate::arming::ARM_AT {
-                    key.label()
-                } else {
-                    String::new()
-                };
-                (util, label)
-            })
-        });
+        // The label only matters when it is about to be printed.
+        let fullest = self
+            .tracker
+            .as_ref()
+            .and_then(|t| t.fullest(crate::arming::ARM_AT));
         let fullest = fullest.as_ref().map(|(u, l)| (*u, l.as_str()));
         if let Some(c) = arming.observe(now, fullest, failure) {
             switch.request(c);

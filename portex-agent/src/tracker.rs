@@ -9,7 +9,7 @@ use crate::{
     model::{Action, PoolState, Record},
     netns::{self, Netns},
     owners::{Owner, socket_owners},
-    pools::TCP_LISTEN,
+    pools::{PoolKey, TCP_LISTEN},
     settings::NetSettings,
     snapshot,
     sockdiag::{self, DiagSocket},
@@ -31,6 +31,10 @@ pub struct Tracker {
     last_expire: u64,
     /// Namespaces that could not be read at the last reconciliation.
     pub reconcile_errors: u64,
+    /// UDP (ports held in the range, usable ports) per namespace, from the last
+    /// reconciliation: no event follows UDP sockets, and auto mode must see UDP pools
+    /// fill up before their first EAGAIN, which only the syscall hooks report.
+    udp: HashMap<u64, (u32, u32)>,
 }
 
 /// What the tracker adds to one record.
@@ -53,6 +57,7 @@ impl Tracker {
             last_reconcile: 0,
             last_expire: 0,
             reconcile_errors: 0,
+            udp: HashMap::new(),
         };
         t.reconcile(boot_now_ns());
         t
@@ -71,6 +76,7 @@ impl Tracker {
             }
         }
         self.ledger.forget_namespaces_except(&live);
+        self.udp.retain(|ns, _| live.contains(ns));
         if let Some(owners) = owners {
             for (pid, o) in owners
                 .values()
@@ -93,9 +99,15 @@ impl Tracker {
         now: u64,
     ) -> anyhow::Result<()> {
         let ledger = &mut self.ledger;
-        netns::in_netns(ns, || -> anyhow::Result<()> {
+        let udp = netns::in_netns(ns, || -> anyhow::Result<(u32, u32)> {
             ledger.reserve_for_new_namespace(ns.inode, tcp_sockets_in_use());
             let settings = NetSettings::read();
+            let mut udp_used = 0;
+            sockdiag::for_each(17, u32::MAX, &mut |s| {
+                let port = s.local.port();
+                udp_used += (settings.in_range(port) && !settings.is_reserved(port)) as u32;
+            })?;
+            let udp = (udp_used, settings.usable_ports());
             let mut listeners = Vec::new();
             sockdiag::for_each(6, 1 << TCP_LISTEN, &mut |s| {
                 listeners.push((s.local.ip(), s.local.port()))
@@ -111,8 +123,16 @@ impl Tracker {
                 ledger.reconcile_socket(ns.inode, &s, &mut owner_of, now)
             })?;
             ledger.reconcile_end(ns.inode);
-            Ok(())
-        })?
+            Ok(udp)
+        })??;
+        self.udp.insert(ns.inode, udp);
+        Ok(())
+    }
+
+    /// The fullest pool, TCP (live) or UDP (last reconciliation): its utilisation, and
+    /// its label when it is worth printing (at or above `label_from`).
+    pub fn fullest(&self, label_from: f64) -> Option<(f64, String)> {
+        fullest_of(self.ledger.fullest_pool(), &self.udp, label_from)
     }
 
     fn reconcile_one(&mut self, inode: u64, pid: u32, tid: u32, now: u64) {
@@ -205,6 +225,29 @@ impl Tracker {
     }
 }
 
+fn fullest_of(
+    tcp: Option<(f64, &PoolKey)>,
+    udp: &HashMap<u64, (u32, u32)>,
+    label_from: f64,
+) -> Option<(f64, String)> {
+    let tcp = tcp.map(|(u, k)| (u, Some(k), 0));
+    let udp = udp
+        .iter()
+        .filter(|(_, (used, _))| *used > 0)
+        .map(|(ns, &(used, size))| (used as f64 / size.max(1) as f64, None, *ns))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let (util, key, ns) = [tcp, udp]
+        .into_iter()
+        .flatten()
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    let label = match key {
+        _ if util < label_from => String::new(),
+        Some(k) => k.label(),
+        None => format!("udp of network namespace {ns}"),
+    };
+    Some((util, label))
+}
+
 /// TCP sockets of the current namespace, TIME_WAIT included; 0 when unreadable.
 fn tcp_sockets_in_use() -> usize {
     // thread-self: /proc/net follows the thread group leader, not this (setns) thread.
@@ -231,6 +274,29 @@ fn parse_sockstat_tcp(text: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fullest_pool_may_be_udp() {
+        let key = PoolKey {
+            netns: 1,
+            transport: crate::model::Transport::Tcp,
+            saddr: "10.0.0.1".parse().unwrap(),
+            daddr: "10.0.0.9".parse().unwrap(),
+            dport: 80,
+        };
+        let mut udp = HashMap::new();
+        udp.insert(7u64, (30u32, 100u32));
+        let (u, l) = fullest_of(Some((0.2, &key)), &udp, 0.5).unwrap();
+        assert_eq!((u, l.as_str()), (0.3, ""));
+        udp.insert(7, (60, 100));
+        let (u, l) = fullest_of(Some((0.2, &key)), &udp, 0.5).unwrap();
+        assert_eq!((u, l.as_str()), (0.6, "udp of network namespace 7"));
+        let (u, l) = fullest_of(Some((0.9, &key)), &udp, 0.5).unwrap();
+        assert_eq!((u, l.as_str()), (0.9, "tcp 10.0.0.1 -> 10.0.0.9:80"));
+        assert!(fullest_of(None, &HashMap::new(), 0.5).is_none());
+    }
+
     #[test]
     fn sockstat_counts_tcp_in_use_and_time_wait() {
         let text = "sockets: used 180\nTCP: inuse 7 orphan 0 tw 250003 alloc 12 mem 3\nUDP: inuse 2 mem 1\n";

@@ -1,16 +1,35 @@
 //! `--syscall-hooks auto`, the agent's default: the connect/bind syscall tracepoints slow
 //! every system call of the host, so they are attached only while ports run short. Alone
 //! in its test binary: other tests' exhaustions would attach the hooks too.
-use std::time::Duration;
+use std::{
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
 
 use portex_e2e::*;
 use serde_json::Value;
+
+/// The tests of this file each watch the whole host: one at a time.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs the driver in a new namespace with a 4-port range (removed afterwards).
 fn in_small_namespace(tag: &str, args: &[&str]) -> Driven {
     let ns = Netns::new(tag);
     ns.port_range(40000, 40003);
     ns.drive(args)
+}
+
+/// The agent at its defaults with a 1 s linger, alone on the host among these tests;
+/// None without root.
+fn auto_agent() -> Option<(MutexGuard<'static, ()>, Portex)> {
+    if !require_root() {
+        return None;
+    }
+    let one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    Some((
+        one,
+        Portex::start(&["agent", "--syscall-hooks-linger", "1"]),
+    ))
 }
 
 fn errno_names(events: &[&Value]) -> Vec<String> {
@@ -22,10 +41,9 @@ fn errno_names(events: &[&Value]) -> Vec<String> {
 
 #[test]
 fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quiet() {
-    if !require_root() {
+    let Some((_one, portex)) = auto_agent() else {
         return;
-    }
-    let portex = Portex::start(&["agent", "--syscall-hooks-linger", "1"]);
+    };
     assert!(
         portex.wait_stderr("2 programs attached, syscall hooks auto", 1, Duration::ZERO),
         "starts without the syscall hooks"
@@ -78,4 +96,38 @@ fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quie
         "{}",
         fin.dump(bind.pid)
     );
+}
+
+/// UDP sockets are not followed by events: the reconciliation (every 10 s) counts them,
+/// so a UDP pool filling up attaches the hooks before its first EAGAIN.
+#[test]
+fn auto_mode_attaches_the_hooks_when_a_udp_pool_fills_up() {
+    let Some((_one, portex)) = auto_agent() else {
+        return;
+    };
+    let ns = Netns::new("auto-udp");
+    ns.port_range(40000, 40009);
+    // 6 of 10 ports: over the 50 % at which auto mode attaches.
+    let held = ns.spawn(&["hold-udp", "127.0.0.1:9", "6"]);
+    assert!(
+        portex.wait_stderr(
+            "syscall hooks attached: pool udp",
+            1,
+            Duration::from_secs(25)
+        ),
+        "a UDP pool at 60 % attaches the hooks"
+    );
+    let d = ns.drive(&["exhaust-udp", "127.0.0.1:9", "6"]);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(held);
+    let fin = portex.stop();
+    let evs = fin.events_of(d.pid);
+    let failed = with_action(&evs, "connect_failed");
+    let expected = d.facts("connect err ");
+    assert!(!expected.is_empty(), "{:?}", d.lines);
+    assert_eq!(failed.len(), expected.len(), "{}", fin.dump(d.pid));
+    for f in failed {
+        assert_eq!(f["error"]["code"], "EAGAIN", "{f}");
+        assert_eq!(f["network"]["transport"], "udp", "{f}");
+    }
 }

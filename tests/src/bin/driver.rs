@@ -59,6 +59,7 @@ fn main() {
         ["exhaust-udp", addr, attempts] => {
             exhaust_udp(addr.parse().unwrap(), attempts.parse().unwrap())
         }
+        ["hold-udp", addr, n] => hold_udp(addr.parse().unwrap(), n.parse().unwrap()),
         ["pool-mix", a, b, tw, live_a, live_b] => pool_mix(
             a.parse().unwrap(),
             b.parse().unwrap(),
@@ -71,7 +72,7 @@ fn main() {
         ["refused", addr] => refused(addr.parse().unwrap()),
         _ => {
             eprintln!(
-                "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp|pool-mix|bind-connect|churn ..."
+                "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp|hold-udp|pool-mix|bind-connect|churn ..."
             );
             std::process::exit(2);
         }
@@ -305,6 +306,20 @@ fn exhaust_bind(addr: SocketAddr, attempts: usize) {
 }
 
 /// UDP connect() (auto-bind) until none is left, holding every socket.
+/// `n` connected UDP sockets (each auto-binds a port), held until stdin closes.
+fn hold_udp(dest: SocketAddr, n: usize) {
+    let held: Vec<Socket> = (0..n)
+        .map(|_| {
+            let s =
+                Socket::new(Domain::for_address(dest), Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            s.connect(&SockAddr::from(dest)).unwrap();
+            s
+        })
+        .collect();
+    hold_until_stdin_closes();
+    drop(held);
+}
+
 fn exhaust_udp(dest: SocketAddr, attempts: usize) {
     let mut held = Vec::new();
     for _ in 0..attempts {
