@@ -1,8 +1,10 @@
 //! Loading and attaching the kernel programs, and reading their loss counters and cost.
-use std::os::fd::{AsFd, AsRawFd};
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    sync::Mutex,
+};
 
 use anyhow::{Context, Result, bail};
-use std::sync::Mutex;
 
 use aya::{
     Ebpf, EbpfLoader,

@@ -21,7 +21,9 @@ use crate::{
     forecast::{Forecast, TIME_WAIT_S, forecast},
     model::{Action, Record, Transport},
     owners::Owner,
-    pools::{Holder, Pool, PoolKey, TCP_LISTEN, TCP_TIME_WAIT, holds_port, tcp_pool_size},
+    pools::{
+        Holder, Pool, PoolKey, TCP_LISTEN, TCP_TIME_WAIT, holds_port, tcp_pool_size, utilisation,
+    },
     rate::Rate,
     settings::NetSettings,
     sockdiag::DiagSocket,
@@ -720,11 +722,7 @@ impl Ledger {
     pub fn check_pressure(&mut self, key: &PoolKey, th: &Thresholds, now: u64) -> Option<Pressure> {
         let size = self.size_of(key);
         let p = self.pools.get_mut(key)?;
-        let util = if size == 0 {
-            1.0
-        } else {
-            p.used as f64 / size as f64
-        };
+        let util = utilisation(p.used, size);
         let sev = th.severity(util);
         // Lower a standing alert only once utilisation is clearly below its threshold.
         let below = |t: f64| util < t - 0.05;
@@ -750,15 +748,7 @@ impl Ledger {
         self.pools
             .iter()
             .filter(|(_, p)| p.used > 0)
-            .map(|(k, p)| {
-                let size = self.size_of(k);
-                let util = if size == 0 {
-                    1.0
-                } else {
-                    p.used as f64 / size as f64
-                };
-                (util, k)
-            })
+            .map(|(k, p)| (utilisation(p.used, self.size_of(k)), k))
             .max_by(|a, b| a.0.total_cmp(&b.0))
     }
 

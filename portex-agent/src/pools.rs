@@ -88,15 +88,20 @@ pub struct Pool {
 
 impl Pool {
     pub fn utilisation(&self) -> f64 {
-        if self.size == 0 {
-            1.0
-        } else {
-            self.used as f64 / self.size as f64
-        }
+        utilisation(self.used, self.size)
     }
 
     pub fn free(&self) -> u32 {
         self.size.saturating_sub(self.used)
+    }
+}
+
+/// Share of a pool in use (0..1); a pool of size 0 is full.
+pub fn utilisation(used: u32, size: u32) -> f64 {
+    if size == 0 {
+        1.0
+    } else {
+        used as f64 / size as f64
     }
 }
 

@@ -9,7 +9,7 @@ use crate::{
     model::{Action, PoolState, Record},
     netns::{self, Netns},
     owners::{Owner, socket_owners},
-    pools::{PoolKey, TCP_LISTEN},
+    pools::{PoolKey, TCP_LISTEN, utilisation},
     settings::NetSettings,
     snapshot,
     sockdiag::{self, DiagSocket},
@@ -234,7 +234,7 @@ fn fullest_of(
     let udp = udp
         .iter()
         .filter(|(_, (used, _))| *used > 0)
-        .map(|(ns, &(used, size))| (used as f64 / size.max(1) as f64, None, *ns))
+        .map(|(ns, &(used, size))| (utilisation(used, size), None, *ns))
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let (util, key, ns) = [tcp, udp]
         .into_iter()
