@@ -31,7 +31,7 @@ pub fn run(args: AgentArgs) -> Result<()> {
         target,
         rotate_size: c.rotate_size,
         rotate_keep: c.rotate_keep,
-        queue: c.queue,
+        queue_bytes: c.queue_bytes,
     })?;
     let on_hup = sink.reopen.clone();
     let sink_counts = sink.counts.clone();

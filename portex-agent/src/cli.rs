@@ -43,13 +43,13 @@ pub struct AgentArgs {
     /// Rotate the output file at this size (e.g. 64M). [default: never]
     #[arg(long, value_name = "SIZE")]
     pub rotate_size: Option<String>,
-    /// Rotated files to keep. [default: 5]
+    /// Rotated files to keep (at most 1000). [default: 5]
     #[arg(long, value_name = "N")]
-    pub rotate_keep: Option<u32>,
-    /// Batches of lines queued for the output before new ones are dropped (and counted).
-    /// [default: 1024]
-    #[arg(long, value_name = "N")]
-    pub queue: Option<usize>,
+    pub rotate_keep: Option<u64>,
+    /// Bytes of lines queued for the output (e.g. 16M; 64K to 1G) before new ones are
+    /// dropped (and counted). [default: 16M]
+    #[arg(long, value_name = "SIZE")]
+    pub queue: Option<String>,
     /// Pool utilisation (percent) for a warning pool_pressure event. [default: 80]
     #[arg(long, value_name = "PERCENT")]
     pub warn: Option<f64>,
@@ -59,12 +59,12 @@ pub struct AgentArgs {
     /// Export per-pool gauges only for pools at least this full (percent). [default: 50]
     #[arg(long, value_name = "PERCENT")]
     pub metrics_pool_min: Option<f64>,
-    /// Export at most this many pools. [default: 20]
+    /// Export at most this many pools (at most 10000). [default: 20]
     #[arg(long, value_name = "N")]
-    pub metrics_max_pools: Option<usize>,
-    /// Export at most this many processes. [default: 10]
+    pub metrics_max_pools: Option<u64>,
+    /// Export at most this many processes (at most 10000). [default: 10]
     #[arg(long, value_name = "N")]
-    pub metrics_top_processes: Option<usize>,
+    pub metrics_top_processes: Option<u64>,
     /// The connect/bind syscall tracepoints: on, off, or auto (attached while a pool is
     /// at least 50 % full or ports failed in the last 5 minutes; they slow every system
     /// call of the host while attached). [default: auto]
@@ -82,9 +82,9 @@ pub struct AgentArgs {
     /// first check: the agent then costs servers nothing for them.
     #[arg(long)]
     pub accepted: bool,
-    /// Ring buffer size in KiB (a power of two). [default: 4096]
+    /// Ring buffer size in KiB (a power of two, 4 to 262144). [default: 4096]
     #[arg(long, value_name = "KIB")]
-    pub ring_kib: Option<u32>,
+    pub ring_kib: Option<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -144,11 +144,20 @@ impl WatchArgs {
 }
 
 impl ThresholdArgs {
-    pub fn thresholds(&self) -> crate::diagnose::Thresholds {
-        crate::diagnose::Thresholds {
+    /// The thresholds as fractions; critical below warn is refused (a pool would be
+    /// critical without being a warning).
+    pub fn thresholds(&self) -> anyhow::Result<crate::diagnose::Thresholds> {
+        if self.critical < self.warn {
+            anyhow::bail!(
+                "--critical ({}) must not be below --warn ({})",
+                self.critical,
+                self.warn
+            );
+        }
+        Ok(crate::diagnose::Thresholds {
             warning: self.warn / 100.0,
             critical: self.critical / 100.0,
-        }
+        })
     }
 }
 
@@ -196,15 +205,12 @@ pub struct WatchArgs {
     pub no_pools: bool,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
-    /// Ring buffer size in KiB (a power of two).
+    /// Ring buffer size in KiB (a power of two, 4 to 262144).
     #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
-    let v: u32 = s.parse().map_err(|_| format!("not a number: {s}"))?;
-    if !(4..=1 << 20).contains(&v) || !v.is_power_of_two() {
-        return Err("must be a power of two between 4 and 1048576".into());
-    }
-    Ok(v)
+    let v: u64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    crate::limits::ring_kib(v)
 }

@@ -1,10 +1,32 @@
 //! `portex agent` settings: defaults, then a TOML file (`--config`), then flags.
-use std::{net::SocketAddr, path::Path};
+use std::{io::Read, net::SocketAddr, path::Path};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::{arming::HookMode, cli::AgentArgs, sink::parse_size};
+use crate::{
+    arming::HookMode,
+    cli::AgentArgs,
+    limits::{self, Bound},
+    sink::parse_size,
+};
+
+/// A size in the file: a number of bytes or a string with a unit ("16M").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self) -> Result<u64, String> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(s) => parse_size(s),
+        }
+    }
+}
 
 /// The TOML file: every key optional, named as the long flag with '_' for '-'.
 #[derive(Debug, Default, Deserialize)]
@@ -12,19 +34,19 @@ use crate::{arming::HookMode, cli::AgentArgs, sink::parse_size};
 pub struct FileConfig {
     pub output: Option<String>,
     pub metrics: Option<String>,
-    pub rotate_size: Option<String>,
-    pub rotate_keep: Option<u32>,
-    pub queue: Option<usize>,
+    pub rotate_size: Option<SizeValue>,
+    pub rotate_keep: Option<u64>,
+    pub queue: Option<SizeValue>,
     pub warn: Option<f64>,
     pub critical: Option<f64>,
     pub metrics_pool_min: Option<f64>,
-    pub metrics_max_pools: Option<usize>,
-    pub metrics_top_processes: Option<usize>,
+    pub metrics_max_pools: Option<u64>,
+    pub metrics_top_processes: Option<u64>,
     pub syscall_hooks: Option<String>,
     pub no_syscall_hooks: Option<bool>,
     pub syscall_hooks_linger: Option<u64>,
     pub accepted: Option<bool>,
-    pub ring_kib: Option<u32>,
+    pub ring_kib: Option<u64>,
 }
 
 /// Everything resolved.
@@ -35,7 +57,8 @@ pub struct AgentConfig {
     pub metrics: Option<SocketAddr>,
     pub rotate_size: u64,
     pub rotate_keep: u32,
-    pub queue: usize,
+    /// Bytes of lines queued for the output writer.
+    pub queue_bytes: u64,
     pub warn: f64,
     pub critical: f64,
     pub metrics_pool_min: f64,
@@ -64,10 +87,32 @@ fn hook_mode(args: &AgentArgs, file: &FileConfig) -> Result<HookMode> {
     }
 }
 
+/// Reads a regular file of at most CONFIG_FILE_BYTES (never /dev/zero or a FIFO).
 pub fn load_file(path: &Path) -> Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading config {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+    let ctx = || format!("reading config {}", path.display());
+    let f = std::fs::File::open(path).with_context(ctx)?;
+    if !f.metadata().with_context(ctx)?.file_type().is_file() {
+        bail!("config {} is not a regular file", path.display());
+    }
+    let mut bytes = Vec::new();
+    f.take(limits::CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(ctx)?;
+    if bytes.len() as u64 > limits::CONFIG_FILE_BYTES {
+        bail!(
+            "config {} is larger than {}",
+            path.display(),
+            limits::human(limits::CONFIG_FILE_BYTES)
+        );
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("config {} is not UTF-8 text", path.display()))?;
+    parse_file(path, &text)
+}
+
+/// The TOML text of a config file.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
 }
 
 /// Flags override the file, which overrides the defaults.
@@ -75,7 +120,10 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
     let syscall_hooks = hook_mode(args, &file)?;
     let metrics = match args.metrics.clone().or(file.metrics) {
         None => None,
-        Some(s) if s == "off" || s.is_empty() => None,
+        Some(s) if s == "off" => None,
+        Some(s) if s.trim().is_empty() => {
+            bail!("--metrics wants ADDR:PORT or PORT (e.g. 127.0.0.1:9633), or off; got an empty value")
+        }
         // A bare port binds to loopback: exposing metrics beyond the host is a choice.
         Some(s) => match s.parse::<u16>() {
             Ok(port) => Some(SocketAddr::from(([127, 0, 0, 1], port))),
@@ -84,10 +132,30 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
             })?),
         },
     };
-    let rotate_size = match args.rotate_size.clone().or(file.rotate_size) {
-        Some(s) => parse_size(&s).map_err(anyhow::Error::msg)?,
-        None => 0,
+    let rotate_size = match (&args.rotate_size, &file.rotate_size) {
+        (Some(s), _) => parse_size(s),
+        (None, Some(v)) => v.bytes(),
+        (None, None) => Ok(0),
+    }
+    .and_then(limits::rotate_size)
+    .map_err(anyhow::Error::msg)?;
+    let queue_bytes = match (&args.queue, &file.queue) {
+        (Some(s), _) => parse_size(s),
+        (None, Some(v)) => v.bytes(),
+        (None, None) => Ok(limits::QUEUE_BYTES.default),
+    }
+    .and_then(|v| limits::QUEUE_BYTES.check(v))
+    .map_err(anyhow::Error::msg)?;
+    let bounded = |b: Bound, flag: Option<u64>, file: Option<u64>| {
+        b.check(flag.or(file).unwrap_or(b.default))
+            .map_err(anyhow::Error::msg)
     };
+    let ring_kib = limits::ring_kib(
+        args.ring_kib
+            .or(file.ring_kib)
+            .unwrap_or(limits::RING_KIB.default),
+    )
+    .map_err(anyhow::Error::msg)?;
     let c = AgentConfig {
         output: args
             .output
@@ -96,29 +164,34 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
             .unwrap_or_else(|| "-".into()),
         metrics,
         rotate_size,
-        rotate_keep: args.rotate_keep.or(file.rotate_keep).unwrap_or(5),
-        queue: args.queue.or(file.queue).unwrap_or(1024),
+        rotate_keep: bounded(limits::ROTATE_KEEP, args.rotate_keep, file.rotate_keep)? as u32,
+        queue_bytes,
         warn: args.warn.or(file.warn).unwrap_or(80.0),
         critical: args.critical.or(file.critical).unwrap_or(95.0),
         metrics_pool_min: args
             .metrics_pool_min
             .or(file.metrics_pool_min)
             .unwrap_or(50.0),
-        metrics_max_pools: args
-            .metrics_max_pools
-            .or(file.metrics_max_pools)
-            .unwrap_or(20),
-        metrics_top_processes: args
-            .metrics_top_processes
-            .or(file.metrics_top_processes)
-            .unwrap_or(10),
+        metrics_max_pools: bounded(
+            limits::METRICS_SERIES,
+            args.metrics_max_pools,
+            file.metrics_max_pools,
+        )? as usize,
+        metrics_top_processes: bounded(
+            limits::METRICS_SERIES
+                .named("metrics-top-processes")
+                .with_default(10),
+            args.metrics_top_processes,
+            file.metrics_top_processes,
+        )? as usize,
         syscall_hooks,
-        syscall_hooks_linger: args
-            .syscall_hooks_linger
-            .or(file.syscall_hooks_linger)
-            .unwrap_or(crate::arming::LINGER_NS / 1_000_000_000),
+        syscall_hooks_linger: bounded(
+            limits::LINGER_S.with_default(crate::arming::LINGER_NS / 1_000_000_000),
+            args.syscall_hooks_linger,
+            file.syscall_hooks_linger,
+        )?,
         accepted: args.accepted || file.accepted.unwrap_or(false),
-        ring_kib: args.ring_kib.or(file.ring_kib).unwrap_or(4096),
+        ring_kib,
     };
     for (name, v) in [
         ("warn", c.warn),
@@ -129,10 +202,11 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
             bail!("{name} must be a percentage between 0 and 100, got {v}");
         }
     }
-    if !c.ring_kib.is_power_of_two() || c.ring_kib < 4 {
+    if c.critical < c.warn {
         bail!(
-            "ring-kib must be a power of two, at least 4, got {}",
-            c.ring_kib
+            "critical ({}) must not be below warn ({})",
+            c.critical,
+            c.warn
         );
     }
     Ok(c)

@@ -65,8 +65,9 @@ pub struct Emitter<W: Output> {
     lines_in_buffer: u64,
     /// Pool accounting; None when the user turned it off.
     pub tracker: Option<Tracker>,
-    /// Records written, for the summary.
-    pub written: u64,
+    /// Lines rendered, for the summary; published at each flush so that the summary
+    /// can be printed while this thread is stuck on a blocked output.
+    pub written: Arc<std::sync::atomic::AtomicU64>,
     pub metrics: Option<Arc<Metrics>>,
     pub pool_metrics: PoolMetricOptions,
     containers: Resolver,
@@ -118,7 +119,7 @@ impl<W: Output> Emitter<W> {
             line: String::with_capacity(4096),
             lines_in_buffer: 0,
             tracker,
-            written: 0,
+            written: Arc::default(),
             metrics: None,
             pool_metrics: PoolMetricOptions::default(),
             containers: Resolver::new(),
@@ -151,7 +152,7 @@ impl<W: Output> Emitter<W> {
                 self.last_publish = now;
             }
             if let Some(batch) = batch {
-                for ev in &batch {
+                for ev in batch.iter() {
                     interpret(ev, |mut r| self.render(&mut r, now));
                 }
                 self.flush()?;
@@ -163,7 +164,7 @@ impl<W: Output> Emitter<W> {
     fn render(&mut self, r: &mut Record, now: u64) {
         let (name, start) = self
             .names
-            .lookup(r.process.pid, now, r.process.thread_name.as_str());
+            .lookup(r.process.pid, now, &r.process.thread_name.name());
         if !resolve_socket(r) {
             return;
         }
@@ -201,7 +202,8 @@ impl<W: Output> Emitter<W> {
                 Format::Json => json::write_line(&view, &mut self.line),
                 Format::Text => text::write_line(&view, &mut self.line),
             }
-            self.written += 1;
+            self.written
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.lines_in_buffer += 1;
         }
         if let Some(p) = pressure
@@ -212,7 +214,8 @@ impl<W: Output> Emitter<W> {
                 Format::Json => json::write_pressure(&p, unix, &mut self.line),
                 Format::Text => text::write_pressure(&p, unix, &mut self.line),
             }
-            self.written += 1;
+            self.written
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.lines_in_buffer += 1;
         }
     }

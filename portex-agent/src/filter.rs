@@ -19,7 +19,7 @@ impl Filter {
         }
         if let Some(c) = &self.comm
             && c != process_name
-            && c != r.process.thread_name.as_str()
+            && *c != r.process.thread_name.name()
         {
             return false;
         }

@@ -34,6 +34,7 @@ pub fn preflight() -> Result<()> {
     }
     ensure_tracefs()?;
     raise_memlock();
+    raise_nofile();
     Ok(())
 }
 
@@ -77,4 +78,21 @@ fn raise_memlock() {
     };
     // SAFETY: valid pointer to a rlimit.
     let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+/// The soft open-file limit is often 1024 while the hard one is far higher: a host agent
+/// that serves metrics and walks /proc should not be the first to hit EMFILE. Raising
+/// the soft limit up to the hard one needs no privilege.
+pub fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }

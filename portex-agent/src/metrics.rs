@@ -56,6 +56,10 @@ pub struct Metrics {
     pub sink_dropped: AtomicU64,
     pub sink_written: AtomicU64,
     pub sink_errors: AtomicU64,
+    /// Metrics connections closed unanswered: more than http::MAX_CLIENTS at once.
+    pub http_rejected: AtomicU64,
+    /// accept() failures on the metrics socket (EMFILE when out of file descriptors).
+    pub http_accept_errors: AtomicU64,
     pub events: Mutex<BTreeMap<&'static str, u64>>,
     /// (errno, cause, transport) -> count
     pub failures: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
@@ -63,11 +67,10 @@ pub struct Metrics {
     pub snapshot: Mutex<Snapshot>,
 }
 
-/// Label values are escaped as the exposition format requires.
+/// Label values are escaped as the exposition format requires, and control characters
+/// (which process names may carry) are shown as text.
 fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    crate::untrusted::label_value(v)
 }
 
 fn head(o: &mut String, name: &str, kind: &str, help: &str) {
@@ -183,6 +186,21 @@ impl Metrics {
             "Failed writes to the output sink.",
         );
         let _ = writeln!(o, "portex_sink_errors_total {}", ld(&self.sink_errors));
+        head(
+            &mut o,
+            "portex_http_connections_rejected_total",
+            "counter",
+            "Metrics connections closed unanswered, by reason (too many at once, accept() failed).",
+        );
+        for (r, v) in [
+            ("too_many_clients", ld(&self.http_rejected)),
+            ("accept_failed", ld(&self.http_accept_errors)),
+        ] {
+            let _ = writeln!(
+                o,
+                "portex_http_connections_rejected_total{{reason=\"{r}\"}} {v}"
+            );
+        }
 
         let snap = self.snapshot.lock().unwrap().clone();
         head(

@@ -131,14 +131,11 @@ pub struct Process {
 pub struct Comm(pub [u8; 16]);
 
 impl Comm {
-    /// The name up to the first NUL; invalid UTF-8 is cut at the first bad byte (the
-    /// kernel copies whatever bytes the process set).
-    pub fn as_str(&self) -> &str {
+    /// The name up to the first NUL; invalid bytes (the kernel copies whatever bytes
+    /// the process set) are shown as `\xNN`, never dropped.
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
         let end = self.0.iter().position(|&b| b == 0).unwrap_or(16);
-        match std::str::from_utf8(&self.0[..end]) {
-            Ok(s) => s,
-            Err(e) => std::str::from_utf8(&self.0[..e.valid_up_to()]).unwrap_or(""),
-        }
+        crate::untrusted::decode(&self.0[..end])
     }
 }
 

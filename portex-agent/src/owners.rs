@@ -47,7 +47,8 @@ pub fn socket_owners() -> HashMap<u64, Owner> {
 
 /// Name and start time of a process; empty name when it is gone.
 pub fn process(pid: u32) -> Owner {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let stat = fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let stat = crate::untrusted::decode(&stat);
     let (name, start) = parse_stat(&stat).unwrap_or_default();
     Owner { pid, start, name }
 }

@@ -65,10 +65,32 @@ impl PoolKey {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Holder {
-    /// None: no process holds it (TIME_WAIT with no recorded owner).
+    /// None: no process holds it (TIME_WAIT, or an orphaned socket its process closed
+    /// and that waits for the peer: FIN_WAIT1/2, CLOSING, LAST_ACK).
     pub owner: Option<Owner>,
     pub held: u32,
     pub time_wait: u32,
+}
+
+impl Holder {
+    /// "1234 curl" for a process (the name made safe for a terminal); for ports no
+    /// process holds, what holds them.
+    pub fn label(&self) -> String {
+        let orphaned = self.held.saturating_sub(self.time_wait);
+        match &self.owner {
+            Some(o) => {
+                let mut n = format!("{} ", o.pid);
+                crate::untrusted::sanitize(&o.name, &mut n);
+                n
+            }
+            None if orphaned == 0 => "(no owner: TIME_WAIT)".into(),
+            None if self.time_wait == 0 => "(no owner: orphaned, closed by its process)".into(),
+            None => format!(
+                "(no owner: {} TIME_WAIT, {orphaned} orphaned)",
+                self.time_wait
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -336,5 +358,27 @@ mod tests {
         let pools = build_pools(1, &settings(40000, 40003), &socks, |_| None);
         assert_eq!(pools[0].key.daddr.to_string(), "10.0.0.8");
         assert_eq!(pools[0].odd_ports, 1);
+    }
+
+    #[test]
+    fn ownerless_holders_say_what_holds_the_ports() {
+        let h = |held, time_wait| Holder {
+            owner: None,
+            held,
+            time_wait,
+        };
+        assert_eq!(h(3, 3).label(), "(no owner: TIME_WAIT)");
+        assert_eq!(
+            h(2, 0).label(),
+            "(no owner: orphaned, closed by its process)"
+        );
+        assert_eq!(h(5, 3).label(), "(no owner: 3 TIME_WAIT, 2 orphaned)");
+        let mut named = h(1, 0);
+        named.owner = Some(Owner {
+            pid: 7,
+            start: 0,
+            name: "x\u{1b}[2J\u{202e}y".into(),
+        });
+        assert_eq!(named.label(), "7 x\\x1b[2J\\u{202e}y");
     }
 }

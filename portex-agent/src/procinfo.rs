@@ -39,8 +39,8 @@ impl ProcNames {
         if self.cache.len() >= MAX_CACHED {
             self.cache.clear();
         }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        match crate::owners::parse_stat(&stat) {
+        let stat = std::fs::read(format!("/proc/{pid}/stat")).unwrap_or_default();
+        match crate::owners::parse_stat(&crate::untrusted::decode(&stat)) {
             Some((name, start)) => {
                 let name: std::sync::Arc<str> = name.into();
                 self.cache.insert(pid, (name.clone(), start, now_ns));

@@ -25,9 +25,35 @@ pub struct Counts {
     pub user_dropped: AtomicU64,
     /// Records too short, or of a kind this agent does not know.
     pub decode_errors: AtomicU64,
+    /// Events handed to the consumer and not yet consumed.
+    pub in_flight: AtomicU64,
 }
 
-pub type Batch = Vec<Event>;
+/// Events waiting for the consumer, at most: the bound is in events (112 bytes each,
+/// ~7 MiB), not in batches, so that a stalled consumer cannot grow the agent's memory
+/// by the size of whatever batches the ring happens to yield.
+pub const MAX_IN_FLIGHT: u64 = 65_536;
+
+/// Decoded events on their way to the consumer; they leave `in_flight` when dropped.
+pub struct Batch {
+    events: Vec<Event>,
+    counts: Arc<Counts>,
+}
+
+impl std::ops::Deref for Batch {
+    type Target = [Event];
+    fn deref(&self) -> &[Event] {
+        &self.events
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.counts
+            .in_flight
+            .fetch_sub(self.events.len() as u64, Ordering::Relaxed);
+    }
+}
 
 /// How often the ring is drained even without a wake-up: events submitted with
 /// BPF_RB_NO_WAKEUP (batching) wait at most this long.
@@ -66,7 +92,7 @@ pub async fn run(
 }
 
 /// Moves everything in the ring into batches. Returns false when the consumer is gone.
-fn drain(ring: &mut RingBuf<MapData>, tx: &SyncSender<Batch>, counts: &Counts) -> bool {
+fn drain(ring: &mut RingBuf<MapData>, tx: &SyncSender<Batch>, counts: &Arc<Counts>) -> bool {
     const BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(64);
     while let Some(item) = ring.next() {
@@ -83,9 +109,18 @@ fn drain(ring: &mut RingBuf<MapData>, tx: &SyncSender<Batch>, counts: &Counts) -
     batch.is_empty() || send(tx, batch, counts)
 }
 
-fn send(tx: &SyncSender<Batch>, batch: Batch, counts: &Counts) -> bool {
-    let n = batch.len() as u64;
+fn send(tx: &SyncSender<Batch>, events: Vec<Event>, counts: &Arc<Counts>) -> bool {
+    let n = events.len() as u64;
     counts.events.fetch_add(n, Ordering::Relaxed);
+    if counts.in_flight.load(Ordering::Relaxed) + n > MAX_IN_FLIGHT {
+        counts.user_dropped.fetch_add(n, Ordering::Relaxed);
+        return true;
+    }
+    counts.in_flight.fetch_add(n, Ordering::Relaxed);
+    let batch = Batch {
+        events,
+        counts: counts.clone(),
+    };
     match tx.try_send(batch) {
         Ok(()) => true,
         Err(TrySendError::Full(_)) => {

@@ -5,7 +5,6 @@ use serde_json::{Value, json};
 
 use crate::{
     diagnose::{Diagnosis, Thresholds},
-    format::text::sanitize,
     owners::Owner,
     pools::{Pool, holds_port},
     snapshot::NetnsSnapshot,
@@ -85,17 +84,6 @@ pub fn process_usage(pools: &[Pool]) -> Vec<ProcessUsage> {
     let mut v: Vec<_> = by.into_values().collect();
     v.sort_by(|a, b| b.held.cmp(&a.held).then(a.owner.pid.cmp(&b.owner.pid)));
     v
-}
-
-fn holder_label(h: &crate::pools::Holder) -> String {
-    match &h.owner {
-        Some(o) => {
-            let mut n = String::new();
-            sanitize(&o.name, &mut n);
-            format!("{} {n}", o.pid)
-        }
-        None => "(no owner: TIME_WAIT)".into(),
-    }
 }
 
 fn pool_json(p: &Pool) -> Value {
@@ -218,7 +206,7 @@ pub fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> St
                     .holders
                     .iter()
                     .take(3)
-                    .map(|h| format!("{} ({})", holder_label(h), h.held))
+                    .map(|h| format!("{} ({})", h.label(), h.held))
                     .collect();
                 let _ = writeln!(
                     o,

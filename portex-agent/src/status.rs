@@ -11,7 +11,7 @@ use crate::{
 
 /// Exit status: 0 when no pool is over the warning threshold, 1 when one is.
 pub fn run(args: StatusArgs) -> Result<i32> {
-    let th = args.thresholds.thresholds();
+    let th = args.thresholds.thresholds()?;
     let here = crate::netns::current()?.inode;
     let owners = crate::owners::socket_owners();
     let mut reports = Vec::new();

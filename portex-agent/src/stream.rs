@@ -29,8 +29,14 @@ use crate::{
     tracker::Tracker,
 };
 
-/// Batches waiting for the output thread; beyond this, batches are dropped and counted.
+/// Batches waiting for the output thread; the reader also bounds the events in flight
+/// (reader::MAX_IN_FLIGHT). Beyond either, batches are dropped and counted.
 const QUEUE_BATCHES: usize = 1024;
+
+/// After SIGINT/SIGTERM, how long the output thread may take to write what it holds.
+/// An output that stays blocked (a pipe nobody reads) must not keep the programs
+/// attached: past this the agent detaches, reports, and exits without it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub struct Setup {
     pub load: LoadOptions,
@@ -112,6 +118,8 @@ pub fn run(setup: Setup) -> Result<()> {
     let metrics = setup.metrics.as_ref().map(|(m, _)| m.clone());
     let em_metrics = metrics.clone();
     let pool_metrics = setup.pool_metrics;
+    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let em_written = written.clone();
     let consumer = std::thread::Builder::new()
         .name("portex-emit".into())
         .spawn(move || {
@@ -119,8 +127,8 @@ pub fn run(setup: Setup) -> Result<()> {
             em.metrics = em_metrics;
             em.pool_metrics = pool_metrics;
             em.arming = arming;
-            let res = em.run(rx);
-            (em.written, res)
+            em.written = em_written;
+            em.run(rx)
         })
         .context("starting the output thread")?;
 
@@ -159,9 +167,12 @@ pub fn run(setup: Setup) -> Result<()> {
             tokio::select! {
                 _ = int.recv() => break,
                 _ = term.recv() => break,
-                _ = hup.recv() => {
-                    if let Some(h) = &on_hup { h.store(true, Ordering::Relaxed); }
-                }
+                // SIGHUP reopens the output file; without one (watch), it means the
+                // terminal went away.
+                _ = hup.recv() => match &on_hup {
+                    Some(h) => h.store(true, Ordering::Relaxed),
+                    None => break,
+                },
                 _ = every_second.tick() => sync.copy(),
                 _ = switch.notify.notified() => switch.apply(&hook_probe, metrics.as_deref()),
                 res = &mut reader => return res?,
@@ -171,9 +182,21 @@ pub fn run(setup: Setup) -> Result<()> {
         reader.await?
     })?;
 
-    let (written, res) = consumer
-        .join()
-        .map_err(|_| anyhow::anyhow!("the output thread panicked"))?;
+    let end = std::time::Instant::now() + SHUTDOWN_GRACE;
+    while !consumer.is_finished() && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let res = if consumer.is_finished() {
+        consumer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the output thread panicked"))?
+    } else {
+        eprintln!(
+            "portex: warning: the output is blocked; exiting without writing what is still queued"
+        );
+        Ok(())
+    };
+    let written = written.load(Ordering::Relaxed);
     let ringbuf = probe.ringbuf_drops();
     let skipped = probe.recursion_misses();
     let map_full = probe.map_full();
@@ -192,12 +215,14 @@ pub fn run(setup: Setup) -> Result<()> {
             )
         })
         .unwrap_or_default();
+    // A run the kernel skipped (recursion) is an event that may be missing: it is
+    // part of the headline loss, not a footnote.
     eprintln!(
         "portex: {} kernel events, {written} lines rendered; dropped: {} (ring buffer full {ringbuf}, \
-         user space {user}, undecodable {decode}); kernel runs skipped (recursion) {skipped}; \
+         user space {user}, undecodable {decode}, kernel runs skipped {skipped}); \
          socket map full {map_full}{sink}",
         counts.events.load(Ordering::Relaxed),
-        ringbuf + user + decode,
+        ringbuf + user + decode + skipped,
     );
     match res {
         Ok(()) | Err(Stop::BrokenPipe) => Ok(()),

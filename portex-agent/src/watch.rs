@@ -1,5 +1,5 @@
-//! `portex watch`: the event stream on stdout, until SIGINT/SIGTERM or the reader of
-//! stdout leaves.
+//! `portex watch`: the event stream on stdout, until SIGINT/SIGTERM, SIGHUP (the
+//! terminal closed) or the reader of stdout leaves.
 use anyhow::Result;
 
 use crate::{
@@ -11,6 +11,14 @@ use crate::{
 };
 
 pub fn run(args: WatchArgs) -> Result<()> {
+    let thresholds = args.thresholds.thresholds()?;
+    if let Some(pid) = args.pid
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+    {
+        eprintln!(
+            "portex: warning: no process {pid} is running now; its events are shown if it appears"
+        );
+    }
     let stdout = std::io::stdout();
     stream::run(Setup {
         load: LoadOptions {
@@ -28,7 +36,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
             comm: args.comm.clone(),
             failures_only: args.failures_only,
         },
-        thresholds: (!args.no_pools).then(|| args.thresholds.thresholds()),
+        thresholds: (!args.no_pools).then_some(thresholds),
         out: Box::new(WriteOutput(std::io::BufWriter::with_capacity(
             1 << 16,
             stdout,

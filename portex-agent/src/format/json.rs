@@ -100,7 +100,7 @@ pub fn write_line(v: &View, out: &mut String) {
     out.push_str(",\"thread\":{\"id\":");
     push_u64(out, r.process.tid as u64);
     out.push_str(",\"name\":");
-    push_str(out, r.process.thread_name.as_str());
+    push_str(out, &r.process.thread_name.name());
     out.push_str("}}");
     push_endpoint(out, "source", r.source);
     if let Some(d) = r.destination {

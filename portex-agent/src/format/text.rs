@@ -4,17 +4,7 @@ use std::fmt::Write;
 use super::View;
 use crate::{clock::rfc3339_micros, errno};
 
-/// Copies `s`, replacing every control character (escape sequences included) so that
-/// an untrusted process name cannot drive the terminal.
-pub fn sanitize(s: &str, out: &mut String) {
-    for c in s.chars() {
-        if c.is_control() {
-            let _ = write!(out, "\\x{:02x}", c as u32 & 0xff);
-        } else {
-            out.push(c);
-        }
-    }
-}
+pub use crate::untrusted::sanitize;
 
 pub fn write_line(v: &View, out: &mut String) {
     let r = v.rec;
@@ -71,14 +61,7 @@ pub fn write_pressure(p: &crate::ledger::Pressure, unix_ns: i128, out: &mut Stri
         .holders
         .iter()
         .take(3)
-        .map(|h| match &h.owner {
-            Some(o) => {
-                let mut n = String::new();
-                sanitize(&o.name, &mut n);
-                format!("{} {n} ({})", o.pid, h.held)
-            }
-            None => format!("TIME_WAIT ({})", h.held),
-        })
+        .map(|h| format!("{} ({})", h.label(), h.held))
         .collect();
     let _ = writeln!(out, "; top holders: {}", holders.join(", "));
 }

@@ -69,7 +69,7 @@ impl Feed {
     pub fn pump(&mut self) {
         let mut recs = Vec::new();
         while let Ok(batch) = self.rx.try_recv() {
-            for ev in &batch {
+            for ev in batch.iter() {
                 interpret(ev, |r| recs.push(r));
             }
         }
@@ -77,14 +77,16 @@ impl Feed {
         for r in &recs {
             let (name, start) =
                 self.names
-                    .lookup(r.process.pid, now, r.process.thread_name.as_str());
+                    .lookup(r.process.pid, now, &r.process.thread_name.name());
             self.tracker.on_record(r, start, &name, now);
         }
         self.tracker.tick(now);
     }
 
+    /// Events lost: ring buffer full, consumer behind, and runs the kernel skipped.
     pub fn drops(&self) -> u64 {
         self.probe.ringbuf_drops()
+            + self.probe.recursion_misses()
             + self
                 .counts
                 .user_dropped

@@ -136,14 +136,7 @@ pub fn pool_rows(ledger: &mut Ledger, now: u64, filter: &str) -> Vec<PoolRow> {
                 .pool
                 .holders
                 .first()
-                .map(|h| match &h.owner {
-                    Some(o) => {
-                        let mut n = String::new();
-                        sanitize(&o.name, &mut n);
-                        format!("{} {n}", o.pid)
-                    }
-                    None => "TIME_WAIT".into(),
-                })
+                .map(|h| h.label())
                 .unwrap_or_default();
             let forecast = match v.forecast.seconds_to_full {
                 Some(s) if s <= 0.0 => "FULL".into(),
