@@ -323,7 +323,21 @@ pub struct Finished {
 impl Portex {
     /// Starts `portex <args>` and waits until it says it is watching.
     pub fn start(args: &[&str]) -> Portex {
-        let mut child = Command::new(portex_bin())
+        Portex::start_wrapped(&[], args)
+    }
+
+    /// The same under a wrapper command (e.g. `prlimit --nofile=256:256 --`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Portex {
+        let bin = portex_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -367,6 +381,16 @@ impl Portex {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Lines of stderr so far.
+    pub fn stderr_now(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Lines of stdout so far.
+    pub fn stdout_now(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Waits until a line of its stderr contains `needle` `times` times in all.
@@ -483,4 +507,57 @@ pub fn action(v: &Value) -> &str {
 
 pub fn with_action<'a>(events: &'a [Value], a: &str) -> Vec<&'a Value> {
     events.iter().filter(|v| action(v) == a).collect()
+}
+
+/// CPU time (user + system) of a process, in clock ticks (1/100 s).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 14 and 15 (utime, stime); `after` starts at field 3.
+    f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
+}
+
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits for `cond` until `timeout`; true when it held.
+pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The loss figures of portex's closing summary line: (headline dropped, the parts
+/// named in parentheses). The headline must be their sum.
+pub fn summary_losses(stderr: &[String]) -> Option<(u64, Vec<(String, u64)>)> {
+    let line = stderr.iter().rev().find(|l| l.contains("kernel events"))?;
+    let after = line.split_once("dropped: ")?.1;
+    let (total, rest) = after.split_once(" (")?;
+    let parts = rest.split_once(')')?.0;
+    let parts = parts
+        .split(", ")
+        .filter_map(|p| {
+            let (name, n) = p.rsplit_once(' ')?;
+            Some((name.to_string(), n.parse().ok()?))
+        })
+        .collect();
+    Some((total.parse().ok()?, parts))
 }

@@ -40,6 +40,17 @@ fn main() {
             unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
             rest[2..].to_vec()
         }
+        // The same from hex, for names that are not UTF-8 (arguments must be).
+        Some("--name-hex") => {
+            let bytes: Vec<u8> = (0..rest[1].len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&rest[1][i..i + 2], 16).expect("hex"))
+                .collect();
+            let name = std::ffi::CString::new(bytes).unwrap();
+            // SAFETY: as above.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            rest[2..].to_vec()
+        }
         _ => rest,
     };
     if let Some(ns) = netns {
@@ -70,6 +81,12 @@ fn main() {
         ["bind-connect", addr, n] => bind_connect(addr.parse().unwrap(), n.parse().unwrap()),
         ["churn", addr, n] => churn(addr.parse().unwrap(), n.parse().unwrap()),
         ["refused", addr] => refused(addr.parse().unwrap()),
+        ["hold-conns", addr, n] => hold_conns(addr.parse().unwrap(), n.parse().unwrap()),
+        ["flood", addr, seconds, threads] => flood(
+            addr.parse().unwrap(),
+            seconds.parse().unwrap(),
+            threads.parse().unwrap(),
+        ),
         _ => {
             eprintln!(
                 "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp|hold-udp|pool-mix|bind-connect|churn ..."
@@ -223,6 +240,68 @@ fn listen_and_hold(addr: SocketAddr) -> SocketAddr {
         }
     });
     local
+}
+
+/// Opens `n` connections to a server it does not own (the agent's metrics port) and
+/// holds them idle until stdin closes: more than the server's open-file limit.
+fn hold_conns(dest: SocketAddr, n: usize) {
+    raise_nofile();
+    let mut held = Vec::new();
+    let mut failed = 0;
+    for _ in 0..n {
+        match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
+            Ok(s) => held.push(s),
+            Err(_) => failed += 1,
+        }
+    }
+    println!("held {} failed {failed}", held.len());
+    hold_until_stdin_closes();
+}
+
+fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+
+/// As many short connections as `threads` clients can make in `seconds`, the server
+/// closing first (no client TIME_WAIT, so the pool never runs out). Prints the count.
+fn flood(listen: SocketAddr, seconds: f64, threads: usize) {
+    let l = TcpListener::bind(listen).expect("listen");
+    let dest = l.local_addr().unwrap();
+    for _ in 0..2 {
+        let l = l.try_clone().unwrap();
+        thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                drop(s);
+            }
+        });
+    }
+    let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            thread::spawn(move || {
+                let mut n = 0u64;
+                let mut buf = [0u8; 1];
+                while std::time::Instant::now() < end {
+                    if let Ok(mut s) = TcpStream::connect(dest) {
+                        let _ = s.read(&mut buf);
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let n: u64 = workers.into_iter().map(|w| w.join().unwrap()).sum();
+    println!("connections {n}");
 }
 
 /// Connects until the pool towards one destination is empty, holding every socket.
