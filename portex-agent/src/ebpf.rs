@@ -94,7 +94,9 @@ impl Probe {
         host::preflight()?;
         let accepted = opts.accepted as u64;
         let mut loader = EbpfLoader::new();
-        loader.override_global("WAKEUP_BYTES", &opts.wakeup_bytes, true);
+        // A small ring (--ring-kib 64) must wake the reader well before it is full.
+        let wakeup = opts.wakeup_bytes.min(opts.ring_bytes as u64 / 4);
+        loader.override_global("WAKEUP_BYTES", &wakeup, true);
         loader.override_global("REPORT_ACCEPTED", &accepted, true);
         loader.map_max_entries("EVENTS", opts.ring_bytes);
         let mut ebpf = loader

@@ -196,6 +196,11 @@ pub fn open_output(p: &Path) -> io::Result<File> {
             _ => e,
         })?;
     let md = f.metadata()?;
+    if is_dev_null(&md) {
+        // Discarding the events (metrics only) is a legitimate choice.
+        clear_nonblock(&f);
+        return Ok(f);
+    }
     if !md.file_type().is_file() {
         return Err(refuse("is not a regular file (a FIFO, socket or device)"));
     }
@@ -216,6 +221,12 @@ pub fn open_output(p: &Path) -> io::Result<File> {
     }
     clear_nonblock(&f);
     Ok(f)
+}
+
+/// The null device (character device 1:3), whatever its path.
+fn is_dev_null(md: &fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    md.file_type().is_char_device() && libc::major(md.rdev()) == 1 && libc::minor(md.rdev()) == 3
 }
 
 fn refuse(why: &str) -> io::Error {
@@ -250,6 +261,9 @@ struct Writer {
     /// (dev, ino) of `file`.
     id: (u64, u64),
     size: u64,
+    /// The output is the null device: never rotated (renaming /dev/null would be a
+    /// disaster).
+    discard: bool,
     /// The file does not end in a newline (an earlier write was cut short and could not
     /// be truncated, or another writer crashed): the next write starts a new line.
     dangling: bool,
@@ -274,6 +288,7 @@ impl Writer {
             file: None,
             id: (0, 0),
             size: 0,
+            discard: false,
             dangling: false,
             last_error: None,
             retry_at: Instant::now(),
@@ -285,6 +300,7 @@ impl Writer {
         let md = f.metadata().ok();
         self.size = md.as_ref().map_or(0, |m| m.len());
         self.id = md.as_ref().map_or((0, 0), identity);
+        self.discard = md.as_ref().is_some_and(is_dev_null);
         let mut last = [0u8; 1];
         self.dangling = self.size > 0
             && std::os::unix::fs::FileExt::read_at(&f, &mut last, self.size - 1).is_ok()
@@ -398,6 +414,7 @@ impl Writer {
         let mut rest = bytes;
         while !rest.is_empty() {
             let room = match self.opts.rotate_size {
+                _ if self.discard => u64::MAX,
                 0 => u64::MAX,
                 limit => limit.saturating_sub(self.size),
             };
@@ -644,6 +661,11 @@ mod tests {
         let e = open_output(&fifo).unwrap_err().to_string();
         assert!(e.contains("not a regular file"), "{e}");
 
+        assert!(
+            open_output(Path::new("/dev/null")).is_ok(),
+            "discarding is allowed"
+        );
+
         let hard = d.join("hard.ndjson");
         fs::hard_link(&secret, &hard).unwrap();
         let e = open_output(&hard).unwrap_err().to_string();
@@ -663,6 +685,22 @@ mod tests {
             0o640
         );
         let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn the_null_device_is_never_rotated() {
+        let mut s = Sink::start(SinkOptions {
+            target: Target::File("/dev/null".into()),
+            rotate_size: 10,
+            rotate_keep: 2,
+            queue_bytes: 1 << 20,
+        })
+        .unwrap();
+        s.send(lines(100));
+        assert!(s.close());
+        assert_eq!(s.counts.rotations.load(Ordering::Relaxed), 0);
+        assert_eq!(s.counts.lines_written.load(Ordering::Relaxed), 100);
+        assert!(!Path::new("/dev/null.1").exists());
     }
 
     #[test]

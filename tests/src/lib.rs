@@ -71,18 +71,16 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Fails loudly when not root, unless PORTEX_SKIP_PRIVILEGED=1 says to skip.
+/// Whether a privileged test may go on. Tests built without root or with
+/// PORTEX_SKIP_PRIVILEGED=1 are marked ignored at build time (tests/build.rs) and never
+/// get here; a test binary built as root but run as another user fails loudly.
 pub fn require_root() -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var("PORTEX_SKIP_PRIVILEGED").as_deref() == Ok("1") {
-        eprintln!("skipped: needs root (PORTEX_SKIP_PRIVILEGED=1)");
-        return false;
-    }
-    panic!(
-        "the end-to-end tests load eBPF programs and need root (or set PORTEX_SKIP_PRIVILEGED=1)"
+    assert!(
+        is_root(),
+        "the end-to-end tests load eBPF programs and need root \
+         (build with PORTEX_SKIP_PRIVILEGED=1 to have them reported as ignored)"
     );
+    true
 }
 
 fn run(cmd: &mut Command) {
@@ -193,6 +191,14 @@ impl Netns {
             child,
             driven: Driven { pid, lines },
         }
+    }
+
+    /// The namespace's inode: what portex reports as `portex.netns`.
+    pub fn inode(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/var/run/netns/{}", self.name))
+            .expect("the namespace file")
+            .ino()
     }
 
     /// Runs a command inside this namespace: (exit code, stdout, stderr).
@@ -312,6 +318,8 @@ pub struct Portex {
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
     readers: Vec<thread::JoinHandle<()>>,
+    /// start_blocked: the stdout pipe, held open and never read.
+    unread: Option<std::process::ChildStdout>,
 }
 
 pub struct Finished {
@@ -328,6 +336,15 @@ impl Portex {
 
     /// The same under a wrapper command (e.g. `prlimit --nofile=256:256 --`).
     pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Portex {
+        Portex::launch(wrapper, args, true)
+    }
+
+    /// Starts it with a stdout that nobody reads: the pipe fills and its writes block.
+    pub fn start_blocked(args: &[&str]) -> Portex {
+        Portex::launch(&[], args, false)
+    }
+
+    fn launch(wrapper: &[&str], args: &[&str], read_stdout: bool) -> Portex {
         let bin = portex_bin();
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -348,20 +365,26 @@ impl Portex {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut readers = Vec::new();
         let out = child.stdout.take().unwrap();
-        let sink = stdout.clone();
-        readers.push(thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        }));
+        let mut unread = None;
+        if read_stdout {
+            let sink = stdout.clone();
+            readers.push(thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            }));
+        } else {
+            unread = Some(out);
+        }
         let err = child.stderr.take().unwrap();
         let sink = stderr.clone();
         readers.push(thread::spawn(move || {
             for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if line.contains("watching") || line.contains("error") {
+                let ready = line.contains("watching") || line.contains("error");
+                sink.lock().unwrap().push(line);
+                if ready {
                     let _ = ready_tx.send(());
                 }
-                sink.lock().unwrap().push(line);
             }
         }));
         let json = args.contains(&"--json") || args.first() == Some(&"agent");
@@ -371,6 +394,7 @@ impl Portex {
             stdout,
             stderr,
             readers,
+            unread,
         };
         if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
             let err = p.stderr.lock().unwrap().join("\n");
@@ -381,6 +405,38 @@ impl Portex {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits until the JSON events of `pid` seen so far satisfy `done`.
+    pub fn wait_events(
+        &self,
+        pid: u32,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> bool {
+        wait_for(timeout, || {
+            let ev: Vec<Value> = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["process"]["pid"].as_u64() == Some(pid as u64))
+                .collect();
+            done(&ev)
+        })
+    }
+
+    /// The address the metrics server bound (start it with `--metrics 127.0.0.1:0`: the
+    /// kernel picks a free port, so parallel tests never race for one).
+    pub fn metrics_addr(&self) -> String {
+        self.stderr_now()
+            .iter()
+            .find_map(|l| {
+                let (_, rest) = l.split_once("metrics on http://")?;
+                Some(rest.split_once("/metrics")?.0.to_string())
+            })
+            .expect("portex names its metrics address when it starts")
     }
 
     /// Lines of stderr so far.
@@ -419,10 +475,24 @@ impl Portex {
     }
 
     /// SIGINT, wait, and everything it printed.
-    pub fn stop(mut self) -> Finished {
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// `sig`, wait (killed after 30 s: a portex that ignores it fails the test), and
+    /// everything it printed.
+    pub fn stop_with(mut self, sig: i32) -> Finished {
         // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let exited = wait_for(Duration::from_secs(30), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = self.child.kill();
+        }
         let status = self.child.wait().expect("waiting for portex");
+        assert!(exited, "portex ignored signal {sig} for 30 s");
+        drop(self.unread.take());
         for r in self.readers.drain(..) {
             let _ = r.join();
         }
@@ -560,4 +630,33 @@ pub fn summary_losses(stderr: &[String]) -> Option<(u64, Vec<(String, u64)>)> {
         })
         .collect();
     Some((total.parse().ok()?, parts))
+}
+
+/// The agent's output summary: (lines written, lines dropped, write errors).
+pub fn output_counts(stderr: &[String]) -> (u64, u64, u64) {
+    let line = stderr
+        .iter()
+        .rev()
+        .find(|l| l.contains("lines written"))
+        .unwrap_or_else(|| panic!("no output summary: {stderr:?}"));
+    let nums: Vec<u64> = line
+        .split_once("output: ")
+        .unwrap()
+        .1
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (nums[0], nums[1], nums[2])
+}
+
+/// "N lines rendered" of the closing summary.
+pub fn rendered(stderr: &[String]) -> u64 {
+    stderr
+        .iter()
+        .rev()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("kernel events, ")?;
+            rest.split_once(" lines rendered")?.0.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no summary: {stderr:?}"))
 }

@@ -2,7 +2,7 @@
 //! redirect. Each test reproduces one finding and fails without its fix.
 use std::{
     io::{BufRead, BufReader, Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -25,14 +25,6 @@ impl Drop for RmDir {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// GET a path; None when the server closed without an answer.
 fn try_get(addr: &str, path: &str) -> Option<String> {
     let mut s = TcpStream::connect(addr).ok()?;
@@ -52,23 +44,6 @@ fn metric(body: &str, prefix: &str) -> Option<f64> {
     body.lines()
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
-/// The output summary of the agent: (lines written, dropped, write errors).
-fn output_counts(stderr: &[String]) -> (u64, u64, u64) {
-    let line = stderr
-        .iter()
-        .rev()
-        .find(|l| l.contains("lines written"))
-        .unwrap_or_else(|| panic!("no output summary: {stderr:?}"));
-    let nums: Vec<u64> = line
-        .split_once("output: ")
-        .unwrap()
-        .1
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    (nums[0], nums[1], nums[2])
 }
 
 fn lines_of(p: &Path) -> Vec<String> {
@@ -116,6 +91,7 @@ impl Drop for Hostile {
 /// an unprivileged user), the agent does not spin on accept(), keeps writing and
 /// rotating its file without losing a line, and serves a scrape once they time out.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn idle_metrics_clients_beyond_the_fd_limit_neither_pin_a_core_nor_drop_lines() {
     if !require_root() {
         return;
@@ -123,7 +99,6 @@ fn idle_metrics_clients_beyond_the_fd_limit_neither_pin_a_core_nor_drop_lines() 
     let dir = tmp("fdlimit");
     let _rm = RmDir(dir.clone());
     let out = dir.join("events.ndjson");
-    let metrics = format!("127.0.0.1:{}", free_port());
     let portex = Portex::start_wrapped(
         &["prlimit", "--nofile=256:256", "--"],
         &[
@@ -135,9 +110,10 @@ fn idle_metrics_clients_beyond_the_fd_limit_neither_pin_a_core_nor_drop_lines() 
             "--rotate-keep",
             "1000",
             "--metrics",
-            &metrics,
+            "127.0.0.1:0",
         ],
     );
+    let metrics = portex.metrics_addr();
     let (hostile, facts) = Hostile::hold(&metrics, 1100);
     assert!(facts.contains("held "), "{facts}");
     // Idle, the agent must be idle too: a spinning accept() loop takes a whole core.
@@ -313,32 +289,14 @@ fn sizes_and_thresholds_out_of_bounds_are_one_line_errors() {
 /// memory bounded, exit within seconds of SIGTERM, and the summary's headline loss is
 /// the sum of its parts, kernel runs skipped included.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn a_blocked_output_bounds_memory_and_does_not_delay_sigterm() {
     if !require_root() {
         return;
     }
     for args in [&["agent", "--output", "-"][..], &["watch", "--json"][..]] {
-        let mut child = Command::new(portex_bin())
-            .args(args)
-            .stdout(Stdio::piped()) // never read
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id();
-        let err = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = thread::spawn(move || {
-            let mut lines = Vec::new();
-            for l in BufReader::new(err).lines().map_while(Result::ok) {
-                if l.contains("watching") {
-                    let _ = tx.send(());
-                }
-                lines.push(l);
-            }
-            lines
-        });
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("portex started");
+        let portex = Portex::start_blocked(args);
+        let pid = portex.pid();
         let ns = Netns::new("blocked");
         let mut peak = 0;
         let flood = {
@@ -355,37 +313,39 @@ fn a_blocked_output_bounds_memory_and_does_not_delay_sigterm() {
             thread::sleep(Duration::from_millis(100));
         }
         let flooded = String::from_utf8_lossy(&flood.join().unwrap().stdout).into_owned();
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let t = Instant::now();
-        let exited = wait_for(Duration::from_secs(10), || {
-            matches!(child.try_wait(), Ok(Some(_)))
-        });
+        let fin = portex.stop_with(libc::SIGTERM);
         let took = t.elapsed();
-        if !exited {
-            let _ = child.kill();
-        }
-        let status = child.wait().unwrap();
-        drop(child.stdout.take());
-        let stderr = reader.join().unwrap();
-        assert!(exited, "{args:?} ignored SIGTERM for {took:?}: {stderr:?}");
-        assert_eq!(status.code(), Some(0), "{args:?}: {stderr:?}");
+        // The output thread gets 3 s to finish a write before the agent leaves it.
+        assert!(
+            took < Duration::from_secs(8),
+            "{args:?} took {took:?} to stop: {:?}",
+            fin.stderr
+        );
+        assert_eq!(fin.code, Some(0), "{args:?}: {:?}", fin.stderr);
         assert!(
             peak < 64 * 1024,
             "{args:?}: RSS peaked at {peak} KiB ({flooded})"
         );
         let (total, parts) =
-            summary_losses(&stderr).unwrap_or_else(|| panic!("no summary: {stderr:?}"));
-        assert_eq!(total, parts.iter().map(|p| p.1).sum::<u64>(), "{stderr:?}");
+            summary_losses(&fin.stderr).unwrap_or_else(|| panic!("no summary: {:?}", fin.stderr));
+        assert_eq!(
+            total,
+            parts.iter().map(|p| p.1).sum::<u64>(),
+            "{:?}",
+            fin.stderr
+        );
         assert!(
             parts.iter().any(|p| p.0 == "kernel runs skipped"),
-            "{stderr:?}"
+            "{:?}",
+            fin.stderr
         );
         if args[0] == "agent" {
-            let (_, dropped, _) = output_counts(&stderr);
+            let (_, dropped, _) = output_counts(&fin.stderr);
             assert!(
                 dropped > 0,
-                "the blocked output dropped nothing? {stderr:?}"
+                "the blocked output dropped nothing? {:?}",
+                fin.stderr
             );
         }
     }
@@ -393,6 +353,7 @@ fn a_blocked_output_bounds_memory_and_does_not_delay_sigterm() {
 
 /// Finding 3: a closed terminal (SIGHUP) ends `watch`.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn watch_stops_on_sighup() {
     if !require_root() {
         return;
@@ -408,6 +369,7 @@ fn watch_stops_on_sighup() {
 /// Finding 5: a full disk leaves no partial line; when space returns, writing resumes
 /// and every line in the file is whole JSON, as many as the summary says were written.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn a_full_disk_leaves_whole_lines_and_resumes() {
     if !require_root() {
         return;
@@ -489,6 +451,7 @@ fn a_full_disk_leaves_whole_lines_and_resumes() {
 /// Finding 6: a deleted output file is noticed before the next write, said once, and
 /// created again; nothing more goes to the unlinked inode.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn a_deleted_output_file_is_created_again() {
     if !require_root() {
         return;
@@ -529,6 +492,7 @@ fn a_deleted_output_file_is_created_again() {
 
 /// Finding 8: `watch --pid` of a process that does not exist says so, once.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn watch_of_a_missing_pid_says_so_once() {
     if !require_root() {
         return;
@@ -547,20 +511,21 @@ fn watch_of_a_missing_pid_says_so_once() {
 /// and an escape sequence is shown, never empty, and drives no terminal: in watch's
 /// text, in NDJSON, and in the metrics' label values.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn hostile_process_names_are_shown_escaped_everywhere() {
     if !require_root() {
         return;
     }
-    let metrics = format!("127.0.0.1:{}", free_port());
     let agent = Portex::start(&[
         "agent",
         "--syscall-hooks",
         "on",
         "--metrics",
-        &metrics,
+        "127.0.0.1:0",
         "--metrics-top-processes",
         "10000",
     ]);
+    let metrics = agent.metrics_addr();
     let text = Portex::start(&["watch"]);
     let ns = Netns::new("names");
     // "\xff" "ev\u{202e}il" "\x1b[2J": 12 bytes.

@@ -34,6 +34,7 @@ fn pools_of(v: &Value) -> std::collections::BTreeMap<(String, String, u16), (u64
 }
 
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
     if !require_root() {
         return;
@@ -92,6 +93,7 @@ fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
 }
 
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn a_full_small_range_is_at_100_percent_and_exits_1() {
     if !require_root() {
         return;
@@ -140,6 +142,7 @@ fn a_full_small_range_is_at_100_percent_and_exits_1() {
 }
 
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn bind_before_connect_is_diagnosed() {
     if !require_root() {
         return;
@@ -169,6 +172,7 @@ fn bind_before_connect_is_diagnosed() {
 }
 
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn status_needs_no_privileges_for_its_own_namespace() {
     if !require_root() {
         return;

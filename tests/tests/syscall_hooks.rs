@@ -40,6 +40,7 @@ fn errno_names(events: &[&Value]) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quiet() {
     let Some((_one, portex)) = auto_agent() else {
         return;
@@ -70,7 +71,12 @@ fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quie
         portex.wait_stderr("syscall hooks attached", 2, Duration::from_secs(10)),
         "attached again"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    for d in [&tcp, &again] {
+        let n = d.facts("connect err ").len();
+        assert!(portex.wait_events(d.pid, Duration::from_secs(10), |ev| {
+            with_action(ev, "connect_failed").len() >= n
+        }));
+    }
     let fin = portex.stop();
     assert_eq!(fin.code, Some(0), "{:?}", fin.stderr);
 
@@ -101,6 +107,7 @@ fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quie
 /// UDP sockets are not followed by events: the reconciliation (every 10 s) counts them,
 /// so a UDP pool filling up attaches the hooks before its first EAGAIN.
 #[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn auto_mode_attaches_the_hooks_when_a_udp_pool_fills_up() {
     let Some((_one, portex)) = auto_agent() else {
         return;
@@ -118,7 +125,10 @@ fn auto_mode_attaches_the_hooks_when_a_udp_pool_fills_up() {
         "a UDP pool at 60 % attaches the hooks"
     );
     let d = ns.drive(&["exhaust-udp", "127.0.0.1:9", "6"]);
-    std::thread::sleep(Duration::from_millis(500));
+    let n = d.facts("connect err ").len();
+    assert!(portex.wait_events(d.pid, Duration::from_secs(10), |ev| {
+        with_action(ev, "connect_failed").len() >= n
+    }));
     drop(held);
     let fin = portex.stop();
     let evs = fin.events_of(d.pid);
