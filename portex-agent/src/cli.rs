@@ -24,7 +24,7 @@ pub enum Command {
     /// Live full-screen view: per-process churn and per-pool pressure (needs root).
     Top(TopArgs),
     /// Run as a service: NDJSON events to a file or stdout, metrics for Prometheus (needs
-    /// root or CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
+    /// root or CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
     Agent(AgentArgs),
 }
 

@@ -33,10 +33,12 @@ use crate::{
 /// (reader::MAX_IN_FLIGHT). Beyond either, batches are dropped and counted.
 const QUEUE_BATCHES: usize = 1024;
 
-/// After SIGINT/SIGTERM, how long the output thread may take to write what it holds.
-/// An output that stays blocked (a pipe nobody reads) must not keep the programs
-/// attached: past this the agent detaches, reports, and exits without it.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// After SIGINT/SIGTERM the output thread finishes what it holds while it makes
+/// progress; an output that stays blocked (a pipe nobody reads) must not keep the
+/// programs attached. It is left behind after SHUTDOWN_STALL without progress (lines
+/// rendered, events taken from the queue), or after SHUTDOWN_MAX in all.
+const SHUTDOWN_STALL: Duration = Duration::from_secs(2);
+const SHUTDOWN_MAX: Duration = Duration::from_secs(10);
 
 pub struct Setup {
     pub load: LoadOptions,
@@ -182,17 +184,34 @@ pub fn run(setup: Setup) -> Result<()> {
         reader.await?
     })?;
 
-    let end = std::time::Instant::now() + SHUTDOWN_GRACE;
-    while !consumer.is_finished() && std::time::Instant::now() < end {
+    let progress = || {
+        (
+            written.load(Ordering::Relaxed),
+            counts.in_flight.load(Ordering::Relaxed),
+        )
+    };
+    let start = std::time::Instant::now();
+    let (mut last, mut moved_at) = (progress(), start);
+    while !consumer.is_finished() && start.elapsed() < SHUTDOWN_MAX {
         std::thread::sleep(Duration::from_millis(10));
+        let now = progress();
+        if now != last {
+            (last, moved_at) = (now, std::time::Instant::now());
+        } else if moved_at.elapsed() > SHUTDOWN_STALL {
+            break;
+        }
     }
     let res = if consumer.is_finished() {
         consumer
             .join()
             .map_err(|_| anyhow::anyhow!("the output thread panicked"))?
     } else {
+        // What the output thread had not taken yet is lost: count it.
+        let left = counts.in_flight.swap(0, Ordering::Relaxed);
+        counts.user_dropped.fetch_add(left, Ordering::Relaxed);
         eprintln!(
-            "portex: warning: the output is blocked; exiting without writing what is still queued"
+            "portex: warning: the output thread is stuck (blocked output or a long \
+             reconciliation); exiting without it, {left} queued events counted as dropped"
         );
         Ok(())
     };

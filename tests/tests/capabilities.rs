@@ -1,0 +1,239 @@
+//! The packaged unit's capability set (packaging/systemd/portex.service): the agent
+//! does its whole job with exactly that set, and each capability in it is needed: drop
+//! one and a specific part of the job fails. The observed process belongs to another
+//! user (nobody) in another network namespace, as on a real host.
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use portex_e2e::*;
+
+/// The unit's CapabilityBoundingSet, as setpriv names them ("sys_admin", ...).
+fn unit_caps() -> Vec<String> {
+    let unit = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/portex.service"),
+    )
+    .unwrap();
+    unit.lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit names its capabilities")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect()
+}
+
+/// A driver run as uid 65534 inside `ns`, holding its sockets until dropped.
+struct Nobody {
+    child: Child,
+    pid: u32,
+}
+
+impl Nobody {
+    fn spawn(ns: &Netns, args: &[&str]) -> Nobody {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args([
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ])
+            .arg(public_copy(&driver_bin()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut pid = 0;
+        loop {
+            let mut l = String::new();
+            if out.read_line(&mut l).unwrap_or(0) == 0 || l.trim() == "ready" {
+                break;
+            }
+            if let Some(p) = l.trim().strip_prefix("pid ") {
+                pid = p.parse().unwrap();
+            }
+        }
+        assert_ne!(pid, 0, "the driver started");
+        Nobody { child, pid }
+    }
+}
+
+impl Drop for Nobody {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// What the agent got right with a given bounding set.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    /// The pool of the other namespace, with its real size (the namespace's sysctls).
+    pool: Option<(u64, u64)>,
+    /// The owner of sockets that existed before the agent (found through /proc/PID/fd).
+    holder: bool,
+    /// `portex.netns` on the other user's events (read through /proc/PID/ns/net).
+    netns: bool,
+    /// Events of the other user's connections at all (the programs loaded).
+    events: usize,
+}
+
+fn run_with(set: &[String]) -> Result<Seen, String> {
+    let bounding = format!(
+        "--bounding-set=-all{}",
+        set.iter().map(|c| format!(",+{c}")).collect::<String>()
+    );
+    let ns = Netns::new("caps");
+    ns.port_range(40000, 40009);
+    // Four connections held from before the agent starts: 4 of 10 ports.
+    let old = Nobody::spawn(
+        &ns,
+        &[
+            "pool-mix",
+            "127.0.0.1:7460",
+            "127.0.0.1:7461",
+            "0",
+            "4",
+            "0",
+        ],
+    );
+    let portex = Portex::start_wrapped(
+        &["setpriv", &bounding],
+        &[
+            "agent",
+            "--metrics",
+            "127.0.0.1:0",
+            "--metrics-pool-min",
+            "0",
+            "--metrics-max-pools",
+            "10000",
+            "--metrics-top-processes",
+            "10000",
+        ],
+    );
+    if portex.stderr_now().iter().any(|l| l.contains("error")) {
+        return Err(portex.stop().stderr.join("\n"));
+    }
+    let eff = std::fs::read_to_string(format!("/proc/{}/status", portex.pid())).unwrap();
+    let capeff = eff
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        capeff.count_ones() as usize,
+        set.len(),
+        "{set:?}: {capeff:x}"
+    );
+    let addr = portex.metrics_addr();
+    // New connections while the agent runs, kept open until their events are seen.
+    let new = Nobody::spawn(
+        &ns,
+        &[
+            "pool-mix",
+            "127.0.0.1:7462",
+            "127.0.0.1:7463",
+            "0",
+            "2",
+            "0",
+        ],
+    );
+    let seen_new = portex.wait_events(new.pid, Duration::from_secs(10), |ev| {
+        with_action(ev, "established").len() >= 2
+    });
+    let inode = ns.inode();
+    let labels = format!(
+        "netns=\"{inode}\",transport=\"tcp\",source=\"127.0.0.1\",destination=\"127.0.0.1:7460\""
+    );
+    let mut body = String::new();
+    // Gauges are published every second; the owner of old sockets is looked up at the
+    // first reconciliation (10 s).
+    wait_for(Duration::from_secs(25), || {
+        body = http_get(&addr, "/metrics");
+        body.contains(&format!("pid=\"{}\"", old.pid))
+    });
+    let gauge = |name: &str| -> Option<u64> {
+        body.lines()
+            .find(|l| l.starts_with(&format!("{name}{{{labels}}}")))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let pool = gauge("portex_pool_size_ports").zip(gauge("portex_pool_used_ports"));
+    let holder = body.lines().any(|l| {
+        l.starts_with("portex_process_ports_held{") && l.contains(&format!("pid=\"{}\"", old.pid))
+    });
+    let events: Vec<Value> = portex
+        .stdout_now()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["process"]["pid"] == new.pid)
+        .collect();
+    let netns = seen_new && events.iter().all(|e| e["portex"]["netns"] == inode);
+    drop((new, old));
+    let fin = portex.stop();
+    assert_eq!(fin.code, Some(0), "{set:?}: {:?}", fin.stderr);
+    Ok(Seen {
+        pool,
+        holder,
+        netns,
+        events: events.len(),
+    })
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn the_units_capabilities_are_sufficient_and_each_is_needed() {
+    if !require_root() {
+        return;
+    }
+    let caps = unit_caps();
+    let all = run_with(&caps).expect("the agent starts with the unit's set");
+    assert_eq!(
+        all,
+        Seen {
+            pool: Some((10, 4)),
+            holder: true,
+            netns: true,
+            events: all.events,
+        },
+        "with exactly {caps:?}"
+    );
+    assert!(all.events >= 4, "{all:?}");
+    let without = |cap: &str| -> Result<Seen, String> {
+        let set: Vec<String> = caps.iter().filter(|c| *c != cap).cloned().collect();
+        assert_eq!(set.len() + 1, caps.len(), "{cap} is in the unit");
+        run_with(&set)
+    };
+    // setns() into the other namespace: its pools and sysctls.
+    let s = without("sys_admin");
+    assert!(
+        s.as_ref().map_or(true, |s| s.pool != Some((10, 4))),
+        "without sys_admin: {s:?}"
+    );
+    // /proc/PID/ns/net of another user's process.
+    let s = without("sys_ptrace").expect("starts without sys_ptrace");
+    assert!(!s.netns, "without sys_ptrace: {s:?}");
+    // /proc/PID/fd of another user's process: the owner of sockets older than the agent.
+    let s = without("dac_read_search").expect("starts without dac_read_search");
+    assert!(!s.holder, "without dac_read_search: {s:?}");
+}
