@@ -1,7 +1,7 @@
 //! Issue "Agent mode": sinks, metrics scraped by a real Prometheus, containers, and the
 //! capability set of the systemd unit.
 use std::{
-    io::{Read, Write},
+    io::Write,
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -11,41 +11,12 @@ use std::{
 
 use portex_e2e::*;
 
-fn tmp(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("portex-e2e-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn lines_of(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
 }
 
 fn signal(p: &Portex, sig: i32) {
@@ -62,7 +33,7 @@ fn file_sink_rotates_reopens_on_sighup_and_every_line_matches_the_schema() {
     if !require_root() {
         return;
     }
-    let dir = tmp("rotate");
+    let dir = tmp_dir("rotate");
     let out = dir.join("events.ndjson");
     let portex = Portex::start(&[
         "agent",
@@ -200,7 +171,7 @@ fn a_full_disk_is_survived_and_counted() {
     if !require_root() {
         return;
     }
-    let dir = tmp("full");
+    let dir = tmp_dir("full");
     let ok = Command::new("mount")
         .args([
             "-t",
@@ -241,7 +212,7 @@ fn a_full_disk_is_survived_and_counted() {
     };
     assert!(
         wait_for(Duration::from_secs(10), || {
-            m = http_get(&metrics, "/metrics");
+            m = http_get(&metrics, "/metrics").unwrap_or_default();
             sink_dropped(&m) > 0.0
         }),
         "drops are counted:\n{m}"
@@ -304,7 +275,7 @@ fn a_blocked_stdout_never_stalls_the_agent() {
     };
     assert!(
         wait_for(Duration::from_secs(10), || {
-            m = http_get(&metrics, "/metrics");
+            m = http_get(&metrics, "/metrics").unwrap_or_default();
             get(&m, "portex_sink_lines_total{result=\"dropped\"}") > 0.0
         }),
         "{m}"
@@ -342,7 +313,7 @@ fn prometheus_scrapes_the_failure_counter_of_an_exhaustion() {
     assert!(failures > 0);
 
     // promtool agrees with the exposition.
-    let body = http_get(&metrics, "/metrics");
+    let body = http_get(&metrics, "/metrics").unwrap_or_default();
     let mut check = Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -365,7 +336,7 @@ fn prometheus_scrapes_the_failure_counter_of_an_exhaustion() {
     );
 
     // A real Prometheus scrapes it; its HTTP API finds the counter.
-    let dir = tmp("prom");
+    let dir = tmp_dir("prom");
     let prom_addr = format!("127.0.0.1:{}", free_port());
     std::fs::write(
         dir.join("prometheus.yml"),
@@ -404,7 +375,7 @@ fn prometheus_scrapes_the_failure_counter_of_an_exhaustion() {
     let mut value = 0.0;
     while Instant::now() < end {
         if TcpStream::connect(&prom_addr).is_ok() {
-            last = http_get(&prom_addr, query);
+            last = http_get(&prom_addr, query).unwrap_or_default();
             if let Ok(v) = serde_json::from_str::<Value>(&last) {
                 value = v["data"]["result"][0]["value"][1]
                     .as_str()

@@ -154,7 +154,7 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
     // Gauges are published every second; the owner of old sockets is looked up at the
     // first reconciliation (10 s).
     wait_for(Duration::from_secs(25), || {
-        body = http_get(&addr, "/metrics");
+        body = http_get(&addr, "/metrics").unwrap_or_default();
         body.contains(&format!("pid=\"{}\"", old.pid))
     });
     let gauge = |name: &str| -> Option<u64> {
@@ -182,22 +182,6 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         netns,
         events: events.len(),
     })
-}
-
-fn http_get(addr: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
 }
 
 #[test]

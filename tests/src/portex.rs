@@ -1,0 +1,313 @@
+//! The real `portex` binary run as a child: its output collected line by line, and the
+//! figures of its closing summary.
+use std::{
+    io::{BufRead, BufReader, Read},
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex, mpsc},
+    thread,
+    time::{Duration, Instant},
+};
+
+use crate::{Value, portex_bin, validate_lines, wait_for};
+
+/// A running `portex` child; SIGINT and reaped on drop.
+pub struct Portex {
+    json: bool,
+    child: Child,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+    readers: Vec<thread::JoinHandle<()>>,
+    /// start_blocked: the stdout pipe, held open and never read.
+    unread: Option<std::process::ChildStdout>,
+}
+
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: Vec<String>,
+    pub stderr: Vec<String>,
+}
+
+impl Portex {
+    /// Starts `portex <args>` and waits until it says it is watching.
+    pub fn start(args: &[&str]) -> Portex {
+        Portex::start_wrapped(&[], args)
+    }
+
+    /// The same under a wrapper command (e.g. `prlimit --nofile=256:256 --`).
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Portex {
+        Portex::launch(wrapper, args, true)
+    }
+
+    /// Starts it with a stdout that nobody reads: the pipe fills and its writes block.
+    pub fn start_blocked(args: &[&str]) -> Portex {
+        Portex::launch(&[], args, false)
+    }
+
+    fn launch(wrapper: &[&str], args: &[&str], read_stdout: bool) -> Portex {
+        let bin = portex_bin();
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting portex");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut readers = Vec::new();
+        let out = child.stdout.take().unwrap();
+        let mut unread = None;
+        if read_stdout {
+            let sink = stdout.clone();
+            readers.push(thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            }));
+        } else {
+            unread = Some(out);
+        }
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        readers.push(thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let ready = line.contains("watching") || line.contains("error");
+                sink.lock().unwrap().push(line);
+                if ready {
+                    let _ = ready_tx.send(());
+                }
+            }
+        }));
+        let json = args.contains(&"--json") || args.first() == Some(&"agent");
+        let p = Portex {
+            json,
+            child,
+            stdout,
+            stderr,
+            readers,
+            unread,
+        };
+        if ready_rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let err = p.stderr.lock().unwrap().join("\n");
+            panic!("portex did not start: {err}");
+        }
+        p
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the JSON events of `pid` seen so far satisfy `done`.
+    pub fn wait_events(
+        &self,
+        pid: u32,
+        timeout: Duration,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> bool {
+        wait_for(timeout, || {
+            let ev: Vec<Value> = self
+                .stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["process"]["pid"].as_u64() == Some(pid as u64))
+                .collect();
+            done(&ev)
+        })
+    }
+
+    /// The address the metrics server bound (start it with `--metrics 127.0.0.1:0`: the
+    /// kernel picks a free port, so parallel tests never race for one).
+    pub fn metrics_addr(&self) -> String {
+        self.stderr_now()
+            .iter()
+            .find_map(|l| {
+                let (_, rest) = l.split_once("metrics on http://")?;
+                Some(rest.split_once("/metrics")?.0.to_string())
+            })
+            .expect("portex names its metrics address when it starts")
+    }
+
+    /// Lines of stderr so far.
+    pub fn stderr_now(&self) -> Vec<String> {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Lines of stdout so far.
+    pub fn stdout_now(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until a line of its stderr contains `needle` `times` times in all.
+    pub fn wait_stderr(&self, needle: &str, times: usize, timeout: Duration) -> bool {
+        let end = std::time::Instant::now() + timeout;
+        loop {
+            let n = self
+                .stderr
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.contains(needle))
+                .count();
+            if n >= times {
+                return true;
+            }
+            if std::time::Instant::now() > end {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGINT, wait, and everything it printed.
+    pub fn stop(self) -> Finished {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// `sig`, wait (killed after 30 s: a portex that ignores it fails the test), and
+    /// everything it printed.
+    pub fn stop_with(mut self, sig: i32) -> Finished {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+        let exited = wait_for(Duration::from_secs(30), || {
+            matches!(self.child.try_wait(), Ok(Some(_)))
+        });
+        if !exited {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait().expect("waiting for portex");
+        assert!(exited, "portex ignored signal {sig} for 30 s");
+        drop(self.unread.take());
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let f = Finished {
+            code: status.code(),
+            stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
+            stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
+        };
+        if self.json {
+            validate_lines(f.stdout.iter().map(String::as_str));
+        }
+        f
+    }
+}
+
+impl Drop for Portex {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Finished {
+    /// JSON events of one process.
+    pub fn events_of(&self, pid: u32) -> Vec<Value> {
+        self.stdout
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["process"]["pid"].as_u64() == Some(pid as u64))
+            .collect()
+    }
+
+    /// For failure messages: the events of this pid, one per line.
+    pub fn dump(&self, pid: u32) -> String {
+        let mut s = String::new();
+        for v in self.events_of(pid) {
+            s.push_str(&v.to_string());
+            s.push('\n');
+        }
+        s.push_str("stderr:\n");
+        s.push_str(&self.stderr.join("\n"));
+        s
+    }
+}
+
+/// The loss figures of portex's closing summary line: (headline dropped, the parts
+/// named in parentheses). The headline must be their sum.
+pub fn summary_losses(stderr: &[String]) -> Option<(u64, Vec<(String, u64)>)> {
+    let line = stderr.iter().rev().find(|l| l.contains("kernel events"))?;
+    let after = line.split_once("dropped: ")?.1;
+    let (total, rest) = after.split_once(" (")?;
+    let parts = rest.split_once(')')?.0;
+    let parts = parts
+        .split(", ")
+        .filter_map(|p| {
+            let (name, n) = p.rsplit_once(' ')?;
+            Some((name.to_string(), n.parse().ok()?))
+        })
+        .collect();
+    Some((total.parse().ok()?, parts))
+}
+
+/// The agent's output summary: (lines written, lines dropped, write errors).
+pub fn output_counts(stderr: &[String]) -> (u64, u64, u64) {
+    let line = stderr
+        .iter()
+        .rev()
+        .find(|l| l.contains("lines written"))
+        .unwrap_or_else(|| panic!("no output summary: {stderr:?}"));
+    let nums: Vec<u64> = line
+        .split_once("output: ")
+        .unwrap()
+        .1
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (nums[0], nums[1], nums[2])
+}
+
+/// "N lines rendered" of the closing summary.
+pub fn rendered(stderr: &[String]) -> u64 {
+    stderr
+        .iter()
+        .rev()
+        .find_map(|l| {
+            let (_, rest) = l.split_once("kernel events, ")?;
+            rest.split_once(" lines rendered")?.0.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no summary: {stderr:?}"))
+}
+
+/// `portex ARGS` to completion: (exit code, stderr, how long it took). Killed after 20 s.
+pub fn run_portex(args: &[&str]) -> (Option<i32>, String, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(portex_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = String::new();
+    let mut pipe = child.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let _ = pipe.read_to_string(&mut err);
+        err
+    });
+    let done = wait_for(Duration::from_secs(20), || {
+        matches!(child.try_wait(), Ok(Some(_)))
+    });
+    if !done {
+        let _ = child.kill();
+    }
+    let code = child.wait().unwrap().code();
+    (code, reader.join().unwrap(), start.elapsed())
+}

@@ -1,0 +1,235 @@
+//! Issue "Reliability and security", the output side: where events go when the path is
+//! hostile, the disk is full, the file is deleted or nobody reads. Each test reproduces
+//! one finding and fails without its fix.
+use std::{
+    path::PathBuf,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use portex_e2e::*;
+
+/// Finding 2: the output path is never followed through a symlink, a FIFO does not
+/// block start-up, and a file with another link is refused.
+#[test]
+fn unsafe_output_paths_are_refused_at_start_in_one_line() {
+    let dir = tmp_dir("paths");
+    let _rm = RmDir(dir.clone());
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "keep").unwrap();
+    let link = dir.join("link.ndjson");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    let fifo = dir.join("fifo.ndjson");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let hard = dir.join("hard.ndjson");
+    std::fs::hard_link(&secret, &hard).unwrap();
+    for (path, why) in [
+        (&link, "symbolic link"),
+        (&fifo, "not a regular file"),
+        (&hard, "hard links"),
+    ] {
+        let (code, err, took) = run_portex(&["agent", "--output", path.to_str().unwrap()]);
+        assert_eq!(code, Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(why), "{err}");
+        assert!(took < Duration::from_secs(10), "took {took:?}");
+    }
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "keep");
+}
+
+/// Findings 3, 4 and 9: nobody reads the output. The agent (and watch) keep their
+/// memory bounded, exit within seconds of SIGTERM, and the summary's headline loss is
+/// the sum of its parts, kernel runs skipped included.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_blocked_output_bounds_memory_and_does_not_delay_sigterm() {
+    if !require_root() {
+        return;
+    }
+    for args in [&["agent", "--output", "-"][..], &["watch", "--json"][..]] {
+        let portex = Portex::start_blocked(args);
+        let pid = portex.pid();
+        let ns = Netns::new("blocked");
+        let mut peak = 0;
+        let flood = {
+            let name = ns.name.clone();
+            thread::spawn(move || {
+                Command::new(driver_bin())
+                    .args(["--netns", &name, "flood", "127.0.0.1:7000", "6", "2"])
+                    .output()
+                    .unwrap()
+            })
+        };
+        while !flood.is_finished() {
+            peak = peak.max(rss_kib(pid));
+            thread::sleep(Duration::from_millis(100));
+        }
+        let flooded = String::from_utf8_lossy(&flood.join().unwrap().stdout).into_owned();
+        let t = Instant::now();
+        let fin = portex.stop_with(libc::SIGTERM);
+        let took = t.elapsed();
+        // The output thread gets 3 s to finish a write before the agent leaves it.
+        assert!(
+            took < Duration::from_secs(8),
+            "{args:?} took {took:?} to stop: {:?}",
+            fin.stderr
+        );
+        assert_eq!(fin.code, Some(0), "{args:?}: {:?}", fin.stderr);
+        assert!(
+            peak < 64 * 1024,
+            "{args:?}: RSS peaked at {peak} KiB ({flooded})"
+        );
+        let (total, parts) =
+            summary_losses(&fin.stderr).unwrap_or_else(|| panic!("no summary: {:?}", fin.stderr));
+        assert_eq!(
+            total,
+            parts.iter().map(|p| p.1).sum::<u64>(),
+            "{:?}",
+            fin.stderr
+        );
+        assert!(
+            parts.iter().any(|p| p.0 == "kernel runs skipped"),
+            "{:?}",
+            fin.stderr
+        );
+        if args[0] == "agent" {
+            let (_, dropped, _) = output_counts(&fin.stderr);
+            assert!(
+                dropped > 0,
+                "the blocked output dropped nothing? {:?}",
+                fin.stderr
+            );
+        }
+    }
+}
+
+/// Finding 5: a full disk leaves no partial line; when space returns, writing resumes
+/// and every line in the file is whole JSON, as many as the summary says were written.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_full_disk_leaves_whole_lines_and_resumes() {
+    if !require_root() {
+        return;
+    }
+    let dir = tmp_dir("enospc");
+    assert!(
+        Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k",
+                "tmpfs",
+                dir.to_str().unwrap()
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _guard = Unmount(dir.clone());
+    let out = dir.join("events.ndjson");
+    let portex = Portex::start(&["agent", "--output", out.to_str().unwrap()]);
+    let ns = Netns::new("enospc");
+    drop(ns.drive(&["client-close", "127.0.0.1:7100", "300"]));
+    assert!(
+        portex.wait_stderr("No space left", 1, Duration::from_secs(20)),
+        "{:?}",
+        portex.stderr_now()
+    );
+    // Space returns.
+    assert!(
+        Command::new("mount")
+            .args(["-o", "remount,size=1g", dir.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Writing resumes at the first write after the retry delay: churn until it says so.
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            drop(ns.drive(&["client-close", "127.0.0.1:7102", "2"]));
+            portex
+                .stderr_now()
+                .iter()
+                .any(|l| l.contains("written again"))
+        }),
+        "{:?}",
+        portex.stderr_now()
+    );
+    let d = ns.drive(&["client-close", "127.0.0.1:7101", "20"]);
+    let mine = || {
+        lines_of(&out)
+            .iter()
+            .filter(|l| l.contains(&format!("\"pid\":{},", d.pid)))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || mine() == 80),
+        "{} lines of 20 connections; {:?}",
+        mine(),
+        portex.stderr_now()
+    );
+    let fin = portex.stop();
+    let lines = lines_of(&out);
+    // validate_lines panics on any line that is not whole, valid JSON.
+    let n = validate_lines(lines.iter().map(String::as_str));
+    let (written, dropped, _) = output_counts(&fin.stderr);
+    assert_eq!(n as u64, written, "{:?}", fin.stderr);
+    assert!(dropped > 0);
+}
+
+/// Finding 6: a deleted output file is noticed before the next write, said once, and
+/// created again; nothing more goes to the unlinked inode.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_deleted_output_file_is_created_again() {
+    if !require_root() {
+        return;
+    }
+    let dir = tmp_dir("deleted");
+    let _rm = RmDir(dir.clone());
+    let out = dir.join("events.ndjson");
+    let portex = Portex::start(&["agent", "--output", out.to_str().unwrap()]);
+    let ns = Netns::new("deleted");
+    let first = ns.drive(&["client-close", "127.0.0.1:7200", "3"]);
+    assert!(wait_for(Duration::from_secs(10), || {
+        lines_of(&out)
+            .iter()
+            .any(|l| l.contains(&format!("\"pid\":{},", first.pid)))
+    }));
+    std::fs::remove_file(&out).unwrap();
+    let second = ns.drive(&["client-close", "127.0.0.1:7201", "3"]);
+    let mine = || {
+        lines_of(&out)
+            .iter()
+            .filter(|l| l.contains(&format!("\"pid\":{},", second.pid)))
+            .count()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || mine() == 12),
+        "{} lines of the second driver in the new file; {:?}",
+        mine(),
+        portex.stderr_now()
+    );
+    let fin = portex.stop();
+    let said = fin
+        .stderr
+        .iter()
+        .filter(|l| l.contains("was removed"))
+        .count();
+    assert_eq!(said, 1, "{:?}", fin.stderr);
+}
