@@ -1,7 +1,7 @@
 //! Issue "Reliability and security": a root agent that no local user can stall, blind or
 //! redirect. Each test reproduces one finding and fails without its fix.
 use std::{
-    io::{BufRead, BufReader, Read},
+    io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
     thread,
     time::Duration,
