@@ -843,3 +843,34 @@ pub fn ss_count(ns: &Netns, state: &str) -> usize {
     let (_, out, _) = ns.exec(&["ss", "-tanH", "state", state]);
     out.lines().filter(|l| !l.trim().is_empty()).count()
 }
+
+impl Portex {
+    /// Waits (up to a minute: on a busy host the agent may lag behind) until at least
+    /// `n` lines of stdout contain `needle`; true when they did. Tests call it before
+    /// `stop` so that what they count was written, and then assert exact counts.
+    pub fn wait_lines(&self, needle: &str, n: usize) -> bool {
+        self.wait_stdout(n, |l| l.contains(needle))
+    }
+
+    /// The same with every needle on one line.
+    pub fn wait_lines_with(&self, needles: &[&str], n: usize) -> bool {
+        self.wait_stdout(n, |l| needles.iter().all(|x| l.contains(x)))
+    }
+
+    fn wait_stdout(&self, n: usize, pred: impl Fn(&str) -> bool) -> bool {
+        wait_for(Duration::from_secs(60), || {
+            self.stdout
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|l| pred(l))
+                .count()
+                >= n
+        })
+    }
+}
+
+/// The text that marks a JSON line of process `pid` (for `Portex::wait_lines`).
+pub fn pid_needle(pid: u32) -> String {
+    format!("\"pid\":{pid},")
+}

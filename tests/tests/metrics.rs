@@ -134,7 +134,7 @@ fn pool_gauges_equal_ss_for_a_pool_filled_before_the_agent_started() {
     ]);
     let mut s = Vec::new();
     assert!(
-        wait_for(Duration::from_secs(30), || {
+        wait_for(Duration::from_secs(60), || {
             s = scrape(&metrics);
             pool_gauges(&s, inode, "127.0.0.1:8401").is_some()
         }),
@@ -165,7 +165,7 @@ fn pool_gauges_equal_ss_for_a_pool_filled_before_the_agent_started() {
     assert_eq!(more.driven.facts("held "), ["6 failed 0"]);
     assert_eq!(ss_pool(&ns, "127.0.0.2", 8402), (12.0, 0.0));
     assert!(
-        wait_for(Duration::from_secs(30), || {
+        wait_for(Duration::from_secs(60), || {
             s = scrape(&metrics);
             pool_gauges(&s, inode, "127.0.0.2:8402") == Some((12.0, 0.0, SIZE))
         }),
@@ -229,7 +229,7 @@ fn metrics_max_pools_1_exports_only_the_fullest_pool() {
             .then(|| used[0].value / size[0].value)
     };
     assert!(
-        wait_for(Duration::from_secs(30), || {
+        wait_for(Duration::from_secs(60), || {
             s = scrape(&metrics);
             util(&s).is_some_and(|u| u >= 0.7)
         }),
@@ -260,7 +260,7 @@ fn metrics_max_pools_1_exports_only_the_fullest_pool() {
         "10000",
     ]);
     assert!(
-        wait_for(Duration::from_secs(30), || {
+        wait_for(Duration::from_secs(60), || {
             s = scrape(&metrics);
             pool_gauges(&s, inode, "127.0.0.2:8402").is_some()
         }),

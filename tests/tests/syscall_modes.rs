@@ -23,6 +23,11 @@ fn exhaust_under(mode: &str, tag: &str, port: &str) -> (Finished, Driven, Driven
     let portex = Portex::start(&["watch", "--json", "--syscall-hooks", mode]);
     let tcp = tcp_ns.drive(&["exhaust-tcp", &format!("127.0.0.1:{port}"), "8"]);
     let bind = bind_ns.drive(&["exhaust-bind", "127.0.0.1:0", "8"]);
+    let tcp_pid = pid_needle(tcp.pid);
+    portex.wait_lines_with(&[&tcp_pid, "\"action\":\"connect_failed\""], 4);
+    if mode == "on" {
+        portex.wait_lines_with(&[&pid_needle(bind.pid), "\"action\":\"bind_failed\""], 4);
+    }
     let out = portex.stop();
     assert_eq!(out.code, Some(0), "{:?}", out.stderr);
     assert_eq!(tcp.facts("connect ok ").len(), 4, "{:?}", tcp.lines);
@@ -161,16 +166,7 @@ fn bind_with_ip_bind_address_no_port_is_not_a_bind_event() {
     // Wait until the control's bind events are out (they come after the others).
     let pid = held.driven.pid;
     assert!(
-        wait_for(std::time::Duration::from_secs(30), || {
-            portex
-                .stdout_now()
-                .iter()
-                .filter(|l| {
-                    l.contains(&format!("\"pid\":{pid},")) && l.contains("\"action\":\"bind\"")
-                })
-                .count()
-                >= 3
-        }),
+        portex.wait_lines_with(&[&pid_needle(pid), "\"action\":\"bind\""], 3),
         "the 3 plain binds were not reported"
     );
     let out = portex.stop();

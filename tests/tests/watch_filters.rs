@@ -82,8 +82,13 @@ fn watch_pid_keeps_exactly_that_process() {
     let pid = mine.pid.to_string();
     let all = Portex::start(&["watch", "--json"]);
     let filtered = Portex::start(&["watch", "--json", "--pid", &pid]);
-    let mine = mine.go();
+    // The other one first: once this one's last line is out, the other's were seen
+    // (and filtered out).
     let other = other.go();
+    let mine = mine.go();
+    all.wait_lines(&pid_needle(other.pid), 30);
+    all.wait_lines(&pid_needle(mine.pid), 30);
+    filtered.wait_lines(&pid_needle(mine.pid), 30);
     let filtered = filtered.stop();
     let all = all.stop();
     assert_eq!(filtered.code, Some(0), "{:?}", filtered.stderr);
@@ -130,8 +135,10 @@ fn watch_comm_keeps_exactly_that_process_name_in_text_and_json() {
     let ns = Netns::new("wcomm");
     let text = Portex::start(&["watch", "--comm", &name]);
     let json = Portex::start(&["watch", "--json", "--comm", &name]);
-    let mine = ns.drive(&["--name", &name, "client-close", "127.0.0.1:8011", "5"]);
     let other = ns.drive(&["--name", &other_name, "client-close", "127.0.0.1:8012", "5"]);
+    let mine = ns.drive(&["--name", &name, "client-close", "127.0.0.1:8011", "5"]);
+    json.wait_lines(&pid_needle(mine.pid), 30);
+    text.wait_lines(&format!(" {} {name} ", mine.pid), 30);
     let text = text.stop();
     let json = json.stop();
 
@@ -182,8 +189,16 @@ fn watch_failures_only_keeps_exactly_the_failures() {
     let healthy = Netns::new("wfail-ok");
     let all = Portex::start(&["watch", "--json"]);
     let failures = Portex::start(&["watch", "--json", "--failures-only"]);
-    let failing = small.drive(&["exhaust-tcp", "127.0.0.1:8021", "8"]);
     let fine = healthy.drive(&["client-close", "127.0.0.1:8022", "5"]);
+    let failing = small.drive(&["exhaust-tcp", "127.0.0.1:8021", "8"]);
+    let failed = [
+        pid_needle(failing.pid),
+        "\"action\":\"connect_failed\"".to_string(),
+    ];
+    let failed: Vec<&str> = failed.iter().map(String::as_str).collect();
+    failures.wait_lines_with(&failed, 4);
+    all.wait_lines_with(&failed, 4);
+    all.wait_lines(&pid_needle(fine.pid), 30);
     let failures = failures.stop();
     let all = all.stop();
     assert_eq!(failing.facts("connect ok ").len(), 4, "{:?}", failing.lines);
