@@ -352,7 +352,8 @@ fn count_metrics(m: &Metrics, r: &Record, pressure: Option<&Pressure>) {
 /// that never reached TCP's state machine carries no protocol: ask the socket itself.
 ///
 /// Returns false when the record is not worth showing: a bind() with
-/// IP_BIND_ADDRESS_NO_PORT took no port (the socket says port 0; connect() picks it).
+/// IP_BIND_ADDRESS_NO_PORT took no port (connect() picks it). The socket says port 0
+/// until connect(), and the port connect() chose after it, so the option is asked.
 fn resolve_socket(r: &mut Record) -> bool {
     let needs = match r.action {
         Action::Bind | Action::BindFailed => true,
@@ -362,15 +363,15 @@ fn resolve_socket(r: &mut Record) -> bool {
     if !needs {
         return true;
     }
-    let Some((transport, local)) = r.fd.and_then(|fd| socket_of(r.process.pid, fd)) else {
+    let Some(s) = r.fd.and_then(|fd| socket_of(r.process.pid, fd)) else {
         return true;
     };
-    r.transport = transport;
+    r.transport = s.transport;
     if r.action == Action::Bind {
-        if local.port() == 0 {
+        if s.local.port() == 0 || s.bind_no_port {
             return false;
         }
-        r.source = local;
+        r.source = s.local;
     }
     true
 }

@@ -54,10 +54,20 @@ impl ProcNames {
     }
 }
 
+/// What a socket says about itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketInfo {
+    pub transport: Transport,
+    pub local: SocketAddr,
+    /// IP_BIND_ADDRESS_NO_PORT is set: a bind(port 0) took no port (connect() picks
+    /// it), whatever port the socket has by the time it is asked.
+    pub bind_no_port: bool,
+}
+
 /// The protocol and local address of socket `fd` of process `pid`, read through a
 /// duplicate of the descriptor (pidfd_getfd, Linux 5.6+). None when the process or the
 /// descriptor is gone, or the kernel refuses.
-pub fn socket_of(pid: u32, fd: i32) -> Option<(Transport, SocketAddr)> {
+pub fn socket_of(pid: u32, fd: i32) -> Option<SocketInfo> {
     if pid == 0 || fd < 0 {
         return None;
     }
@@ -78,7 +88,7 @@ pub fn socket_of(pid: u32, fd: i32) -> Option<(Transport, SocketAddr)> {
     }
 }
 
-unsafe fn query_socket(fd: libc::c_int) -> Option<(Transport, SocketAddr)> {
+unsafe fn query_socket(fd: libc::c_int) -> Option<SocketInfo> {
     let mut proto: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid out-pointers of the sizes given.
@@ -128,5 +138,77 @@ unsafe fn query_socket(fd: libc::c_int) -> Option<(Transport, SocketAddr)> {
         }
         _ => return None,
     };
-    Some((transport, addr))
+    let mut no_port: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: valid out-pointers of the sizes given. SOL_IP options apply to IPv6
+    // sockets too.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            &mut no_port as *mut _ as *mut _,
+            &mut len,
+        )
+    };
+    Some(SocketInfo {
+        transport,
+        local: addr,
+        bind_no_port: rc == 0 && no_port != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    use super::*;
+
+    /// A TCP socket of this process bound to 127.0.0.1:0, with or without
+    /// IP_BIND_ADDRESS_NO_PORT.
+    fn bound(no_port: bool) -> OwnedFd {
+        // SAFETY: plain syscalls; the fd is owned by the returned OwnedFd.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+            assert!(fd >= 0);
+            let fd = OwnedFd::from_raw_fd(fd);
+            let one: libc::c_int = 1;
+            if no_port {
+                let rc = libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    &one as *const _ as *const _,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                );
+                assert_eq!(rc, 0);
+            }
+            let mut sin: libc::sockaddr_in = std::mem::zeroed();
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_addr.s_addr = u32::from(Ipv4Addr::LOCALHOST).to_be();
+            let rc = libc::bind(
+                fd.as_raw_fd(),
+                &sin as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+            fd
+        }
+    }
+
+    #[test]
+    fn a_socket_says_whether_bind_took_a_port() {
+        let me = std::process::id();
+        let plain = bound(false);
+        let s = socket_of(me, plain.as_raw_fd()).expect("our own socket");
+        assert_eq!(s.transport, Transport::Tcp);
+        assert_eq!(s.local.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        assert_ne!(s.local.port(), 0);
+        assert!(!s.bind_no_port);
+        let no_port = bound(true);
+        let s = socket_of(me, no_port.as_raw_fd()).expect("our own socket");
+        assert_eq!(s.local.port(), 0);
+        assert!(s.bind_no_port);
+        assert_eq!(socket_of(me, -1), None);
+    }
 }

@@ -89,3 +89,5 @@ pub(crate) fn run(cmd: &mut Command) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+mod extra;
+pub use extra::*;

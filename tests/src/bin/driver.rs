@@ -87,6 +87,13 @@ fn main() {
             seconds.parse().unwrap(),
             threads.parse().unwrap(),
         ),
+        ["after-go", rest @ ..] => after_go(rest),
+        ["linger-reset", addr, n] => linger_reset(addr.parse().unwrap(), n.parse().unwrap()),
+        ["bind-mix", addr, no_port, plain] => bind_mix(
+            addr.parse().unwrap(),
+            no_port.parse().unwrap(),
+            plain.parse().unwrap(),
+        ),
         _ => {
             eprintln!(
                 "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp|hold-udp|pool-mix|bind-connect|churn ..."
@@ -415,4 +422,74 @@ fn exhaust_udp(dest: SocketAddr, attempts: usize) {
         }
     }
     thread::sleep(Duration::from_millis(200));
+}
+
+/// Says "ready" and waits for one line on stdin before it makes any socket, then runs
+/// the rest of its arguments as a new driver in this same process (exec keeps the pid
+/// and the network namespace): a test learns the pid before the first event.
+fn after_go(rest: &[&str]) {
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut byte = [0u8; 1];
+    let mut stdin = std::io::stdin().lock();
+    while stdin.read(&mut byte).map(|k| k == 1).unwrap_or(false) && byte[0] != b'\n' {}
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(rest)
+        .exec();
+    panic!("exec of the driver failed: {err}");
+}
+
+/// `n` connections closed with SO_LINGER 0: the client aborts with a RST, so its port
+/// is free at once (no TIME_WAIT).
+fn linger_reset(listen: SocketAddr, n: usize) {
+    let dest = listen_and_hold(listen);
+    for _ in 0..n {
+        let s = TcpStream::connect(dest).unwrap();
+        println!("connect ok {}", s.local_addr().unwrap());
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+    }
+    thread::sleep(Duration::from_millis(200));
+}
+
+/// `no_port` sockets bound to port 0 with IP_BIND_ADDRESS_NO_PORT (bind() takes no
+/// port; connect() picks it), then `plain` bound to port 0 without it (bind() takes
+/// the port), each connected; all held until stdin closes.
+fn bind_mix(listen: SocketAddr, no_port: usize, plain: usize) {
+    use std::os::fd::AsRawFd;
+    let dest = listen_and_hold(listen);
+    let mut held = Vec::new();
+    for i in 0..no_port + plain {
+        let s = Socket::new(Domain::for_address(dest), Type::STREAM, Some(Protocol::TCP)).unwrap();
+        let with_no_port = i < no_port;
+        if with_no_port {
+            let one: libc::c_int = 1;
+            // SAFETY: a valid socket and a c_int option value of the size given.
+            let rc = unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_BIND_ADDRESS_NO_PORT,
+                    &one as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        }
+        s.bind(&SockAddr::from(SocketAddr::new(dest.ip(), 0)))
+            .unwrap();
+        let bound = s.local_addr().unwrap().as_socket().unwrap();
+        s.connect(&SockAddr::from(dest)).unwrap();
+        let local = s.local_addr().unwrap().as_socket().unwrap();
+        if with_no_port {
+            println!("no-port bound {bound} connected {local}");
+        } else {
+            println!("bind ok {bound}");
+        }
+        held.push(s);
+    }
+    hold_until_stdin_closes();
 }

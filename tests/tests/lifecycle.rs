@@ -1,0 +1,254 @@
+//! The agent's own lifecycle (SIGTERM, as systemd stops it), a connection's abortive
+//! close, and container attribution without Kubernetes.
+use std::{path::PathBuf, time::Duration};
+
+use portex_e2e::*;
+
+/// systemd stops the agent with SIGTERM: exit status 0, a summary whose loss headline is
+/// the sum of its parts, and every program it loaded gone afterwards.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn sigterm_stops_the_agent_cleanly_and_detaches_every_program() {
+    if !require_root() {
+        return;
+    }
+    let before = all_bpf_programs();
+    let portex = Portex::start(&["agent", "--syscall-hooks", "on"]);
+    let pid = portex.pid();
+    // Ours are the 6 of `--syscall-hooks on` (inet_sock_set_state, tcp_receive_reset,
+    // connect and bind enter/exit): new since `before`, and listed by bpftool.
+    let ours = bpf_programs_of(pid);
+    assert_eq!(ours.len(), 6, "{ours:?}");
+    let loaded = all_bpf_programs();
+    for id in &ours {
+        assert!(
+            !before.contains(id),
+            "{id} was there before the agent: {before:?}"
+        );
+        assert!(
+            loaded.contains(id),
+            "bpftool does not list {id}: {loaded:?}"
+        );
+    }
+
+    let ns = Netns::new("sigterm");
+    let d = ns.drive(&["client-close", "127.0.0.1:8301", "20"]);
+    // The agent has written the driver's lines before it is stopped (it may lag behind
+    // on a busy host: the tracepoints see every connection of the machine).
+    let arrived = portex.wait_lines(&pid_needle(d.pid), 80);
+    let fin = portex.stop_with(libc::SIGTERM);
+    assert_eq!(fin.code, Some(0), "{:?}", fin.stderr);
+    // connect, established, close and time_wait for each of the 20 connections.
+    assert!(arrived, "{}", fin.dump(d.pid));
+    assert_eq!(fin.events_of(d.pid).len(), 80, "{}", fin.dump(d.pid));
+
+    // "portex: N kernel events, M lines rendered; dropped: X (ring buffer full a, user
+    // space b, undecodable c, kernel runs skipped d); socket map full e; output: ..."
+    let summary = fin
+        .stderr
+        .iter()
+        .rev()
+        .find(|l| l.contains("kernel events"))
+        .unwrap_or_else(|| panic!("no summary: {:?}", fin.stderr));
+    let kernel_events: u64 = summary
+        .strip_prefix("portex: ")
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(
+        kernel_events >= 40,
+        "at least an ESTABLISHED and a CLOSE per connection: {summary}"
+    );
+    let (dropped, parts) = summary_losses(&fin.stderr).unwrap_or_else(|| panic!("{summary}"));
+    let names: Vec<&str> = parts.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ring buffer full",
+            "user space",
+            "undecodable",
+            "kernel runs skipped"
+        ],
+        "{summary}"
+    );
+    assert_eq!(
+        dropped,
+        parts.iter().map(|(_, n)| n).sum::<u64>(),
+        "{summary}"
+    );
+    let rendered: u64 = summary
+        .split_once(" kernel events, ")
+        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(rendered >= 80, "{summary}");
+
+    // The process is gone, and so is every program it had loaded (freed once the
+    // last reference goes, which the kernel may finish a moment after the exit).
+    let mut left = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            let now = all_bpf_programs();
+            left = ours.iter().filter(|id| now.contains(id)).copied().collect();
+            left.is_empty()
+        }),
+        "programs still loaded after exit: {left:?}"
+    );
+}
+
+/// SO_LINGER 0 aborts the connection with a RST: the close is a `reset` and the port is
+/// free at once (no TIME_WAIT), as `ss` confirms.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_connection_closed_with_so_linger_0_is_a_reset_without_time_wait() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("reset");
+    ns.port_range(40000, 40099);
+    let portex = Portex::start(&["watch", "--json"]);
+    let d = ns.drive(&["linger-reset", "127.0.0.1:8311", "5"]);
+    // 5 client closes, and the server's (a server socket reset in the accept queue
+    // may never be reported).
+    portex.wait_lines_with(&[&pid_needle(d.pid), "\"action\":\"close\""], 5);
+    let out = portex.stop();
+    let mut truth: Vec<u64> = d
+        .facts("connect ok ")
+        .iter()
+        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
+        .collect();
+    truth.sort();
+    assert_eq!(truth.len(), 5);
+    let ev = out.events_of(d.pid);
+    let client = |a: &str| -> Vec<&Value> {
+        with_action(&ev, a)
+            .into_iter()
+            .filter(|v| v["source"]["port"] != 8311)
+            .collect()
+    };
+    let closes = client("close");
+    let mut ports: Vec<u64> = closes
+        .iter()
+        .map(|c| c["source"]["port"].as_u64().unwrap())
+        .collect();
+    ports.sort();
+    assert_eq!(ports, truth, "{}", out.dump(d.pid));
+    for c in &closes {
+        assert_eq!(c["portex"]["close"]["kind"], "reset", "{c}");
+        assert_eq!(c["portex"]["close"]["time_wait"], false, "{c}");
+        assert_eq!(c["portex"]["close"]["from_state"], "ESTABLISHED", "{c}");
+        assert!(c["portex"]["duration_us"].as_u64().is_some(), "{c}");
+    }
+    assert_eq!(client("connect").len(), 5, "{}", out.dump(d.pid));
+    assert!(
+        with_action(&ev, "time_wait").is_empty(),
+        "{}",
+        out.dump(d.pid)
+    );
+    assert_eq!(ss_count(&ns, "time-wait"), 0);
+}
+
+/// Creates a cgroup (v2) path under the root for the driver to join; removed on drop.
+struct Cgroup(Vec<PathBuf>);
+
+impl Cgroup {
+    fn new(relative: &str) -> Cgroup {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let root = info
+            .lines()
+            .find(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|r| r.starts_with("cgroup2 "))
+            })
+            .and_then(|l| l.split_whitespace().nth(4))
+            .expect("a cgroup v2 mount");
+        let mut dirs = Vec::new();
+        let mut p = PathBuf::from(root);
+        for seg in relative.split('/') {
+            p = p.join(seg);
+            dirs.push(p.clone());
+        }
+        std::fs::create_dir_all(&p).expect("creating a test cgroup");
+        Cgroup(dirs)
+    }
+
+    fn path(&self) -> &str {
+        self.0.last().unwrap().to_str().unwrap()
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+/// A plain container (docker under a pod-like but non-Kubernetes slice) gets its
+/// container id and no orchestrator; the same under kubepods gets the pod uid.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_plain_container_has_no_orchestrator_and_a_kubernetes_pod_has_one() {
+    if !require_root() {
+        return;
+    }
+    let me = std::process::id();
+    let plain_id = format!("{:064x}", 0xabc0_0000_u64 + me as u64);
+    let pod_id = format!("{:064x}", 0xdef0_0000_u64 + me as u64);
+    let uid = format!("1234abcd-0000-4000-8000-{me:012}");
+    // "pod<36 chars>" without a kubepods ancestor: not Kubernetes.
+    let plain = Cgroup::new(&format!(
+        "portex-e2e-orch-{me}/pod{uid}.slice/docker-{plain_id}.scope"
+    ));
+    let kube = Cgroup::new(&format!(
+        "portex-e2e-orch-{me}-kubepods.slice/kubepods-burstable-pod{}.slice/cri-containerd-{pod_id}.scope",
+        uid.replace('-', "_")
+    ));
+    let portex = Portex::start(&["watch", "--json"]);
+    let ns = Netns::new("orch");
+    let p = ns.drive(&[
+        "--cgroup",
+        plain.path(),
+        "client-close",
+        "127.0.0.1:8321",
+        "2",
+    ]);
+    let k = ns.drive(&[
+        "--cgroup",
+        kube.path(),
+        "client-close",
+        "127.0.0.1:8322",
+        "2",
+    ]);
+    for pid in [p.pid, k.pid] {
+        portex.wait_lines_with(&[&pid_needle(pid), "\"action\":\"time_wait\""], 2);
+    }
+    let fin = portex.stop();
+    let ev = fin.events_of(p.pid);
+    assert_eq!(
+        with_action(&ev, "time_wait").len(),
+        2,
+        "{}",
+        fin.dump(p.pid)
+    );
+    for e in &ev {
+        assert_eq!(e["container"]["id"], plain_id.as_str(), "{e}");
+        assert_eq!(e["container"]["runtime"], "docker", "{e}");
+        assert!(e.get("orchestrator").is_none(), "{e}");
+    }
+    let ev = fin.events_of(k.pid);
+    assert_eq!(
+        with_action(&ev, "time_wait").len(),
+        2,
+        "{}",
+        fin.dump(k.pid)
+    );
+    for e in &ev {
+        assert_eq!(e["container"]["id"], pod_id.as_str(), "{e}");
+        assert_eq!(e["container"]["runtime"], "containerd", "{e}");
+        assert_eq!(e["orchestrator"]["type"], "kubernetes", "{e}");
+        assert_eq!(e["orchestrator"]["resource"]["type"], "pod", "{e}");
+        assert_eq!(e["orchestrator"]["resource"]["id"], uid.as_str(), "{e}");
+    }
+}

@@ -1,0 +1,308 @@
+//! The agent's live ledger and its pool gauges against `ss`, for a pool filled before the
+//! agent started (so the seed from sock_diag is what is checked first), then kept by
+//! events; the `--metrics-pool-min` and `--metrics-max-pools` bounds; and no label that
+//! carries an ephemeral port.
+use std::time::Duration;
+
+use portex_e2e::*;
+
+const LO: u16 = 40000;
+const HI: u16 = 40019;
+const SIZE: f64 = (HI - LO + 1) as f64;
+
+/// A file for the agent's events (it writes only to regular files), removed on drop.
+struct OutFile(std::path::PathBuf);
+
+impl OutFile {
+    fn new(tag: &str) -> OutFile {
+        let p =
+            std::env::temp_dir().join(format!("portex-e2e-{}-{tag}.ndjson", std::process::id()));
+        let _ = std::fs::remove_file(&p);
+        OutFile(p)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for OutFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn scrape(addr: &str) -> Vec<Sample> {
+    parse_samples(&http_get(addr, "/metrics").unwrap_or_default())
+}
+
+/// (used, time_wait, size) of one pool of one namespace in a scrape, if exported; panics
+/// when a pool is exported twice or a gauge family lacks it.
+fn pool_gauges(s: &[Sample], netns: u64, destination: &str) -> Option<(f64, f64, f64)> {
+    let get = |name: &str| {
+        let v: Vec<f64> = s
+            .iter()
+            .filter(|x| {
+                x.name == name
+                    && x.label("netns") == Some(&netns.to_string())
+                    && x.label("destination") == Some(destination)
+            })
+            .map(|x| x.value)
+            .collect();
+        assert!(v.len() <= 1, "{name} for {destination} twice: {v:?}");
+        v.first().copied()
+    };
+    let used = get("portex_pool_used_ports")?;
+    let tw = get("portex_pool_time_wait_ports").expect("time_wait gauge");
+    let size = get("portex_pool_size_ports").expect("size gauge");
+    Some((used, tw, size))
+}
+
+/// What ss shows for one pool of `ns`: (used, time_wait).
+fn ss_pool(ns: &Netns, dst_ip: &str, dst_port: u16) -> (f64, f64) {
+    let (_, ss, _) = ns.exec(&["ss", "-tanH"]);
+    let pools = ss_pools(&ss, LO, HI);
+    let (u, t) = pools
+        .get(&("127.0.0.1".to_string(), dst_ip.to_string(), dst_port))
+        .copied()
+        .unwrap_or((0, 0));
+    (u as f64, t as f64)
+}
+
+/// Local ports of the client sockets in `ns` (the ephemeral ports in use there).
+fn ephemeral_ports(ns: &Netns) -> Vec<u16> {
+    let (_, ss, _) = ns.exec(&["ss", "-tanH"]);
+    ss.lines()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
+        .filter(|p| (LO..=HI).contains(p))
+        .collect()
+}
+
+/// Ports 8401/8402 (namespace-local): 6 TIME_WAIT + 8 open towards A (14 of 20: 70 %),
+/// 6 open towards B (30 %), all before the agent starts.
+fn prefilled(tag: &str) -> (Netns, Held) {
+    let ns = Netns::new(tag);
+    ns.port_range(LO, HI);
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let held = ns.spawn(&[
+        "pool-mix",
+        "127.0.0.1:8401",
+        "127.0.0.2:8402",
+        "6",
+        "8",
+        "6",
+    ]);
+    assert!(
+        wait_for(Duration::from_secs(20), || ss_pool(&ns, "127.0.0.1", 8401)
+            == (14.0, 6.0)),
+        "{:?}\n{}",
+        ss_pool(&ns, "127.0.0.1", 8401),
+        ns.exec(&["ss", "-tanH"]).1
+    );
+    assert_eq!(ss_pool(&ns, "127.0.0.2", 8402), (6.0, 0.0));
+    (ns, held)
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn pool_gauges_equal_ss_for_a_pool_filled_before_the_agent_started() {
+    if !require_root() {
+        return;
+    }
+    let (ns, held) = prefilled("mpool");
+    let out = OutFile::new("mpool");
+    let inode = ns.inode();
+    let portex = Portex::start(&[
+        "agent",
+        "--output",
+        out.path(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--metrics-pool-min",
+        "50",
+        "--metrics-max-pools",
+        "10000",
+        "--metrics-top-processes",
+        "10000",
+    ]);
+    let metrics = portex.metrics_addr();
+    let mut s = Vec::new();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            s = scrape(&metrics);
+            pool_gauges(&s, inode, "127.0.0.1:8401").is_some()
+        }),
+        "the pool towards 127.0.0.1:8401 is not exported"
+    );
+    let (used, tw) = ss_pool(&ns, "127.0.0.1", 8401);
+    assert_eq!(
+        pool_gauges(&s, inode, "127.0.0.1:8401"),
+        Some((used, tw, SIZE))
+    );
+    assert_eq!((used, tw), (14.0, 6.0));
+    // 30 % is below --metrics-pool-min 50.
+    assert_eq!(pool_gauges(&s, inode, "127.0.0.2:8402"), None);
+    // Every exported pool is at least 50 % full.
+    for x in s.iter().filter(|x| x.name == "portex_pool_used_ports") {
+        let size = s
+            .iter()
+            .find(|y| y.name == "portex_pool_size_ports" && y.labels == x.labels)
+            .expect("a size for every pool")
+            .value;
+        assert!(x.value / size >= 0.5, "{x:?} of {size}");
+    }
+    assert_no_ephemeral_port_in_labels(&s, &ephemeral_ports(&ns));
+
+    // Kept by events: 6 more connections towards B (to 12 of 20, 60 %) bring it over
+    // the floor, with what ss counts.
+    let more = ns.spawn(&["hold-conns", "127.0.0.2:8402", "6"]);
+    assert_eq!(more.driven.facts("held "), ["6 failed 0"]);
+    assert_eq!(ss_pool(&ns, "127.0.0.2", 8402), (12.0, 0.0));
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            s = scrape(&metrics);
+            pool_gauges(&s, inode, "127.0.0.2:8402") == Some((12.0, 0.0, SIZE))
+        }),
+        "{:?}",
+        pool_gauges(&s, inode, "127.0.0.2:8402")
+    );
+    assert_eq!(
+        pool_gauges(&s, inode, "127.0.0.1:8401"),
+        Some((14.0, 6.0, SIZE))
+    );
+    // The driver holds 8 + 6 open ports, the second one 6.
+    for (pid, held) in [(held.driven.pid, 14.0), (more.driven.pid, 6.0)] {
+        let v: Vec<f64> = s
+            .iter()
+            .filter(|x| {
+                x.name == "portex_process_ports_held" && x.label("pid") == Some(&pid.to_string())
+            })
+            .map(|x| x.value)
+            .collect();
+        assert_eq!(v, [held], "pid {pid}");
+    }
+    assert_no_ephemeral_port_in_labels(&s, &ephemeral_ports(&ns));
+    drop(more);
+    drop(held);
+    drop(portex.stop());
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn metrics_max_pools_1_exports_only_the_fullest_pool() {
+    if !require_root() {
+        return;
+    }
+    let (ns, _held) = prefilled("mmax");
+    let out = OutFile::new("mmax");
+    let inode = ns.inode();
+    let portex = Portex::start(&[
+        "agent",
+        "--output",
+        out.path(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--metrics-pool-min",
+        "0",
+        "--metrics-max-pools",
+        "1",
+    ]);
+    let metrics = portex.metrics_addr();
+    // Other tests' pools on this host may be fuller than ours (70 %); whichever it
+    // is, exactly one pool is exported, and it is at least as full as ours.
+    let mut s = Vec::new();
+    let util = |s: &[Sample]| {
+        let used: Vec<&Sample> = s
+            .iter()
+            .filter(|x| x.name == "portex_pool_used_ports")
+            .collect();
+        let size: Vec<&Sample> = s
+            .iter()
+            .filter(|x| x.name == "portex_pool_size_ports")
+            .collect();
+        (used.len() == 1 && size.len() == 1 && used[0].labels == size[0].labels)
+            .then(|| used[0].value / size[0].value)
+    };
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            s = scrape(&metrics);
+            util(&s).is_some_and(|u| u >= 0.7)
+        }),
+        "{s:?}"
+    );
+    for name in [
+        "portex_pool_used_ports",
+        "portex_pool_time_wait_ports",
+        "portex_pool_size_ports",
+    ] {
+        assert_eq!(s.iter().filter(|x| x.name == name).count(), 1, "{name}");
+    }
+    assert_eq!(pool_gauges(&s, inode, "127.0.0.2:8402"), None);
+    if let Some(ours) = pool_gauges(&s, inode, "127.0.0.1:8401") {
+        assert_eq!(ours, (14.0, 6.0, SIZE));
+    }
+    // The same agent with room for every pool exports both of ours.
+    drop(portex.stop());
+    let portex = Portex::start(&[
+        "agent",
+        "--output",
+        out.path(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--metrics-pool-min",
+        "0",
+        "--metrics-max-pools",
+        "10000",
+    ]);
+    let metrics = portex.metrics_addr();
+    assert!(
+        wait_for(Duration::from_secs(60), || {
+            s = scrape(&metrics);
+            pool_gauges(&s, inode, "127.0.0.2:8402").is_some()
+        }),
+        "{s:?}"
+    );
+    assert_eq!(
+        pool_gauges(&s, inode, "127.0.0.1:8401"),
+        Some((14.0, 6.0, SIZE))
+    );
+    assert_eq!(
+        pool_gauges(&s, inode, "127.0.0.2:8402"),
+        Some((6.0, 0.0, SIZE))
+    );
+    assert_no_ephemeral_port_in_labels(&s, &ephemeral_ports(&ns));
+    drop(portex.stop());
+}
+
+/// No label value names one of the ephemeral ports in use (a destination's port is its
+/// listening port; a source is an address alone). pid and netns labels are numbers of
+/// another kind and are left out.
+fn assert_no_ephemeral_port_in_labels(s: &[Sample], ports: &[u16]) {
+    assert!(!ports.is_empty());
+    for x in s {
+        for (k, v) in &x.labels {
+            if k == "pid" || k == "netns" {
+                continue;
+            }
+            if k == "source" {
+                assert!(
+                    v.parse::<std::net::IpAddr>().is_ok(),
+                    "source is an address without a port: {x:?}"
+                );
+            }
+            for p in ports {
+                assert!(
+                    v != &p.to_string() && !v.ends_with(&format!(":{p}")),
+                    "ephemeral port {p} in {k}={v:?}: {x:?}"
+                );
+            }
+        }
+    }
+}
