@@ -181,9 +181,11 @@ pub fn syscalls(threads: usize, seconds: f64) {
     );
 }
 
-/// Failing connects for the latency measurement: `n` attempts spaced `gap_ms` apart
-/// towards a pool that is already full; prints the CLOCK_BOOTTIME ns at which each
-/// connect() returned EADDRNOTAVAIL.
+/// Failing connects for the latency measurement: fills a (tiny) pool, then `n` attempts
+/// spaced `gap_ms` apart towards it. Prints one line per failing connect, so that the
+/// caller knows every failure it caused: `fill ERRNO NS` for the one that ended the fill,
+/// `gap ERRNO NS` for the measured ones, NS being the CLOCK_BOOTTIME ns at which
+/// connect() returned; an attempt that unexpectedly succeeded prints `connected NS`.
 pub fn failures(netns: &str, n: usize, gap_ms: u64) -> Result<()> {
     enter_netns(netns)?;
     let l = TcpListener::bind("127.0.0.1:21000")?;
@@ -195,17 +197,28 @@ pub fn failures(netns: &str, n: usize, gap_ms: u64) -> Result<()> {
         }
     });
     let mut held = Vec::new();
-    // Fill the (tiny) range first.
-    while let Ok(s) = TcpStream::connect(dest) {
-        held.push(s);
-    }
+    let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(0);
     let mut out = String::new();
+    // Fill the range first; exactly one connect fails here.
+    loop {
+        match TcpStream::connect(dest) {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                out.push_str(&format!("fill {} {}\n", errno(&e), boot_ns()));
+                break;
+            }
+        }
+    }
     for _ in 0..n {
         thread::sleep(Duration::from_millis(gap_ms));
         let r = TcpStream::connect(dest);
         let t = boot_ns();
-        if r.is_err() {
-            out.push_str(&format!("{t}\n"));
+        match r {
+            Err(e) => out.push_str(&format!("gap {} {t}\n", errno(&e))),
+            Ok(s) => {
+                out.push_str(&format!("connected {t}\n"));
+                held.push(s);
+            }
         }
     }
     print!("{out}");
