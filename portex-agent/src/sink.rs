@@ -333,6 +333,18 @@ impl Writer {
         if self.reopen.swap(false, Ordering::Relaxed) {
             self.file = None;
         }
+        if matches!(self.opts.target, Target::File(_))
+            && self.file.is_none()
+            && Instant::now() < self.retry_at
+        {
+            // A second has not passed since the last failure: drop and count, and do
+            // not push the next attempt further (steady traffic would postpone it
+            // forever).
+            self.counts
+                .lines_dropped
+                .fetch_add(chunk.lines, Ordering::Relaxed);
+            return chunk.bytes;
+        }
         let (written, res) = match &self.opts.target {
             Target::Stdout => {
                 let mut out = io::stdout().lock();
@@ -393,12 +405,6 @@ impl Writer {
                 ),
             }
             self.file = None;
-        } else if Instant::now() < self.retry_at {
-            return Err(io::Error::other(
-                self.last_error
-                    .clone()
-                    .unwrap_or_else(|| "sink unavailable".into()),
-            ));
         }
         let f = open_output(path)?;
         self.adopt(f);
@@ -719,6 +725,34 @@ mod tests {
         assert!(s.close());
         assert_eq!(fs::read(&p).unwrap(), b"{\"a\":1}\n".repeat(2));
         assert_eq!(s.counts.lines_written.load(Ordering::Relaxed), 5);
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn steady_traffic_does_not_postpone_the_retry_after_a_failure() {
+        let d = tmpdir("retry");
+        let sub = d.join("sub");
+        fs::create_dir_all(&sub).unwrap();
+        let p = sub.join("events.ndjson");
+        let mut s = file_sink(&p, 1 << 20);
+        fs::remove_dir_all(&sub).unwrap();
+        // The first chunk finds the file gone and cannot create it: a failure.
+        s.send(lines(1));
+        let end = Instant::now() + Duration::from_secs(5);
+        while s.counts.write_errors.load(Ordering::Relaxed) == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        fs::create_dir_all(&sub).unwrap();
+        // A chunk every 50 ms for 1.5 s: the retry one second after the failure must
+        // happen all the same.
+        for _ in 0..30 {
+            s.send(lines(1));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(s.close());
+        let written = s.counts.lines_written.load(Ordering::Relaxed);
+        assert!(written > 0, "never retried");
+        assert_eq!(fs::read(&p).unwrap().len() as u64, written * 8);
         let _ = fs::remove_dir_all(&d);
     }
 
