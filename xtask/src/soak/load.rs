@@ -132,11 +132,12 @@ impl Load {
                 let (ns, c, stop) = (ns.0.clone(), c.clone(), stop.clone());
                 thread::spawn(move || churn(&ns, ip, 2, 1, 3.0, &c, &stop))
             };
-            for _ in 0..10 {
-                client(&ns.0, c)?;
-            }
-            churner.join().map_err(|_| anyhow::anyhow!("panicked"))??;
-            Ok(())
+            // The churn ends before its namespace goes, whatever the clients did.
+            let clients = (0..10).try_for_each(|_| client(&ns.0, c));
+            let churned = churner
+                .join()
+                .map_err(|_| anyhow::anyhow!("churn panicked"))?;
+            clients.and(churned)
         });
         l
     }

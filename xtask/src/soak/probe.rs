@@ -1,7 +1,7 @@
 //! What the soak measures: the agent process (a guard that starts and stops it), its
 //! /metrics, its kernel maps, and the pools `ss` shows in a namespace.
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     io::{BufRead, BufReader, Read, Write},
     net::{IpAddr, SocketAddr, TcpListener, TcpStream},
     os::unix::fs::MetadataExt,
@@ -148,7 +148,7 @@ pub fn sum(m: &[Series], name: &str, label: Option<(&str, &str)>) -> f64 {
         .filter(|s| s.0 == name)
         .filter(|s| label.is_none_or(|(k, v)| s.1.get(k).is_some_and(|x| x == v)))
         .map(|s| s.2)
-        .sum()
+        .fold(0.0, |a, b| a + b) // not sum(): an empty f64 sum is -0.0
 }
 
 /// Pools by (source, destination): (held ports, of them TIME_WAIT); empty ones left out.
@@ -255,8 +255,18 @@ pub fn map_occupancy(maps: &[MapRef]) -> Result<Vec<(String, u64, u64)>> {
     Ok(out)
 }
 
+/// Namespaces (inodes) the agent exports pools for that no longer exist.
+pub fn stale_netns(m: &[Series]) -> BTreeSet<u64> {
+    let live = live_namespaces();
+    m.iter()
+        .filter(|s| s.0 == "portex_pool_used_ports")
+        .filter_map(|s| s.1.get("netns")?.parse().ok())
+        .filter(|n| !live.contains(n))
+        .collect()
+}
+
 /// Inodes of the network namespaces that exist now (of a process or named).
-pub fn live_namespaces() -> HashSet<u64> {
+fn live_namespaces() -> HashSet<u64> {
     let mut live = HashSet::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         if let Ok(md) = std::fs::metadata(e.path().join("ns/net")) {

@@ -1,6 +1,9 @@
 //! One sample of the soak (the agent process, its maps and metrics, the load since the
 //! previous sample) and the table they make.
-use std::{collections::BTreeMap, sync::atomic::Ordering::Relaxed};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::atomic::Ordering::Relaxed,
+};
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -33,8 +36,8 @@ pub struct Sample {
     pub metrics: BTreeMap<String, f64>,
     /// Pools the agent exports (for every namespace of the host, not only ours).
     pub pools: usize,
-    /// Namespaces the agent still exports pools for that no longer exist.
-    pub stale_netns: usize,
+    /// Namespaces (inodes) the agent still exports pools for that no longer exist.
+    pub stale_netns: BTreeSet<u64>,
     /// The long-lived namespace's ports held and TIME_WAIT, per the agent and per ss,
     /// read a moment apart while the load runs: the ledger's drift between
     /// reconciliations (not checked: the counts move by thousands per second).
@@ -139,13 +142,8 @@ pub fn take(
     }
     s.metrics
         .insert("stderr_lines".into(), agent.stderr_lines() as f64);
-    let live = probe::live_namespaces();
-    let mut exported = std::collections::HashSet::new();
-    for (_, l, _) in m.iter().filter(|x| x.0 == "portex_pool_used_ports") {
-        s.pools += 1;
-        exported.extend(l.get("netns").and_then(|n| n.parse::<u64>().ok()));
-    }
-    s.stale_netns = exported.iter().filter(|n| !live.contains(n)).count();
+    s.pools = m.iter().filter(|x| x.0 == "portex_pool_used_ports").count();
+    s.stale_netns = probe::stale_netns(&m);
     Ok(s)
 }
 
