@@ -40,18 +40,22 @@ pub struct Opts {
 }
 
 /// A network namespace for one section, removed on drop.
-struct Ns(String);
+pub(crate) struct Ns(pub(crate) String);
 
 impl Ns {
     fn new(tag: &str) -> Result<Ns> {
-        let name = format!("portex-bench-{}-{tag}", std::process::id());
+        Ns::named(format!("portex-bench-{}-{tag}", std::process::id()))
+    }
+
+    /// A namespace of this name with its loopback up.
+    pub(crate) fn named(name: String) -> Result<Ns> {
         sh(&["ip", "netns", "add", &name])?;
         let ns = Ns(name);
         sh(&["ip", "-n", &ns.0, "link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
-    fn sysctl(&self, kv: &str) -> Result<()> {
+    pub(crate) fn sysctl(&self, kv: &str) -> Result<()> {
         sh(&["ip", "netns", "exec", &self.0, "sysctl", "-q", "-w", kv])
     }
 }
@@ -64,7 +68,7 @@ impl Drop for Ns {
     }
 }
 
-fn sh(args: &[&str]) -> Result<()> {
+pub(crate) fn sh(args: &[&str]) -> Result<()> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -75,7 +79,7 @@ fn sh(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-fn xtask() -> PathBuf {
+pub(crate) fn xtask() -> PathBuf {
     std::env::current_exe().expect("current_exe")
 }
 
@@ -195,7 +199,7 @@ fn launch(
 }
 
 /// utime + stime of a process, in milliseconds.
-fn cpu_ms(pid: u32) -> f64 {
+pub(crate) fn cpu_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
     let f: Vec<&str> = after.split_whitespace().collect();
@@ -206,11 +210,11 @@ fn cpu_ms(pid: u32) -> f64 {
     ticks * 1000.0 / hz
 }
 
-fn rss_kib(pid: u32) -> u64 {
+pub(crate) fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS:")
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()

@@ -1,6 +1,7 @@
 //! `cargo xtask ...`: setup, benchmarks, and the workloads they run.
 mod bench;
 mod churn;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -11,8 +12,12 @@ fn usage() -> ! {
         "usage: cargo xtask <command>\n\
          \x20 setup                      install what a fresh machine lacks (scripts/setup.sh)\n\
          \x20 bench [--quick] [--out F]  interleaved A/B benchmark (root); writes JSON\n\
+         \x20 soak [--quick] [--minutes M] [--out F]\n\
+         \x20                            the agent under connection, process and namespace\n\
+         \x20                            churn for M minutes (30; quick: 3) (root); writes JSON\n\
          \x20 churn ...                  the connection churn generator (used by bench)\n\
-         \x20 syscalls ...               the syscall-heavy workload (used by bench)"
+         \x20 syscalls ...               the syscall-heavy workload (used by bench)\n\
+         \x20 soak-server, soak-client   the soak's server and short-lived client processes"
     );
     std::process::exit(2)
 }
@@ -38,6 +43,32 @@ fn num<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<
     }
 }
 
+/// As root, builds the release `portex` for `what` (bench, soak) and returns its path.
+fn build_release(what: &str) -> Result<PathBuf> {
+    // SAFETY: no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("{what} loads eBPF programs and creates network namespaces: run it as root");
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = std::process::Command::new(cargo)
+        .current_dir(root())
+        .args([
+            "build",
+            "--release",
+            "-q",
+            "-p",
+            "portex-agent",
+            "--bin",
+            "portex",
+        ])
+        .status()?
+        .success();
+    if !ok {
+        bail!("building portex failed");
+    }
+    Ok(root().join("target/release/portex"))
+}
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("xtask: error: {e:#}");
@@ -59,30 +90,7 @@ fn run() -> Result<()> {
             }
         }
         Some("bench") => {
-            // SAFETY: no arguments.
-            if unsafe { libc::geteuid() } != 0 {
-                bail!(
-                    "the benchmark loads eBPF programs and creates network namespaces: run it as root"
-                );
-            }
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = std::process::Command::new(cargo)
-                .current_dir(root())
-                .args([
-                    "build",
-                    "--release",
-                    "-q",
-                    "-p",
-                    "portex-agent",
-                    "--bin",
-                    "portex",
-                ])
-                .status()?
-                .success();
-            if !ok {
-                bail!("building portex failed");
-            }
-            let portex = root().join("target/release/portex");
+            let portex = build_release("the benchmark")?;
             let out = val(&rest, "--out")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| root().join("target/bench/bench.json"));
@@ -94,6 +102,29 @@ fn run() -> Result<()> {
                 &portex,
             )?;
         }
+        Some("soak") => {
+            let portex = build_release("the soak test")?;
+            let minutes = match val(&rest, "--minutes") {
+                Some(_) => Some(num(&rest, "--minutes", 30.0)?),
+                None => None,
+            };
+            soak::run(
+                soak::Opts {
+                    quick: rest.iter().any(|a| a == "--quick"),
+                    minutes,
+                    out: val(&rest, "--out")
+                        .map(PathBuf::from)
+                        .unwrap_or_else(|| root().join("target/bench/soak.json")),
+                },
+                &portex,
+            )?;
+        }
+        Some("soak-server") => soak::load::serve(val(&rest, "--netns").context("--netns")?)?,
+        Some("soak-client") => soak::load::client_main(
+            val(&rest, "--netns").context("--netns")?,
+            num(&rest, "--conns", 4)?,
+            rest.iter().any(|a| a == "--hold"),
+        )?,
         Some("churn") => churn::run(churn::Opts {
             netns: val(&rest, "--netns").map(String::from),
             ip: val(&rest, "--ip")
