@@ -122,7 +122,9 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
         None => None,
         Some(s) if s == "off" => None,
         Some(s) if s.trim().is_empty() => {
-            bail!("--metrics wants ADDR:PORT or PORT (e.g. 127.0.0.1:9633), or off; got an empty value")
+            bail!(
+                "--metrics wants ADDR:PORT or PORT (e.g. 127.0.0.1:9633), or off; got an empty value"
+            )
         }
         // A bare port binds to loopback: exposing metrics beyond the host is a choice.
         Some(s) => match s.parse::<u16>() {

@@ -36,10 +36,7 @@ pub enum Route {
 
 /// Parses the request line of `head` (bytes from the socket, possibly cut short).
 pub fn route(head: &[u8]) -> Route {
-    let line_end = head
-        .iter()
-        .position(|&b| b == b'\n')
-        .unwrap_or(head.len());
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
     let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
         return Route::BadRequest;
     };

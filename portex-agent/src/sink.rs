@@ -87,7 +87,8 @@ impl Sink {
     pub fn start(opts: SinkOptions) -> Result<Sink> {
         let file = match &opts.target {
             Target::File(p) => Some(
-                open_output(p).with_context(|| format!("cannot write events to {}", p.display()))?,
+                open_output(p)
+                    .with_context(|| format!("cannot write events to {}", p.display()))?,
             ),
             Target::Stdout => None,
         };
@@ -657,7 +658,10 @@ mod tests {
         fs::write(&p, "").unwrap();
         fs::set_permissions(&p, fs::Permissions::from_mode(0o666)).unwrap();
         drop(open_output(&p).unwrap());
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o640);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
         let _ = fs::remove_dir_all(&d);
     }
 
