@@ -256,7 +256,7 @@ fn tcp_sockets_in_use() -> usize {
 }
 
 /// "TCP: inuse N orphan N tw N alloc N mem N" -> inuse + tw.
-fn parse_sockstat_tcp(text: &str) -> usize {
+pub fn parse_sockstat_tcp(text: &str) -> usize {
     let Some(line) = text.lines().find(|l| l.starts_with("TCP:")) else {
         return 0;
     };
