@@ -28,8 +28,9 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   rustup toolchain install nightly --profile minimal
 fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  log "installing cargo-fuzz (about a minute)"
-  cargo install cargo-fuzz --locked --version 0.13.2 --quiet
+  # A debug build of the tool: it only drives cargo, and builds in half the time.
+  log "installing cargo-fuzz (under a minute)"
+  cargo install cargo-fuzz --locked --version 0.13.2 --debug --quiet
 fi
 
 work="$(mktemp -d)"
