@@ -94,7 +94,7 @@ impl Bound {
 /// 65536 -> "64K", 1073741824 -> "1G"; other numbers as they are.
 pub fn human(v: u64) -> String {
     for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
-        if v >= 1 << shift && v % (1 << shift) == 0 {
+        if v >= 1 << shift && v.is_multiple_of(1 << shift) {
             return format!("{}{unit}", v >> shift);
         }
     }
