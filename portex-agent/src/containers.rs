@@ -66,6 +66,12 @@ pub fn parse_cgroup_path(path: &str) -> Option<Container> {
 /// The container of a process, from its cgroup v2 path in /proc/<pid>/cgroup ("0::/...").
 pub fn of_pid(pid: u32) -> Option<Container> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    parse_proc_cgroup(&text)
+}
+
+/// The container named by the cgroup v2 line ("0::/...") of a /proc/<pid>/cgroup file.
+/// Pure.
+pub fn parse_proc_cgroup(text: &str) -> Option<Container> {
     let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
     parse_cgroup_path(path)
 }
@@ -73,6 +79,11 @@ pub fn of_pid(pid: u32) -> Option<Container> {
 /// The cgroup v2 mount point, from /proc/self/mountinfo.
 pub fn cgroup2_root() -> Option<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    parse_mountinfo_cgroup2(&info)
+}
+
+/// The mount point of the first cgroup2 line of a mountinfo text. Pure.
+pub fn parse_mountinfo_cgroup2(info: &str) -> Option<PathBuf> {
     info.lines().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
         if right.split_whitespace().next()? != "cgroup2" {
@@ -189,6 +200,21 @@ mod tests {
             parse_cgroup_path(&format!("/docker/{ID}")).unwrap().runtime,
             "docker"
         );
+    }
+
+    #[test]
+    fn reads_the_v2_line_of_proc_cgroup_and_the_cgroup2_mount() {
+        let text = format!(
+            "12:pids:/system.slice/docker-{ID}.scope\n0::/system.slice/docker-{ID}.scope\n"
+        );
+        assert_eq!(parse_proc_cgroup(&text).unwrap().id, ID);
+        assert_eq!(parse_proc_cgroup("1:name=systemd:/init.scope\n"), None);
+        let info = "24 30 0:22 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_mountinfo_cgroup2(info),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(parse_mountinfo_cgroup2("garbage - cgroup2"), None);
     }
 
     #[test]

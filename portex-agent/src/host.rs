@@ -9,7 +9,11 @@ const CAP_BPF: u32 = 39;
 
 /// Effective capabilities of this process, from /proc/self/status.
 pub fn effective_caps() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// The CapEff mask of a /proc/<pid>/status text; 0 when absent. Pure.
+pub fn parse_cap_eff(status: &str) -> u64 {
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))

@@ -153,8 +153,14 @@ pub fn close_kind(old: u8, flags: u32) -> (CloseKind, bool) {
     }
 }
 
+/// The positive errno of a syscall's return value. A record is bytes: a `ret` of
+/// i32::MIN (no errno) must not overflow the negation.
+fn errno_of(ret: i32) -> i32 {
+    ret.saturating_neg()
+}
+
 fn connect_ret(ev: &Event, out: &mut impl FnMut(Record)) {
-    let err = -ev.ret;
+    let err = errno_of(ev.ret);
     if ev.ret == 0 || err == EINPROGRESS {
         let mut r = base(ev, Action::Connect);
         r.fd = Some(ev.fd);
@@ -221,7 +227,7 @@ fn bind_ret(ev: &Event, out: &mut impl FnMut(Record)) {
     r.source = SocketAddr::new(ip_from(family, &ev.saddr), requested_port);
     r.fd = Some(ev.fd);
     if ev.ret != 0 {
-        let err = -ev.ret;
+        let err = errno_of(ev.ret);
         r.errno = Some(err);
         r.cause = Some(match err {
             EADDRINUSE if requested_port == 0 => Cause::PortRangeExhausted,
@@ -274,6 +280,21 @@ mod tests {
 
     fn actions(v: &[Record]) -> Vec<Action> {
         v.iter().map(|r| r.action).collect()
+    }
+
+    #[test]
+    fn a_return_value_of_i32_min_is_an_unknown_errno_not_an_overflow() {
+        // Found by fuzz/fuzz_targets/ring_event.rs: -i32::MIN overflowed (a panic in
+        // debug builds, errno -2147483648 in release ones).
+        for k in [kind::CONNECT_RET, kind::BIND_RET] {
+            let mut e = ev(k);
+            e.ret = i32::MIN;
+            let v = run(&e);
+            assert_eq!(v.len(), 1);
+            assert!(v[0].action.is_failure());
+            assert_eq!(v[0].errno, Some(i32::MAX));
+            assert_eq!(v[0].cause, Some(Cause::Other));
+        }
     }
 
     #[test]

@@ -187,10 +187,12 @@ pub fn parse_messages(mut buf: &[u8], protocol: u8, out: &mut dyn FnMut(DiagSock
                     .get(0..4)
                     .map(|b| i32::from_ne_bytes(b.try_into().unwrap()))
                     .unwrap_or(0);
+                // The kernel sends -errno; i32::MIN (bytes, not an errno) must not
+                // overflow the negation.
                 return if err == 0 {
                     Parsed::Done
                 } else {
-                    Parsed::Error(-err)
+                    Parsed::Error(err.saturating_neg())
                 };
             }
             SOCK_DIAG_BY_FAMILY | TCPDIAG_GETSOCK => {
@@ -303,6 +305,21 @@ mod tests {
         let mut out = Vec::new();
         parse_messages(&m, 6, &mut |s| out.push(s));
         assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn an_error_reply_of_i32_min_is_an_error_not_an_overflow() {
+        // Found by fuzz/fuzz_targets/sock_diag.rs: -i32::MIN overflowed.
+        let mut m = vec![0u8; NLMSG_HDRLEN + 4];
+        m[0..4].copy_from_slice(&((NLMSG_HDRLEN + 4) as u32).to_ne_bytes());
+        m[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        m[NLMSG_HDRLEN..].copy_from_slice(&i32::MIN.to_ne_bytes());
+        assert_eq!(parse_messages(&m, 6, &mut |_| {}), Parsed::Error(i32::MAX));
+        m[NLMSG_HDRLEN..].copy_from_slice(&(-libc::EPERM).to_ne_bytes());
+        assert_eq!(
+            parse_messages(&m, 6, &mut |_| {}),
+            Parsed::Error(libc::EPERM)
+        );
     }
 
     #[test]

@@ -256,7 +256,7 @@ fn tcp_sockets_in_use() -> usize {
 }
 
 /// "TCP: inuse N orphan N tw N alloc N mem N" -> inuse + tw.
-fn parse_sockstat_tcp(text: &str) -> usize {
+pub fn parse_sockstat_tcp(text: &str) -> usize {
     let Some(line) = text.lines().find(|l| l.starts_with("TCP:")) else {
         return 0;
     };
@@ -269,7 +269,8 @@ fn parse_sockstat_tcp(text: &str) -> usize {
             .and_then(|v| v.parse::<usize>().ok())
             .unwrap_or(0)
     };
-    field("inuse") + field("tw")
+    // Saturating: the numbers are text, and usize::MAX + 1 must not overflow.
+    field("inuse").saturating_add(field("tw"))
 }
 
 #[cfg(test)]
@@ -302,5 +303,12 @@ mod tests {
         let text = "sockets: used 180\nTCP: inuse 7 orphan 0 tw 250003 alloc 12 mem 3\nUDP: inuse 2 mem 1\n";
         assert_eq!(super::parse_sockstat_tcp(text), 250_010);
         assert_eq!(super::parse_sockstat_tcp(""), 0);
+    }
+
+    #[test]
+    fn sockstat_counts_past_usize_saturate() {
+        // fuzz/fuzz_targets/proc_text.rs crashes on this: inuse + tw overflowed.
+        let text = "TCP: inuse 18446744073709551615 orphan 0 tw 1 alloc 1 mem 1\n";
+        assert_eq!(super::parse_sockstat_tcp(text), usize::MAX);
     }
 }

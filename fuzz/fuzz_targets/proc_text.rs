@@ -1,0 +1,33 @@
+//! The other /proc text the agent reads: the sysctls of a network namespace
+//! (ip_local_port_range, ip_local_reserved_ports, and what is computed from them),
+//! /proc/net/sockstat and the CapEff line of /proc/self/status.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use portex_agent::{
+    host::parse_cap_eff,
+    settings::{NetSettings, parse_range, parse_reserved},
+    tracker::parse_sockstat_tcp,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let range = parse_range(&text);
+    if let Some((lo, hi)) = range {
+        assert!(lo <= hi);
+    }
+    let reserved = parse_reserved(&text);
+    assert!(reserved.len() <= text.len() / 2 + 1);
+    let s = NetSettings {
+        range: range.unwrap_or(portex_agent::settings::DEFAULT_RANGE),
+        reserved,
+        ..Default::default()
+    };
+    let size = s.range_size();
+    assert!((1..=65_536).contains(&size));
+    assert!(s.usable_ports() <= size);
+    let _ = s.is_reserved(s.range.0);
+
+    let _ = parse_sockstat_tcp(&text);
+    let _ = parse_cap_eff(&text);
+});
