@@ -143,6 +143,54 @@ fn file_sink_rotates_reopens_on_sighup_and_every_line_matches_the_schema() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--rotate-keep N` keeps exactly N rotated files: the oldest is removed, never more.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn rotation_keeps_exactly_rotate_keep_files() {
+    if !require_root() {
+        return;
+    }
+    let dir = tmp_dir("keep");
+    let _rm = RmDir(dir.clone());
+    let out = dir.join("events.ndjson");
+    let portex = Portex::start(&[
+        "agent",
+        "--output",
+        out.to_str().unwrap(),
+        "--rotate-size",
+        "4k",
+        "--rotate-keep",
+        "2",
+    ]);
+    let ns = Netns::new("keep");
+    // 30 connections, 120 lines of ~600 bytes: ~18 files of 4k, so the oldest go.
+    let d = ns.drive(&["client-close", "127.0.0.1:6350", "30"]);
+    let name = |i: u32| dir.join(format!("events.ndjson.{i}"));
+    assert!(d.facts("connect ok ").len() == 30, "{:?}", d.lines);
+    assert!(wait_for(Duration::from_secs(10), || name(2).exists()));
+    // Stopping drains what is queued: the 72 KB of the driver's lines all go through
+    // the sink, about 18 rotations of 4k.
+    let fin = portex.stop();
+    let (written, dropped, _) = output_counts(&fin.stderr);
+    assert!(written >= 120 && dropped == 0, "{:?}", fin.stderr);
+    assert_eq!(fin.code, Some(0), "{:?}", fin.stderr);
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["events.ndjson", "events.ndjson.1", "events.ndjson.2"],
+        "exactly the live file and 2 rotated ones"
+    );
+    for f in [name(1), name(2)] {
+        let len = std::fs::metadata(&f).unwrap().len();
+        assert!(len <= 4096, "{} has {len} bytes", f.display());
+    }
+}
+
 #[test]
 #[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn an_unwritable_output_path_at_start_is_one_line_and_exit_1() {
