@@ -27,6 +27,13 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing the nightly toolchain"
   rustup toolchain install nightly --profile minimal
 fi
+# libfuzzer-sys compiles libFuzzer (C++).
+if ! command -v c++ >/dev/null 2>&1; then
+  log "installing g++"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
   # A debug build of the tool: it only drives cargo, and builds in half the time.
   log "installing cargo-fuzz (under a minute)"
