@@ -40,3 +40,28 @@ pub fn action(v: &Value) -> &str {
 pub fn with_action<'a>(events: &'a [Value], a: &str) -> Vec<&'a Value> {
     events.iter().filter(|v| action(v) == a).collect()
 }
+
+/// A status report's TCP pools as ss_pools keys them: (used, time_wait).
+pub fn tcp_pools(
+    ns_report: &Value,
+) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
+    ns_report["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["transport"] == "tcp")
+        .map(|p| {
+            (
+                (
+                    p["source_ip"].as_str().unwrap().to_string(),
+                    p["destination_ip"].as_str().unwrap().to_string(),
+                    p["destination_port"].as_u64().unwrap() as u16,
+                ),
+                (
+                    p["used"].as_u64().unwrap(),
+                    p["time_wait"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}

@@ -12,25 +12,7 @@ fn status_json(ns: &Netns) -> (Option<i32>, Value) {
 fn pools_of(v: &Value) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
     let ns = &v["namespaces"][0];
     assert_eq!(ns["current"], true);
-    ns["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["transport"] == "tcp")
-        .map(|p| {
-            (
-                (
-                    p["source_ip"].as_str().unwrap().to_string(),
-                    p["destination_ip"].as_str().unwrap().to_string(),
-                    p["destination_port"].as_u64().unwrap() as u16,
-                ),
-                (
-                    p["used"].as_u64().unwrap(),
-                    p["time_wait"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
+    tcp_pools(ns)
 }
 
 #[test]

@@ -9,29 +9,6 @@ fn ids(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-/// A status report's TCP pools as ss_pools keys them: (used, time_wait).
-fn tcp_pools(ns_report: &Value) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
-    ns_report["pools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|p| p["transport"] == "tcp")
-        .map(|p| {
-            (
-                (
-                    p["source_ip"].as_str().unwrap().to_string(),
-                    p["destination_ip"].as_str().unwrap().to_string(),
-                    p["destination_port"].as_u64().unwrap() as u16,
-                ),
-                (
-                    p["used"].as_u64().unwrap(),
-                    p["time_wait"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
-}
-
 fn ss_of(
     ns: &Netns,
     lo: u16,
