@@ -1,0 +1,165 @@
+//! Drives real sockets for the end-to-end tests, inside a network namespace it enters
+//! itself (`--netns NAME`), and prints the ground truth it saw, one fact per line:
+//!   pid <pid>
+//!   listen <addr>
+//!   connect ok <local addr> | connect err <errno>
+//!   bind ok <local addr> | bind err <errno>
+//! The tests compare these lines with what portex reported for this pid.
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener},
+    thread,
+};
+
+mod failing;
+mod held;
+
+use failing::*;
+use held::*;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (netns, rest) = match args.first().map(String::as_str) {
+        Some("--netns") => (Some(args[1].clone()), args[2..].to_vec()),
+        _ => (None, args),
+    };
+    // --cgroup DIR: move into that cgroup (v2) before making any socket.
+    let rest = match rest.first().map(String::as_str) {
+        Some("--cgroup") => {
+            std::fs::write(
+                format!("{}/cgroup.procs", rest[1]),
+                std::process::id().to_string(),
+            )
+            .expect("joining the cgroup");
+            rest[2..].to_vec()
+        }
+        _ => rest,
+    };
+    // --name NAME: set this process's comm (untrusted names for the display tests).
+    let rest = match rest.first().map(String::as_str) {
+        Some("--name") => {
+            let name = std::ffi::CString::new(rest[1].as_bytes()).unwrap();
+            // SAFETY: PR_SET_NAME copies at most 16 bytes from a NUL-terminated string.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            rest[2..].to_vec()
+        }
+        // The same from hex, for names that are not UTF-8 (arguments must be).
+        Some("--name-hex") => {
+            let bytes: Vec<u8> = (0..rest[1].len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&rest[1][i..i + 2], 16).expect("hex"))
+                .collect();
+            let name = std::ffi::CString::new(bytes).unwrap();
+            // SAFETY: as above.
+            unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+            rest[2..].to_vec()
+        }
+        _ => rest,
+    };
+    if let Some(ns) = netns {
+        enter_netns(&ns);
+    }
+    println!("pid {}", std::process::id());
+    let a: Vec<&str> = rest.iter().map(String::as_str).collect();
+    match a.as_slice() {
+        ["exhaust-tcp", addr, attempts] => {
+            exhaust_tcp(addr.parse().unwrap(), attempts.parse().unwrap())
+        }
+        ["client-close", addr, n] => client_close(addr.parse().unwrap(), n.parse().unwrap()),
+        ["collision", addr] => collision(addr.parse().unwrap()),
+        ["exhaust-bind", addr, attempts] => {
+            exhaust_bind(addr.parse().unwrap(), attempts.parse().unwrap())
+        }
+        ["exhaust-udp", addr, attempts] => {
+            exhaust_udp(addr.parse().unwrap(), attempts.parse().unwrap())
+        }
+        ["hold-udp", addr, n] => hold_udp(addr.parse().unwrap(), n.parse().unwrap()),
+        ["pool-mix", a, b, tw, live_a, live_b] => pool_mix(
+            a.parse().unwrap(),
+            b.parse().unwrap(),
+            tw.parse().unwrap(),
+            live_a.parse().unwrap(),
+            live_b.parse().unwrap(),
+        ),
+        ["bind-connect", addr, n] => bind_connect(addr.parse().unwrap(), n.parse().unwrap()),
+        ["churn", addr, n] => churn(addr.parse().unwrap(), n.parse().unwrap()),
+        ["refused", addr] => refused(addr.parse().unwrap()),
+        ["hold-conns", addr, n] => hold_conns(addr.parse().unwrap(), n.parse().unwrap()),
+        ["flood", addr, seconds, threads] => flood(
+            addr.parse().unwrap(),
+            seconds.parse().unwrap(),
+            threads.parse().unwrap(),
+        ),
+        ["after-go", rest @ ..] => after_go(rest),
+        ["linger-reset", addr, n] => linger_reset(addr.parse().unwrap(), n.parse().unwrap()),
+        ["bind-mix", addr, no_port, plain] => bind_mix(
+            addr.parse().unwrap(),
+            no_port.parse().unwrap(),
+            plain.parse().unwrap(),
+        ),
+        _ => {
+            eprintln!(
+                "usage: portex-e2e-driver [--netns NAME] exhaust-tcp|client-close|collision|exhaust-bind|exhaust-udp|hold-udp|pool-mix|bind-connect|churn ..."
+            );
+            std::process::exit(2);
+        }
+    }
+    std::io::stdout().flush().unwrap();
+}
+/// Says "ready", then holds everything until stdin closes (the test is done looking).
+pub(crate) fn hold_until_stdin_closes() {
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut sink = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut sink);
+}
+pub(crate) fn enter_netns(name: &str) {
+    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("open netns");
+    use std::os::fd::AsRawFd;
+    // SAFETY: valid fd of a network namespace.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+pub(crate) fn errno_of(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or(-1)
+}
+/// A listener that accepts and holds every connection until the process exits.
+pub(crate) fn listen_and_hold(addr: SocketAddr) -> SocketAddr {
+    let l = TcpListener::bind(addr).expect("listen");
+    let local = l.local_addr().unwrap();
+    println!("listen {local}");
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    local
+}
+pub(crate) fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a rlimit.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+}
+/// Says "ready" and waits for one line on stdin before it makes any socket, then runs
+/// the rest of its arguments as a new driver in this same process (exec keeps the pid
+/// and the network namespace): a test learns the pid before the first event.
+pub(crate) fn after_go(rest: &[&str]) {
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let mut byte = [0u8; 1];
+    let mut stdin = std::io::stdin().lock();
+    while stdin.read(&mut byte).map(|k| k == 1).unwrap_or(false) && byte[0] != b'\n' {}
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(rest)
+        .exec();
+    panic!("exec of the driver failed: {err}");
+}
