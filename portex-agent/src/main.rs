@@ -1,9 +1,9 @@
 //! The `portex` binary: parses the command line and reports any error as one line.
-use clap::Parser;
+use clap::{Parser, error::ErrorKind};
 use portex_agent::cli::{Cli, Command};
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| bad_usage(e));
     let res = match cli.command {
         Command::Watch(args) => portex_agent::watch::run(args).map(|_| 0),
         Command::Status(args) => portex_agent::status::run(args),
@@ -26,4 +26,22 @@ fn report(e: anyhow::Error) -> i32 {
     }
     eprintln!("portex: error: {msg}");
     1
+}
+
+/// A wrong flag or value is one line too (clap adds usage and a hint on more lines),
+/// exit status 2; --help and --version print as clap does.
+fn bad_usage(e: clap::Error) -> ! {
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit()
+    }
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("invalid arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    eprintln!("portex: error: {first} (see portex --help)");
+    std::process::exit(2)
 }

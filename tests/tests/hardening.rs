@@ -178,6 +178,18 @@ fn sizes_and_thresholds_out_of_bounds_are_one_line_errors() {
         assert!(err.starts_with("portex: error: "), "{args:?}: {err}");
         assert!(took < Duration::from_secs(10), "{args:?} took {took:?}");
     }
+    // Values the command line itself refuses: one line too, exit status 2 (usage).
+    for args in [
+        &["status", "--warn", "101"][..],
+        &["agent", "--bogus"][..],
+        &["watch", "--ring-kib", "3000"][..],
+        &["frobnicate"][..],
+    ] {
+        let (code, err, _) = run_portex(args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("portex: error: "), "{args:?}: {err}");
+    }
 }
 
 /// Finding 3: a closed terminal (SIGHUP) ends `watch`.
