@@ -15,6 +15,8 @@ pub mod errno;
 pub mod filter;
 pub mod forecast;
 pub mod format;
+#[cfg(test)]
+mod golden_tests;
 pub mod host;
 pub mod http;
 pub mod ledger;
