@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portex_agent::containers::{
+use portex_agent::fuzzing::{
     Container, parse_cgroup_path, parse_mountinfo_cgroup2, parse_proc_cgroup,
 };
 

@@ -8,10 +8,7 @@ use std::{path::Path, sync::OnceLock};
 
 use clap::Parser;
 use libfuzzer_sys::fuzz_target;
-use portex_agent::{
-    cli::{AgentArgs, Cli, Command},
-    config, limits,
-};
+use portex_agent::fuzzing::{AgentArgs, Cli, Command, config, limits};
 
 fn defaults() -> &'static AgentArgs {
     static ARGS: OnceLock<AgentArgs> = OnceLock::new();

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portex_agent::http::{Route, route};
+use portex_agent::fuzzing::{Route, route};
 
 fuzz_target!(|data: &[u8]| {
     let r = route(data);

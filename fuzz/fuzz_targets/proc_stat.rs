@@ -6,8 +6,8 @@
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
-use portex_agent::{
-    owners::parse_stat,
+use portex_agent::fuzzing::{
+    parse_stat,
     untrusted::{self, is_bidi_control},
 };
 

@@ -4,10 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portex_agent::{
-    host::parse_cap_eff,
-    settings::{NetSettings, parse_range, parse_reserved},
-    tracker::parse_sockstat_tcp,
+use portex_agent::fuzzing::{
+    DEFAULT_RANGE, NetSettings, parse_cap_eff, parse_range, parse_reserved, parse_sockstat_tcp,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -19,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let reserved = parse_reserved(&text);
     assert!(reserved.len() <= text.len() / 2 + 1);
     let s = NetSettings {
-        range: range.unwrap_or(portex_agent::settings::DEFAULT_RANGE),
+        range: range.unwrap_or(DEFAULT_RANGE),
         reserved,
         ..Default::default()
     };

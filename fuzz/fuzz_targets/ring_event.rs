@@ -5,11 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portex_agent::{
-    decode::{DecodeError, decode},
-    format::{View, json, text},
-    lifecycle,
-    untrusted::is_bidi_control,
+use portex_agent::fuzzing::{
+    DecodeError, View, decode, json, lifecycle, text, untrusted::is_bidi_control,
 };
 use portex_common::{EVENT_SIZE, kind};
 

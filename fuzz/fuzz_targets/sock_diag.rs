@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use portex_agent::sockdiag::{Parsed, parse_messages};
+use portex_agent::fuzzing::{Parsed, parse_messages};
 
 /// nlmsghdr + struct inet_diag_msg: the smallest message that yields a socket.
 const MIN_SOCKET_MSG: usize = 16 + 72;

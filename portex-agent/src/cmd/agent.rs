@@ -1,0 +1,83 @@
+//! `portex agent`: the long-running service. NDJSON to a file or stdout for log
+//! shippers, Prometheus metrics for a fleet.
+use std::{path::PathBuf, sync::Arc};
+
+use anyhow::Result;
+
+use crate::{
+    cmd::cli::AgentArgs,
+    cmd::config::{self, FileConfig},
+    logic::diagnose::Thresholds,
+    logic::filter::Filter,
+    pipeline::emitter::{Format, Output, PoolMetricOptions},
+    pipeline::metrics::Metrics,
+    pipeline::{self, Setup},
+    sys::ebpf::LoadOptions,
+    sys::sink::{Chunk, Sink, SinkOptions, Target},
+};
+
+pub(crate) fn run(args: AgentArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(p) => config::load_file(p)?,
+        None => FileConfig::default(),
+    };
+    let c = config::resolve(&args, file)?;
+    let target = if c.output == "-" {
+        Target::Stdout
+    } else {
+        Target::File(PathBuf::from(&c.output))
+    };
+    let sink = Sink::start(SinkOptions {
+        target,
+        rotate_size: c.rotate_size,
+        rotate_keep: c.rotate_keep,
+        queue_bytes: c.queue_bytes,
+    })?;
+    let on_hup = sink.reopen.clone();
+    let sink_counts = sink.counts.clone();
+    let metrics = c.metrics.map(|addr| (Arc::new(Metrics::default()), addr));
+    pipeline::run(Setup {
+        load: LoadOptions {
+            ring_bytes: c.ring_kib * 1024,
+            syscall_hooks: c.syscall_hooks,
+            accepted: c.accepted,
+            ..LoadOptions::default()
+        },
+        format: Format::Json,
+        filter: Filter::default(),
+        thresholds: Some(Thresholds {
+            warning: c.warn / 100.0,
+            critical: c.critical / 100.0,
+        }),
+        out: Box::new(SinkWriter { sink }),
+        metrics,
+        on_hup: Some(on_hup),
+        sink_counts: Some(sink_counts),
+        pool_metrics: PoolMetricOptions {
+            min_utilisation: c.metrics_pool_min / 100.0,
+            max_pools: c.metrics_max_pools,
+            top_processes: c.metrics_top_processes,
+        },
+        hooks_linger_ns: c.syscall_hooks_linger.saturating_mul(1_000_000_000),
+    })
+}
+
+/// The output thread's writer: hands each batch of lines to the sink as one chunk.
+/// Never blocks: the sink queue drops and counts.
+struct SinkWriter {
+    sink: Sink,
+}
+
+impl Output for SinkWriter {
+    fn write_batch(&mut self, buf: &mut String, lines: u64) -> std::io::Result<()> {
+        // Hand the buffer over instead of copying it; the next batch gets a new one.
+        let next = self
+            .sink
+            .spare_buffer()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_else(|| String::with_capacity(buf.len()));
+        let bytes = std::mem::replace(buf, next).into_bytes();
+        self.sink.send(Chunk { bytes, lines });
+        Ok(())
+    }
+}

@@ -1,0 +1,57 @@
+//! `portex status`: a one-shot report of every pool, without loading eBPF.
+use anyhow::{Context, Result};
+
+use crate::{
+    cmd::cli::StatusArgs,
+    logic::diagnose::{LiveFacts, diagnose},
+    logic::pool::build_pools,
+    render::status::{NetnsReport, render_json, render_text},
+    sys::snapshot,
+};
+
+/// Exit status: 0 when no pool is over the warning threshold, 1 when one is.
+pub(crate) fn run(args: StatusArgs) -> Result<i32> {
+    let th = args.thresholds.thresholds()?;
+    let here = crate::sys::netns::current()?.inode;
+    let owners = crate::sys::owners::socket_owners();
+    let mut reports = Vec::new();
+    for ns in snapshot::namespaces(args.all_netns)? {
+        let snap = match snapshot::read(&ns) {
+            Ok(s) => s,
+            // A namespace can vanish while we walk them; only ours must be readable.
+            Err(e) if ns.inode != here => {
+                eprintln!(
+                    "portex: warning: skipping network namespace {}: {e:#}",
+                    ns.inode
+                );
+                continue;
+            }
+            Err(e) => return Err(e).context("reading this network namespace"),
+        };
+        let pools = build_pools(ns.inode, &snap.settings, &snap.sockets, |s| {
+            owners.get(&s.inode).cloned()
+        });
+        let diagnoses = diagnose(&snap.settings, &pools, &th, &LiveFacts::default());
+        reports.push(NetnsReport::new(snap, here, pools, diagnoses));
+    }
+    let over = reports
+        .iter()
+        .any(|r| r.pools.iter().any(|p| p.utilisation() >= th.warning));
+    let out = if args.json {
+        render_json(&reports, &th, args.limit)
+    } else {
+        render_text(&reports, &th, args.limit)
+    };
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(out.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            return Err(e).context("writing the report");
+        }
+        _ => {}
+    }
+    Ok(if over { 1 } else { 0 })
+}

@@ -1,0 +1,137 @@
+//! Every size and count a user can set, with its bounds. Flags and the config file are
+//! checked by the same functions, so a value refused on the command line is refused in
+//! the file too. The bounds keep a typo from taking the host's memory: the packaged unit
+//! runs the agent with MemoryMax=256M.
+
+/// Bytes of NDJSON waiting for the output writer (`--queue`).
+pub const QUEUE_BYTES: Bound = Bound {
+    name: "queue",
+    min: 64 << 10,
+    max: 1 << 30,
+    default: 16 << 20,
+};
+
+/// The kernel's ring buffer, in KiB (`--ring-kib`); a power of two. The kernel maps the
+/// data pages twice, so the address space is twice this; 256 MiB is far more than a
+/// burst of failures needs (an event is 112 bytes).
+pub(crate) const RING_KIB: Bound = Bound {
+    name: "ring-kib",
+    min: 4,
+    max: 256 << 10,
+    default: 4096,
+};
+
+/// Size at which the output file rotates (`--rotate-size`); 0 is never.
+pub(crate) const ROTATE_SIZE: Bound = Bound {
+    name: "rotate-size",
+    min: 4 << 10,
+    max: 1 << 40,
+    default: 0,
+};
+
+/// Rotated files kept (`--rotate-keep`).
+pub const ROTATE_KEEP: Bound = Bound {
+    name: "rotate-keep",
+    min: 0,
+    max: 1000,
+    default: 5,
+};
+
+/// Pools and processes exported as metrics (`--metrics-max-pools`,
+/// `--metrics-top-processes`): each is a set of label values Prometheus keeps.
+pub const METRICS_SERIES: Bound = Bound {
+    name: "metrics-max-pools",
+    min: 0,
+    max: 10_000,
+    default: 20,
+};
+
+/// `--syscall-hooks-linger`, seconds.
+pub const LINGER_S: Bound = Bound {
+    name: "syscall-hooks-linger",
+    min: 0,
+    max: 7 * 86_400,
+    default: 300,
+};
+
+/// The config file (`--config`): read no further than this.
+pub const CONFIG_FILE_BYTES: u64 = 1 << 20;
+
+#[derive(Clone, Copy, Debug)]
+pub struct Bound {
+    pub name: &'static str,
+    pub min: u64,
+    pub max: u64,
+    pub default: u64,
+}
+
+impl Bound {
+    /// `v` when it is within bounds, else the sentence that says what is allowed.
+    pub fn check(&self, v: u64) -> Result<u64, String> {
+        if (self.min..=self.max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "{} must be between {} and {}, got {v}",
+                self.name,
+                human(self.min),
+                human(self.max)
+            ))
+        }
+    }
+
+    /// Same bounds under another flag's name.
+    pub const fn named(self, name: &'static str) -> Bound {
+        Bound { name, ..self }
+    }
+
+    /// Same bounds with another default.
+    pub const fn with_default(self, default: u64) -> Bound {
+        Bound { default, ..self }
+    }
+}
+
+/// 65536 -> "64K", 1073741824 -> "1G"; other numbers as they are.
+pub(crate) fn human(v: u64) -> String {
+    for (shift, unit) in [(30, "G"), (20, "M"), (10, "K")] {
+        if v >= 1 << shift && v.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", v >> shift);
+        }
+    }
+    v.to_string()
+}
+
+/// The ring size in KiB: within RING_KIB and a power of two.
+pub fn ring_kib(v: u64) -> Result<u32, String> {
+    let v = RING_KIB.check(v)?;
+    if !v.is_power_of_two() {
+        return Err(format!("ring-kib must be a power of two, got {v}"));
+    }
+    Ok(v as u32)
+}
+
+/// The rotation size: 0 (never) or within ROTATE_SIZE.
+pub fn rotate_size(v: u64) -> Result<u64, String> {
+    if v == 0 { Ok(0) } else { ROTATE_SIZE.check(v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_say_what_is_allowed() {
+        assert_eq!(QUEUE_BYTES.check(1 << 20), Ok(1 << 20));
+        assert_eq!(
+            QUEUE_BYTES.check(1_000_000_000_000).unwrap_err(),
+            "queue must be between 64K and 1G, got 1000000000000"
+        );
+        assert!(ring_kib(4096).is_ok());
+        assert!(ring_kib(4_194_304).is_err());
+        assert!(ring_kib(1_048_576).is_err());
+        assert!(ring_kib(3000).unwrap_err().contains("power of two"));
+        assert_eq!(rotate_size(0), Ok(0));
+        assert!(rotate_size(100).is_err());
+        assert_eq!(human(12345), "12345");
+    }
+}

@@ -1,0 +1,19 @@
+//! Pure logic: what the agent decides, with time and input passed in. Nothing here does
+//! IO or knows aya or tokio, so every rule is unit-tested with synthetic input.
+#![deny(unsafe_code)]
+pub(crate) mod addr;
+pub(crate) mod arming;
+pub(crate) mod clock;
+pub(crate) mod decode;
+pub(crate) mod diagnose;
+pub(crate) mod errno;
+pub(crate) mod filter;
+pub(crate) mod forecast;
+pub(crate) mod ledger;
+pub(crate) mod lifecycle;
+pub(crate) mod limits;
+pub(crate) mod model;
+pub(crate) mod pool;
+pub(crate) mod rate;
+pub(crate) mod sysctls;
+pub(crate) mod untrusted;

@@ -1,0 +1,95 @@
+//! Which sockets take a port from a connect() pool, and how big the pools are: the
+//! kernel's rules as portex applies them, once, for the status table and the ledger.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use portex_common::tcpstate;
+use rustc_hash::FxHashSet;
+
+use crate::logic::sysctls::NetSettings;
+
+/// TCP states in which a connection holds its local port (LISTEN and SYN_RECV hold the
+/// listener's port, not one of their own).
+const PORT_HOLDING: [u8; 8] = [
+    tcpstate::ESTABLISHED,
+    tcpstate::SYN_SENT,
+    tcpstate::FIN_WAIT1,
+    tcpstate::FIN_WAIT2,
+    tcpstate::TIME_WAIT,
+    tcpstate::CLOSE_WAIT,
+    tcpstate::LAST_ACK,
+    tcpstate::CLOSING,
+];
+
+/// A TCP state number, as the kernel and sock_diag number them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TcpState(pub(crate) u8);
+
+impl TcpState {
+    pub(crate) fn holds_port(self) -> bool {
+        PORT_HOLDING.contains(&self.0)
+    }
+}
+
+/// The port-holding states as a sock_diag state mask (bit n = state n).
+pub(crate) fn held_states_mask() -> u32 {
+    PORT_HOLDING.iter().fold(0, |m, &s| m | 1 << s)
+}
+
+/// One namespace's rules: its sysctls and the ports its listeners hold.
+#[derive(Clone, Debug)]
+pub(crate) struct PortRules {
+    pub(crate) settings: NetSettings,
+    listeners: FxHashSet<(IpAddr, u16)>,
+    tcp_size: u32,
+}
+
+impl PortRules {
+    pub(crate) fn new(
+        settings: NetSettings,
+        listeners: impl IntoIterator<Item = (IpAddr, u16)>,
+    ) -> Self {
+        let listeners: FxHashSet<(IpAddr, u16)> = listeners.into_iter().collect();
+        let mut ports: Vec<u16> = listeners.iter().map(|l| l.1).collect();
+        ports.sort_unstable();
+        ports.dedup();
+        // Each listening port inside the range is one port less for every destination.
+        let exclusive = ports.iter().filter(|&&p| ephemeral(&settings, p)).count() as u32;
+        let tcp_size = settings.usable_ports().saturating_sub(exclusive);
+        PortRules {
+            settings,
+            listeners,
+            tcp_size,
+        }
+    }
+
+    /// connect() may pick this port: inside ip_local_port_range, not reserved.
+    pub(crate) fn ephemeral(&self, port: u16) -> bool {
+        ephemeral(&self.settings, port)
+    }
+
+    /// A TCP socket with this local address draws from a connect() pool: its port is
+    /// ephemeral and no listener holds it (accepted sockets share their listener's port).
+    /// Hash lookups, not a scan: the ledger asks on every event.
+    pub(crate) fn client_side(&self, local: SocketAddr) -> bool {
+        let port = local.port();
+        let listens_on = |ip: IpAddr| self.listeners.contains(&(ip, port));
+        self.ephemeral(port)
+            && !(listens_on(local.ip())
+                || listens_on(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                || listens_on(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
+    }
+
+    /// Every TCP pool's size: the usable range minus the listening ports inside it.
+    pub(crate) fn tcp_size(&self) -> u32 {
+        self.tcp_size
+    }
+
+    /// The UDP pool's size: the usable range (auto-bind needs a port no UDP socket holds).
+    pub(crate) fn udp_size(&self) -> u32 {
+        self.settings.usable_ports()
+    }
+}
+
+fn ephemeral(settings: &NetSettings, port: u16) -> bool {
+    settings.in_range(port) && !settings.is_reserved(port)
+}

@@ -1,0 +1,139 @@
+//! The pool model on synthetic socket tables.
+use super::*;
+use crate::logic::{
+    model::{DiagSocket, Owner},
+    sysctls::NetSettings,
+};
+
+fn tcp(state: u8, local: &str, remote: &str, inode: u64) -> DiagSocket {
+    DiagSocket {
+        protocol: 6,
+        state,
+        local: local.parse().unwrap(),
+        remote: remote.parse().unwrap(),
+        inode,
+    }
+}
+
+fn settings(lo: u16, hi: u16) -> NetSettings {
+    NetSettings {
+        range: (lo, hi),
+        ..Default::default()
+    }
+}
+
+fn owner(pid: u32) -> Owner {
+    Owner {
+        pid,
+        start: 1,
+        name: format!("p{pid}"),
+    }
+}
+
+#[test]
+fn pools_are_per_destination_and_count_time_wait() {
+    let socks = vec![
+        tcp(1, "10.0.0.1:40000", "10.0.0.9:80", 11),
+        tcp(6, "10.0.0.1:40001", "10.0.0.9:80", 0),
+        tcp(6, "10.0.0.1:40002", "10.0.0.9:80", 0),
+        tcp(1, "10.0.0.1:40000", "10.0.0.8:443", 12),
+    ];
+    let pools = build_pools(1, &settings(40000, 40003), &socks, |s| {
+        (s.inode == 11).then(|| owner(7))
+    });
+    assert_eq!(pools.len(), 2);
+    let p = &pools[0];
+    assert_eq!(p.key.dport, 80);
+    assert_eq!((p.size, p.used, p.time_wait, p.established), (4, 3, 2, 1));
+    assert_eq!(p.utilisation(), 0.75);
+    assert_eq!(
+        p.holders[0],
+        Holder {
+            owner: None,
+            held: 2,
+            time_wait: 2
+        }
+    );
+    assert_eq!(p.holders[1].owner, Some(owner(7)));
+    assert_eq!(pools[1].used, 1);
+}
+
+#[test]
+fn server_side_listeners_and_out_of_range_ports_are_not_in_pools() {
+    let socks = vec![
+        tcp(10, "0.0.0.0:40003", "0.0.0.0:0", 1), // listener inside the range
+        tcp(1, "10.0.0.1:40003", "10.0.0.5:5555", 2), // accepted from it
+        tcp(1, "10.0.0.1:8080", "10.0.0.5:40000", 3), // server port outside range
+        tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 4), // a client
+        tcp(3, "10.0.0.1:40002", "10.0.0.9:81", 5), // SYN_RECV: not held by connect
+    ];
+    let pools = build_pools(1, &settings(40000, 40003), &socks, |_| None);
+    assert_eq!(pools.len(), 1);
+    // The listener's port is unusable for every destination.
+    assert_eq!((pools[0].size, pools[0].used), (3, 1));
+}
+
+#[test]
+fn reserved_ports_shrink_the_pool() {
+    let mut s = settings(40000, 40009);
+    s.reserved = vec![(40005, 40009)];
+    let socks = vec![
+        tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 4),
+        tcp(1, "10.0.0.1:40006", "10.0.0.9:80", 5),
+    ];
+    let pools = build_pools(1, &s, &socks, |_| None);
+    assert_eq!((pools[0].size, pools[0].used), (5, 1));
+}
+
+#[test]
+fn udp_has_one_pool_per_namespace() {
+    let u = |l: &str, r: &str| DiagSocket {
+        protocol: 17,
+        state: 1,
+        local: l.parse().unwrap(),
+        remote: r.parse().unwrap(),
+        inode: 9,
+    };
+    let socks = vec![
+        u("127.0.0.1:40000", "127.0.0.1:53"),
+        u("0.0.0.0:40001", "0.0.0.0:0"),
+    ];
+    let pools = build_pools(1, &settings(40000, 40003), &socks, |_| None);
+    assert_eq!(pools.len(), 1);
+    assert!(pools[0].key.is_udp_pool());
+    assert_eq!((pools[0].size, pools[0].used), (4, 2));
+}
+
+#[test]
+fn fullest_pool_first() {
+    let socks = vec![
+        tcp(1, "10.0.0.1:40000", "10.0.0.9:80", 1),
+        tcp(1, "10.0.0.1:40000", "10.0.0.8:80", 2),
+        tcp(1, "10.0.0.1:40001", "10.0.0.8:80", 3),
+    ];
+    let pools = build_pools(1, &settings(40000, 40003), &socks, |_| None);
+    assert_eq!(pools[0].key.daddr.to_string(), "10.0.0.8");
+    assert_eq!(pools[0].odd_ports, 1);
+}
+
+#[test]
+fn ownerless_holders_say_what_holds_the_ports() {
+    let h = |held, time_wait| Holder {
+        owner: None,
+        held,
+        time_wait,
+    };
+    assert_eq!(h(3, 3).label(), "(no owner: TIME_WAIT)");
+    assert_eq!(
+        h(2, 0).label(),
+        "(no owner: orphaned, closed by its process)"
+    );
+    assert_eq!(h(5, 3).label(), "(no owner: 3 TIME_WAIT, 2 orphaned)");
+    let mut named = h(1, 0);
+    named.owner = Some(Owner {
+        pid: 7,
+        start: 0,
+        name: "x\u{1b}[2J\u{202e}y".into(),
+    });
+    assert_eq!(named.label(), "7 x\\x1b[2J\\u{202e}y");
+}

@@ -1,0 +1,387 @@
+//! Golden test of every renderer on one fixed synthetic input: kernel events through
+//! interpretation and the live ledger into NDJSON, text and `top --once` frames; a
+//! socket table through the pool model into the status report (text and JSON); fixed
+//! counters into the Prometheus page. The outputs must stay byte-for-byte the same when
+//! code moves; `PORTEX_BLESS=1 cargo test -p portex-agent golden` rewrites the files
+//! after an intended change (review the diff).
+use std::{net::SocketAddr, path::PathBuf};
+
+use portex_common::{AF_INET, AF_INET6, Event, IPPROTO_TCP, connflag, kind, sockflag, tcpstate};
+
+use crate::{
+    cmd::top::{SortBy, pool_rows, process_rows, text_frame},
+    logic::diagnose::{LiveFacts, Thresholds, diagnose},
+    logic::ledger::Ledger,
+    logic::lifecycle::interpret,
+    logic::model::DiagSocket,
+    logic::model::Owner,
+    logic::model::Record,
+    logic::pool::build_pools,
+    logic::sysctls::NetSettings,
+    pipeline::metrics::{HolderGauge, Metrics, PoolGauge, Snapshot},
+    render::status::{NetnsReport, render_json, render_text},
+    render::{View, json, text},
+    sys::netns::Netns,
+    sys::snapshot::NetnsSnapshot,
+};
+
+const S: u64 = 1_000_000_000;
+const NS: u64 = 4026532000;
+/// Boot clock to Unix time: 2026-11-28T06:00:00Z at boot.
+const BOOT_UNIX_NS: i128 = 1_795_845_600 * 1_000_000_000;
+
+fn settings() -> NetSettings {
+    NetSettings {
+        range: (40000, 40009),
+        reserved: vec![(40009, 40009)],
+        ..Default::default()
+    }
+}
+
+fn event(k: u16, pid: u32, comm: &str, sport: u16, dst: ([u8; 4], u16), ts: u64) -> Event {
+    let mut e = Event::zeroed();
+    e.kind = k;
+    e.ts_ns = ts;
+    e.skaddr = 0xffff_8881_0000_0000 + sport as u64;
+    e.tgid = pid;
+    e.tid = pid;
+    e.family = AF_INET;
+    e.protocol = IPPROTO_TCP;
+    e.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+    e.daddr[..4].copy_from_slice(&dst.0);
+    e.sport = sport;
+    e.dport = dst.1;
+    e.fd = 3;
+    e.comm[..comm.len()].copy_from_slice(comm.as_bytes());
+    e
+}
+
+fn state(
+    pid: u32,
+    sport: u16,
+    dst: ([u8; 4], u16),
+    old: u8,
+    new: u8,
+    flags: u32,
+    ts: u64,
+) -> Event {
+    let mut e = event(kind::STATE, pid, "client", sport, dst, ts);
+    e.fd = -1;
+    e.oldstate = old;
+    e.newstate = new;
+    e.flags = flags;
+    e.birth_ns = ts.saturating_sub(250_000_000);
+    e
+}
+
+/// A client (pid 100) fills most of the pool towards 10.0.0.9:80, closes a few first
+/// (TIME_WAIT) and one by reset, then fails with EADDRNOTAVAIL; a second process (pid
+/// 200) talks to another backend over IPv6, and a bind() and a failed bind() go by.
+fn stream() -> Vec<Event> {
+    let web = ([10, 0, 0, 9], 80);
+    let api = ([10, 0, 0, 7], 443);
+    let mut v = Vec::new();
+    let mut ts = 2 * S;
+    for port in 40000..40008u16 {
+        v.push(event(kind::CONNECT_RET, 100, "client", port, web, ts));
+        v.push(state(
+            100,
+            port,
+            web,
+            tcpstate::SYN_SENT,
+            tcpstate::ESTABLISHED,
+            sockflag::ACTIVE | sockflag::IN_CONNECT_SYSCALL,
+            ts + 1000,
+        ));
+        ts += 150_000_000;
+    }
+    for port in [40000u16, 40001, 40002] {
+        v.push(state(
+            100,
+            port,
+            web,
+            tcpstate::FIN_WAIT2,
+            tcpstate::CLOSE,
+            sockflag::ACTIVE | sockflag::FIN_SENT,
+            ts,
+        ));
+        ts += 10_000_000;
+    }
+    v.push(state(
+        100,
+        40003,
+        web,
+        tcpstate::ESTABLISHED,
+        tcpstate::CLOSE,
+        sockflag::ACTIVE | sockflag::RESET_RCVD,
+        ts,
+    ));
+    ts += 10_000_000;
+    v.push(state(
+        100,
+        40004,
+        web,
+        tcpstate::LAST_ACK,
+        tcpstate::CLOSE,
+        sockflag::ACTIVE | sockflag::FIN_RCVD,
+        ts,
+    ));
+    ts += 10_000_000;
+    for port in [40003u16, 40004, 40008] {
+        v.push(event(kind::CONNECT_RET, 100, "client", port, web, ts));
+        ts += 5_000_000;
+    }
+    let mut fail = event(kind::CONNECT_RET, 100, "client", 0, web, ts);
+    fail.ret = -99;
+    fail.flags = connflag::TCP_SEEN | connflag::STATE_FAILED;
+    v.push(fail);
+    ts += 5_000_000;
+    let mut v6 = event(kind::CONNECT_RET, 200, "api\u{1b}[1mworker", 40005, api, ts);
+    v6.family = AF_INET6;
+    v6.saddr = "fd00::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    v6.daddr = "fd00::7".parse::<std::net::Ipv6Addr>().unwrap().octets();
+    v.push(v6);
+    ts += 5_000_000;
+    let mut bind = event(kind::BIND_RET, 200, "api", 8080, ([0, 0, 0, 0], 0), ts);
+    bind.ret = -98;
+    v.push(bind);
+    ts += 5_000_000;
+    let mut other = event(kind::CONNECT_RET, 300, "probe", 0, ([192, 0, 2, 1], 9), ts);
+    other.ret = -111;
+    v.push(other);
+    v
+}
+
+/// The live path without its IO: interpretation, the ledger (its namespace seeded with
+/// an empty table), pressure, rendering.
+fn live() -> (String, String, Ledger, u64) {
+    let mut ledger = Ledger::new();
+    ledger.reconcile(NS, settings(), &[], |_| None, S);
+    let th = Thresholds::default();
+    let (mut nd, mut tx) = (String::new(), String::new());
+    let mut last = 0;
+    for ev in stream() {
+        let mut recs: Vec<Record> = Vec::new();
+        interpret(&ev, |r| recs.push(r));
+        for mut r in recs {
+            let now = r.ts_ns;
+            last = now;
+            let name = r.process.thread_name.name().into_owned();
+            ledger.process_seen(r.process.pid, 7, &name);
+            let key = if matches!(
+                r.action,
+                crate::logic::model::Action::Bind | crate::logic::model::Action::BindFailed
+            ) {
+                ledger.apply_bind(&r, now);
+                None
+            } else {
+                ledger.apply(&r, Some(NS), now)
+            };
+            r.netns = Some(NS);
+            let pressure = key
+                .as_ref()
+                .and_then(|k| ledger.check_pressure(k, &th, now));
+            if r.action.is_failure()
+                && let Some((used, size, time_wait)) =
+                    key.as_ref().and_then(|k| ledger.pool_state(k))
+            {
+                r.pool = Some(crate::logic::model::PoolState {
+                    used,
+                    size,
+                    time_wait,
+                });
+            }
+            let unix_ns = BOOT_UNIX_NS + r.ts_ns as i128;
+            let view = View {
+                rec: &r,
+                unix_ns,
+                process_name: &name,
+            };
+            json::write_line(&view, &mut nd);
+            text::write_line(&view, &mut tx);
+            if let Some(p) = pressure {
+                json::write_pressure(&p, unix_ns, &mut nd);
+                text::write_pressure(&p, unix_ns, &mut tx);
+            }
+        }
+    }
+    (nd, tx, ledger, last)
+}
+
+fn status_reports() -> Vec<NetnsReport> {
+    let tcp = |state: u8, l: &str, r: &str, inode: u64| DiagSocket {
+        protocol: 6,
+        state,
+        local: l.parse().unwrap(),
+        remote: r.parse().unwrap(),
+        inode,
+    };
+    let mut sockets = vec![
+        tcp(10, "0.0.0.0:40007", "0.0.0.0:0", 1),
+        tcp(1, "10.0.0.1:40007", "10.0.0.5:5555", 2),
+        tcp(2, "[fd00::1]:40002", "[fd00::7]:443", 31),
+    ];
+    for p in 40000..40006u16 {
+        sockets.push(tcp(
+            if p < 40003 { 6 } else { 1 },
+            &format!("10.0.0.1:{p}"),
+            "10.0.0.9:80",
+            if p < 40003 { 0 } else { 10 + p as u64 },
+        ));
+    }
+    sockets.push(DiagSocket {
+        protocol: 17,
+        state: 7,
+        local: "0.0.0.0:40001".parse().unwrap(),
+        remote: "0.0.0.0:0".parse().unwrap(),
+        inode: 40,
+    });
+    let owner = |s: &DiagSocket| match s.inode {
+        0 => None,
+        31 => Some(Owner {
+            pid: 200,
+            start: 9,
+            name: "api".into(),
+        }),
+        40 => Some(Owner {
+            pid: 300,
+            start: 9,
+            name: "dns".into(),
+        }),
+        _ => Some(Owner {
+            pid: 100,
+            start: 9,
+            name: "client\u{7}".into(),
+        }),
+    };
+    let th = Thresholds::default();
+    let pools = build_pools(NS, &settings(), &sockets, owner);
+    let diagnoses = diagnose(&settings(), &pools, &th, &LiveFacts::default());
+    let snap = NetnsSnapshot {
+        netns: Netns {
+            inode: NS,
+            path: PathBuf::from("/proc/self/ns/net"),
+            name: Some("golden".into()),
+        },
+        settings: settings(),
+        sockets,
+    };
+    vec![NetnsReport::new(snap, NS, pools, diagnoses)]
+}
+
+fn metrics_page() -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = Metrics::default();
+    m.kernel_events.store(1234, Relaxed);
+    m.ringbuf_dropped.store(5, Relaxed);
+    m.user_dropped.store(6, Relaxed);
+    m.decode_errors.store(1, Relaxed);
+    m.kernel_skipped.store(2, Relaxed);
+    m.map_full.store(3, Relaxed);
+    m.syscall_hooks.store(1, Relaxed);
+    m.sink_written.store(1000, Relaxed);
+    m.sink_dropped.store(7, Relaxed);
+    m.sink_errors.store(1, Relaxed);
+    m.http_rejected.store(4, Relaxed);
+    m.http_accept_errors.store(2, Relaxed);
+    m.events
+        .lock()
+        .unwrap()
+        .extend([("connect", 900u64), ("close", 850), ("connect_failed", 12)]);
+    m.failures
+        .lock()
+        .unwrap()
+        .insert(("EADDRNOTAVAIL", "port_range_exhausted", "tcp"), 12);
+    m.pool_pressure.lock().unwrap().insert("warning", 2);
+    *m.snapshot.lock().unwrap() = Snapshot {
+        pools: vec![PoolGauge {
+            netns: NS,
+            transport: "tcp",
+            source: "10.0.0.1".into(),
+            destination: "10.0.0.9:80".into(),
+            size: 9,
+            used: 8,
+            time_wait: 3,
+            seconds_to_full: Some(1.5),
+        }],
+        holders: vec![HolderGauge {
+            pid: 100,
+            comm: "cli\"ent\n".into(),
+            container_id: Some("0123456789ab".into()),
+            held: 8,
+            time_wait: 3,
+        }],
+        tracked_sockets: 9,
+        events_per_second: 12.5,
+    };
+    m.render()
+}
+
+fn check(name: &str, got: &str) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("PORTEX_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (PORTEX_BLESS=1 writes it)", path.display()));
+    if want != got {
+        let line = want.lines().zip(got.lines()).position(|(a, b)| a != b);
+        panic!(
+            "{name} changed (first differing line {:?}):\n--- want\n{want}\n--- got\n{got}",
+            line.map(|l| l + 1)
+        );
+    }
+}
+
+#[test]
+fn golden_event_lines() {
+    let (nd, tx, _, _) = live();
+    check("events.ndjson", &nd);
+    check("events.txt", &tx);
+}
+
+#[test]
+fn golden_top_frame() {
+    let (_, _, mut ledger, last) = live();
+    let now = last + S / 2;
+    let procs = process_rows(&mut ledger, now, SortBy::default(), "");
+    let pools = pool_rows(&mut ledger, now, "");
+    check("top.txt", &text_frame(&procs, &pools, 20));
+}
+
+#[test]
+fn golden_status() {
+    let th = Thresholds::default();
+    let reports = status_reports();
+    check("status.txt", &render_text(&reports, &th, 50));
+    check("status.json", &render_json(&reports, &th, 50));
+}
+
+#[test]
+fn golden_metrics() {
+    check("metrics.prom", &metrics_page());
+}
+
+#[test]
+fn the_stream_covers_every_kind_of_line() {
+    let (nd, _, _, _) = live();
+    for action in [
+        "\"connect\"",
+        "\"established\"",
+        "\"close\"",
+        "\"time_wait\"",
+        "\"connect_failed\"",
+        "\"bind_failed\"",
+        "pool_pressure",
+    ] {
+        assert!(
+            nd.contains(action),
+            "{action} missing from the golden stream"
+        );
+    }
+    let _ = SocketAddr::from(([0, 0, 0, 0], 0));
+}

@@ -1,0 +1,196 @@
+//! Rendering the pool report as text or JSON. Pure.
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use crate::{
+    logic::diagnose::{Diagnosis, Thresholds},
+    logic::pool::{Pool, ProcessUsage, usage_by_process},
+    sys::snapshot::NetnsSnapshot,
+};
+
+pub(crate) struct NetnsReport {
+    pub inode: u64,
+    pub name: Option<String>,
+    pub is_current: bool,
+    pub settings: crate::logic::sysctls::NetSettings,
+    pub tcp_held: u32,
+    pub time_wait: u32,
+    pub pools: Vec<Pool>,
+    pub processes: Vec<ProcessUsage>,
+    pub diagnoses: Vec<Diagnosis>,
+}
+
+impl NetnsReport {
+    pub(crate) fn new(
+        snap: NetnsSnapshot,
+        current: u64,
+        pools: Vec<Pool>,
+        diagnoses: Vec<Diagnosis>,
+    ) -> Self {
+        let tcp_held = snap.sockets.iter().filter(|s| s.holds_tcp_port()).count() as u32;
+        let time_wait = snap.sockets.iter().filter(|s| s.in_time_wait()).count() as u32;
+        NetnsReport {
+            inode: snap.netns.inode,
+            name: snap.netns.name,
+            is_current: snap.netns.inode == current,
+            settings: snap.settings,
+            tcp_held,
+            time_wait,
+            processes: usage_by_process(&pools),
+            pools,
+            diagnoses,
+        }
+    }
+}
+
+fn pool_json(p: &Pool) -> Value {
+    json!({
+        "transport": p.key.transport.as_str(),
+        "source_ip": if p.key.is_udp_pool() { Value::Null } else { p.key.saddr.to_string().into() },
+        "destination_ip": if p.key.is_udp_pool() { Value::Null } else { p.key.daddr.to_string().into() },
+        "destination_port": if p.key.is_udp_pool() { Value::Null } else { p.key.dport.into() },
+        "size": p.size,
+        "used": p.used,
+        "free": p.free(),
+        "utilisation": (p.utilisation() * 10_000.0).round() / 10_000.0,
+        "time_wait": p.time_wait,
+        "syn_sent": p.syn_sent,
+        "established": p.established,
+        "holders": p.holders.iter().map(|h| json!({
+            "pid": h.owner.as_ref().map(|o| o.pid),
+            "name": h.owner.as_ref().map(|o| o.name.clone()),
+            "held": h.held,
+            "time_wait": h.time_wait,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn diagnosis_json(d: &Diagnosis) -> Value {
+    json!({
+        "id": d.id,
+        "severity": d.severity.as_str(),
+        "summary": d.summary,
+        "fix": d.fix,
+        "pids": d.pids,
+    })
+}
+
+pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
+    let worst = reports
+        .iter()
+        .flat_map(|r| r.pools.iter())
+        .map(|p| p.utilisation())
+        .fold(0.0, f64::max);
+    let status = th.severity(worst).map(|s| s.as_str()).unwrap_or("ok");
+    let ns: Vec<Value> = reports
+        .iter()
+        .map(|r| {
+            let s = &r.settings;
+            json!({
+                "netns": r.inode,
+                "name": r.name,
+                "current": r.is_current,
+                "settings": {
+                    "ip_local_port_range": [s.range.0, s.range.1],
+                    "ip_local_reserved_ports": s.reserved.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect::<Vec<_>>(),
+                    "usable_ports": s.usable_ports(),
+                    "tcp_tw_reuse": s.tw_reuse,
+                    "tcp_max_tw_buckets": s.max_tw_buckets,
+                    "tcp_fin_timeout": s.fin_timeout_s,
+                },
+                "tcp_ports_held": r.tcp_held,
+                "time_wait": r.time_wait,
+                "pools": r.pools.iter().take(limit).map(pool_json).collect::<Vec<_>>(),
+                "pools_omitted": r.pools.len().saturating_sub(limit),
+                "processes": r.processes.iter().take(limit).map(|p| json!({
+                    "pid": p.owner.pid,
+                    "name": p.owner.name,
+                    "start_time": p.owner.start,
+                    "held": p.held,
+                    "time_wait": p.time_wait,
+                    "fullest_pool_share": (p.fullest_share * 10_000.0).round() / 10_000.0,
+                })).collect::<Vec<_>>(),
+                "diagnoses": r.diagnoses.iter().map(diagnosis_json).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let v = json!({
+        "status": status,
+        "thresholds": { "warning": th.warning, "critical": th.critical },
+        "namespaces": ns,
+    });
+    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
+    let mut o = String::new();
+    for r in reports {
+        let s = &r.settings;
+        let name = r
+            .name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        let here = if r.is_current { ", this one" } else { "" };
+        let _ = writeln!(o, "network namespace {}{name}{here}", r.inode);
+        let _ = writeln!(
+            o,
+            "  ip_local_port_range {}-{} ({} usable ports), tcp_tw_reuse={}, {} TCP ports held, {} in TIME_WAIT",
+            s.range.0,
+            s.range.1,
+            s.usable_ports(),
+            s.tw_reuse,
+            r.tcp_held,
+            r.time_wait
+        );
+        if r.pools.is_empty() {
+            let _ = writeln!(o, "  no ephemeral ports in use");
+        } else {
+            let _ = writeln!(
+                o,
+                "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9}  TOP HOLDERS",
+                "POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT"
+            );
+            for p in r.pools.iter().take(limit) {
+                let mark = match th.severity(p.utilisation()) {
+                    Some(crate::logic::diagnose::Severity::Critical) => "!!",
+                    Some(_) => "! ",
+                    None => "  ",
+                };
+                let holders: Vec<String> = p
+                    .holders
+                    .iter()
+                    .take(3)
+                    .map(|h| format!("{} ({})", h.label(), h.held))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9}  {}",
+                    p.key.label(),
+                    p.size,
+                    p.used,
+                    p.free(),
+                    p.utilisation() * 100.0,
+                    p.time_wait,
+                    holders.join(", ")
+                );
+            }
+            if r.pools.len() > limit {
+                let _ = writeln!(
+                    o,
+                    "  ... and {} more pools (--limit)",
+                    r.pools.len() - limit
+                );
+            }
+        }
+        for d in &r.diagnoses {
+            let _ = writeln!(o, "  [{}] {}", d.severity.as_str(), d.summary);
+            let _ = writeln!(o, "      fix: {}", d.fix);
+        }
+        o.push('\n');
+    }
+    o
+}

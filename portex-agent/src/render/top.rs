@@ -1,0 +1,299 @@
+//! What `portex top` shows, computed from the ledger: rows, sorting, filtering, and the
+//! plain-text frame used by `--once`. Pure (the ledger and the clock come in).
+use std::fmt::Write;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use crate::{
+    logic::{
+        ledger::Ledger,
+        pool::{Pool, usage_by_process},
+    },
+    render::text::sanitize,
+};
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ProcRow {
+    pub pid: u32,
+    /// Sanitised: no control character reaches the terminal.
+    pub name: String,
+    pub connects_per_s: f64,
+    pub closes_per_s: f64,
+    pub held: u32,
+    pub time_wait: u32,
+    pub failures: u64,
+    /// The failure errno names, e.g. "EADDRNOTAVAIL:12".
+    pub failure_detail: String,
+    pub fullest_share: f64,
+    /// A failure happened in the last few seconds: highlight the row.
+    pub failing_now: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PoolRow {
+    pub label: String,
+    pub size: u32,
+    pub used: u32,
+    pub time_wait: u32,
+    pub utilisation: f64,
+    pub opens_per_s: f64,
+    pub failures: u64,
+    /// "full in 42s", "steady 1200", "-".
+    pub forecast: String,
+    pub top_holder: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum Tab {
+    #[default]
+    Processes,
+    Pools,
+}
+
+/// Columns a user can sort by (key `s` cycles).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub(crate) enum SortBy {
+    #[default]
+    Connects,
+    Held,
+    TimeWait,
+    Failures,
+    Fullest,
+}
+
+impl SortBy {
+    pub(crate) fn next(self) -> SortBy {
+        match self {
+            SortBy::Connects => SortBy::Held,
+            SortBy::Held => SortBy::TimeWait,
+            SortBy::TimeWait => SortBy::Failures,
+            SortBy::Failures => SortBy::Fullest,
+            SortBy::Fullest => SortBy::Connects,
+        }
+    }
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            SortBy::Connects => "conn/s",
+            SortBy::Held => "held",
+            SortBy::TimeWait => "time_wait",
+            SortBy::Failures => "failures",
+            SortBy::Fullest => "fullest pool",
+        }
+    }
+}
+
+const HIGHLIGHT_NS: u64 = 5_000_000_000;
+
+pub(crate) fn process_rows(
+    ledger: &mut Ledger,
+    now: u64,
+    sort: SortBy,
+    filter: &str,
+) -> Vec<ProcRow> {
+    let pools: Vec<Pool> = ledger.pool_views(now).into_iter().map(|v| v.pool).collect();
+    let shares: HashMap<u32, f64> = usage_by_process(&pools)
+        .into_iter()
+        .map(|u| (u.owner.pid, u.fullest_share))
+        .collect();
+    let mut rows: Vec<ProcRow> = ledger
+        .processes_mut()
+        .iter_mut()
+        .filter(|(pid, _)| **pid != 0)
+        .map(|(&pid, p)| {
+            let mut name = String::new();
+            sanitize(&p.name, &mut name);
+            ProcRow {
+                pid,
+                name,
+                connects_per_s: p.connects.per_sec(now),
+                closes_per_s: p.closes.per_sec(now),
+                held: p.held,
+                time_wait: p.time_wait,
+                failures: p.failures.values().sum(),
+                failure_detail: p
+                    .failures
+                    .iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                fullest_share: shares.get(&pid).copied().unwrap_or(0.0),
+                failing_now: p.last_failure_ns != 0
+                    && now.saturating_sub(p.last_failure_ns) < HIGHLIGHT_NS,
+            }
+        })
+        .filter(|r| r.held > 0 || r.connects_per_s > 0.0 || r.closes_per_s > 0.0 || r.failures > 0)
+        .filter(|r| filter.is_empty() || r.name.contains(filter) || r.pid.to_string() == filter)
+        .collect();
+    let key = |r: &ProcRow| -> f64 {
+        match sort {
+            SortBy::Connects => r.connects_per_s,
+            SortBy::Held => r.held as f64,
+            SortBy::TimeWait => r.time_wait as f64,
+            SortBy::Failures => r.failures as f64,
+            SortBy::Fullest => r.fullest_share,
+        }
+    };
+    rows.sort_by(|a, b| {
+        key(b)
+            .partial_cmp(&key(a))
+            .unwrap_or(std::cmp::Ordering::Equal)
+            .then(b.held.cmp(&a.held))
+            .then(a.pid.cmp(&b.pid))
+    });
+    rows
+}
+
+pub(crate) fn pool_rows(ledger: &mut Ledger, now: u64, filter: &str) -> Vec<PoolRow> {
+    ledger
+        .pool_views(now)
+        .into_iter()
+        .map(|v| {
+            let top_holder = v
+                .pool
+                .holders
+                .first()
+                .map(|h| h.label())
+                .unwrap_or_default();
+            let forecast = match v.forecast.seconds_to_full {
+                Some(s) if s <= 0.0 => "FULL".into(),
+                Some(s) => format!("full in {s:.0}s"),
+                None if v.opens_per_s > 0.0 => {
+                    format!("steady {:.0}", v.forecast.steady_state_used)
+                }
+                None => "-".into(),
+            };
+            PoolRow {
+                label: v.pool.key.route(),
+                size: v.pool.size,
+                used: v.pool.used,
+                time_wait: v.pool.time_wait,
+                utilisation: v.pool.utilisation(),
+                opens_per_s: v.opens_per_s,
+                failures: v.failures,
+                forecast,
+                top_holder,
+            }
+        })
+        .filter(|r| filter.is_empty() || r.label.contains(filter) || r.top_holder.contains(filter))
+        .collect()
+}
+
+/// Column layout shared by the TUI and `--once`; fits 80 columns.
+pub(crate) const PROC_HEADER: [&str; 8] = [
+    "PID", "NAME", "CONN/s", "CLOSE/s", "HELD", "TW", "FAIL", "FULLEST",
+];
+pub(crate) const PROC_WIDTHS: [u16; 8] = [7, 16, 8, 8, 7, 7, 6, 8];
+pub(crate) const POOL_HEADER: [&str; 7] =
+    ["POOL", "SIZE", "USED", "TW", "UTIL", "CONN/s", "FORECAST"];
+pub(crate) const POOL_WIDTHS: [u16; 7] = [30, 6, 6, 6, 5, 7, 14];
+
+pub(crate) fn proc_cells(r: &ProcRow) -> [String; 8] {
+    [
+        r.pid.to_string(),
+        r.name.clone(),
+        format!("{:.1}", r.connects_per_s),
+        format!("{:.1}", r.closes_per_s),
+        r.held.to_string(),
+        r.time_wait.to_string(),
+        r.failures.to_string(),
+        format!("{:.0}%", r.fullest_share * 100.0),
+    ]
+}
+
+pub(crate) fn pool_cells(r: &PoolRow) -> [String; 7] {
+    [
+        r.label.clone(),
+        r.size.to_string(),
+        r.used.to_string(),
+        r.time_wait.to_string(),
+        format!("{:.0}%", r.utilisation * 100.0),
+        format!("{:.1}", r.opens_per_s),
+        r.forecast.clone(),
+    ]
+}
+
+fn fit(s: &str, w: usize) -> String {
+    let t: String = s.chars().take(w).collect();
+    format!("{t:<w$}")
+}
+
+fn table_line<const N: usize>(cells: &[String; N], widths: &[u16; N]) -> String {
+    let mut line = String::new();
+    for (c, w) in cells.iter().zip(widths) {
+        line.push_str(&fit(c, *w as usize));
+        line.push(' ');
+    }
+    line.trim_end().to_string()
+}
+
+/// One frame as text, both tabs (for `--once` and for terminals that are not).
+pub(crate) fn text_frame(procs: &[ProcRow], pools: &[PoolRow], max_rows: usize) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "PROCESSES");
+    let _ = writeln!(
+        o,
+        "{}",
+        table_line(&PROC_HEADER.map(String::from), &PROC_WIDTHS)
+    );
+    for r in procs.iter().take(max_rows) {
+        let mark = if r.failing_now { " <- failing" } else { "" };
+        let _ = writeln!(o, "{}{mark}", table_line(&proc_cells(r), &PROC_WIDTHS));
+    }
+    let _ = writeln!(o, "\nPOOLS");
+    let _ = writeln!(
+        o,
+        "{}",
+        table_line(&POOL_HEADER.map(String::from), &POOL_WIDTHS)
+    );
+    for r in pools.iter().take(max_rows) {
+        let _ = writeln!(o, "{}", table_line(&pool_cells(r), &POOL_WIDTHS));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pid: u32, name: &str, held: u32) -> ProcRow {
+        ProcRow {
+            pid,
+            name: name.into(),
+            connects_per_s: 1.5,
+            closes_per_s: 0.0,
+            held,
+            time_wait: 0,
+            failures: 0,
+            failure_detail: String::new(),
+            fullest_share: 0.5,
+            failing_now: false,
+        }
+    }
+
+    #[test]
+    fn frame_lines_fit_80_columns() {
+        let f = text_frame(
+            &[row(1234567, "a-very-long-process-name-indeed", 28232)],
+            &[],
+            10,
+        );
+        for l in f.lines() {
+            assert!(
+                l.chars().count() <= 80,
+                "{l:?} is {} wide",
+                l.chars().count()
+            );
+        }
+        assert!(f.contains("1234567"));
+    }
+
+    #[test]
+    fn sort_cycles_through_every_column() {
+        let mut s = SortBy::default();
+        for _ in 0..5 {
+            s = s.next();
+        }
+        assert_eq!(s, SortBy::default());
+    }
+}

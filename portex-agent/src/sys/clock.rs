@@ -1,0 +1,25 @@
+//! The kernel's clocks: CLOCK_BOOTTIME (what the programs stamp events with) and the
+//! offset to wall-clock time.
+use crate::logic::clock::WallClock;
+
+pub(crate) fn read_clock(id: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; the clocks used here always exist on Linux.
+    unsafe { libc::clock_gettime(id, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Now on the clock the kernel programs stamp events with.
+pub(crate) fn boot_now_ns() -> u64 {
+    read_clock(libc::CLOCK_BOOTTIME)
+}
+
+/// Measures realtime - boottime now.
+pub(crate) fn wall_clock() -> WallClock {
+    let boot = read_clock(libc::CLOCK_BOOTTIME);
+    let real = read_clock(libc::CLOCK_REALTIME);
+    WallClock::with_offset(real as i128 - boot as i128)
+}

@@ -1,0 +1,102 @@
+//! What the host must offer before programs load: privileges, tracefs, memlock.
+use std::path::Path;
+
+use anyhow::{Result, bail};
+
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Effective capabilities of this process, from /proc/self/status.
+pub(crate) fn effective_caps() -> u64 {
+    parse_cap_eff(&std::fs::read_to_string("/proc/self/status").unwrap_or_default())
+}
+
+/// The CapEff mask of a /proc/<pid>/status text; 0 when absent. Pure.
+pub fn parse_cap_eff(status: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+fn has(caps: u64, cap: u32) -> bool {
+    caps & (1u64 << cap) != 0
+}
+
+/// Checks privileges, mounts tracefs when needed, and lifts the memlock limit where
+/// allowed. Each failure is one sentence a user can act on.
+pub(crate) fn preflight() -> Result<()> {
+    let caps = effective_caps();
+    let can_load = has(caps, CAP_SYS_ADMIN) || (has(caps, CAP_BPF) && has(caps, CAP_PERFMON));
+    if !can_load {
+        bail!(
+            "portex needs root (or CAP_BPF and CAP_PERFMON) to load its eBPF programs; \
+             run it with sudo"
+        );
+    }
+    ensure_tracefs()?;
+    raise_memlock();
+    raise_nofile();
+    Ok(())
+}
+
+/// aya finds tracepoint ids through tracefs, which is not always mounted.
+fn ensure_tracefs() -> Result<()> {
+    for p in [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ] {
+        if Path::new(p).is_dir() {
+            return Ok(());
+        }
+    }
+    let target = c"/sys/kernel/tracing";
+    // SAFETY: constant NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            target.as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 || !Path::new("/sys/kernel/tracing/events").is_dir() {
+        let err = std::io::Error::last_os_error();
+        bail!(
+            "tracefs is not mounted and mounting it at /sys/kernel/tracing failed ({err}); \
+             mount it with: mount -t tracefs nodev /sys/kernel/tracing"
+        );
+    }
+    Ok(())
+}
+
+/// Kernels since 5.11 charge BPF memory to the memory cgroup and ignore RLIMIT_MEMLOCK;
+/// raising it fails without CAP_SYS_RESOURCE, which is harmless there.
+fn raise_memlock() {
+    let lim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: valid pointer to a rlimit.
+    let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) };
+}
+
+/// The soft open-file limit is often 1024 while the hard one is far higher: a host agent
+/// that serves metrics and walks /proc should not be the first to hit EMFILE. Raising
+/// the soft limit up to the hard one needs no privilege.
+pub(crate) fn raise_nofile() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid pointers to a rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! The world outside the process: BPF programs and their ring buffer, /proc, sysctls,
+//! netlink sock_diag, network namespaces, cgroups, files and sockets. The only place
+//! with `unsafe`; parsers of what the kernel writes live beside their reader.
+pub(crate) mod clock;
+pub(crate) mod containers;
+pub(crate) mod ebpf;
+pub(crate) mod host;
+pub(crate) mod http;
+pub(crate) mod netns;
+pub(crate) mod owners;
+pub(crate) mod procinfo;
+pub(crate) mod reader;
+pub(crate) mod sink;
+pub(crate) mod snapshot;
+pub(crate) mod sockdiag;
+pub(crate) mod sysctls;
