@@ -9,9 +9,7 @@ use crate::{
     cmd::config::{self, FileConfig},
     logic::diagnose::Thresholds,
     logic::filter::Filter,
-    pipeline::emitter::{Format, Output, PoolMetricOptions},
-    pipeline::metrics::Metrics,
-    pipeline::{self, Setup},
+    pipeline::{self, Emit, Format, Options, Output, PoolMetricOptions, Setup, metrics::Metrics},
     sys::ebpf::LoadOptions,
     sys::sink::{Chunk, Sink, SinkOptions, Target},
 };
@@ -35,30 +33,34 @@ pub(crate) fn run(args: AgentArgs) -> Result<()> {
     })?;
     let on_hup = sink.reopen.clone();
     let sink_counts = sink.counts.clone();
-    let metrics = c.metrics.map(|addr| (Arc::new(Metrics::default()), addr));
     pipeline::run(Setup {
-        load: LoadOptions {
-            ring_bytes: c.ring_kib * 1024,
-            syscall_hooks: c.syscall_hooks,
-            accepted: c.accepted,
-            ..LoadOptions::default()
+        pipeline: Options {
+            load: LoadOptions {
+                ring_bytes: c.ring_kib * 1024,
+                syscall_hooks: c.syscall_hooks,
+                accepted: c.accepted,
+                ..LoadOptions::default()
+            },
+            thresholds: Some(Thresholds {
+                warning: c.warn / 100.0,
+                critical: c.critical / 100.0,
+            }),
+            hooks_linger_ns: c.syscall_hooks_linger.saturating_mul(1_000_000_000),
+            metrics: c.metrics.map(|_| Arc::new(Metrics::default())),
+            pool_metrics: PoolMetricOptions {
+                min_utilisation: c.metrics_pool_min / 100.0,
+                max_pools: c.metrics_max_pools,
+                top_processes: c.metrics_top_processes,
+            },
         },
-        format: Format::Json,
-        filter: Filter::default(),
-        thresholds: Some(Thresholds {
-            warning: c.warn / 100.0,
-            critical: c.critical / 100.0,
-        }),
-        out: Box::new(SinkWriter { sink }),
-        metrics,
+        emit: Emit::new(
+            Format::Json,
+            Filter::default(),
+            Box::new(SinkWriter { sink }),
+        ),
+        metrics_addr: c.metrics,
         on_hup: Some(on_hup),
         sink_counts: Some(sink_counts),
-        pool_metrics: PoolMetricOptions {
-            min_utilisation: c.metrics_pool_min / 100.0,
-            max_pools: c.metrics_max_pools,
-            top_processes: c.metrics_top_processes,
-        },
-        hooks_linger_ns: c.syscall_hooks_linger.saturating_mul(1_000_000_000),
     })
 }
 

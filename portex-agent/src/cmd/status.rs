@@ -32,7 +32,15 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
             owners.get(&s.inode).cloned()
         });
         let diagnoses = diagnose(&snap.settings, &pools, &th, &LiveFacts::default());
-        reports.push(NetnsReport::new(snap, here, pools, diagnoses));
+        let id = (snap.netns.inode, snap.netns.name.clone());
+        reports.push(NetnsReport::new(
+            id,
+            here,
+            snap.settings,
+            &snap.sockets,
+            pools,
+            diagnoses,
+        ));
     }
     let over = reports
         .iter()

@@ -5,8 +5,7 @@ use anyhow::Result;
 use crate::{
     cmd::cli::WatchArgs,
     logic::filter::Filter,
-    pipeline::emitter::{Format, PoolMetricOptions, WriteOutput},
-    pipeline::{self, Setup},
+    pipeline::{self, Emit, Format, Options, PoolMetricOptions, Setup, WriteOutput},
     sys::ebpf::LoadOptions,
 };
 
@@ -20,31 +19,32 @@ pub(crate) fn run(args: WatchArgs) -> Result<()> {
         );
     }
     let stdout = std::io::stdout();
+    let out = WriteOutput(std::io::BufWriter::with_capacity(1 << 16, stdout));
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let filter = Filter {
+        pid: args.pid,
+        comm: args.comm.clone(),
+        failures_only: args.failures_only,
+    };
     pipeline::run(Setup {
-        load: LoadOptions {
-            ring_bytes: args.ring_kib * 1024,
-            syscall_hooks: args.hook_mode(),
-            ..LoadOptions::default()
+        pipeline: Options {
+            load: LoadOptions {
+                ring_bytes: args.ring_kib * 1024,
+                syscall_hooks: args.hook_mode(),
+                ..LoadOptions::default()
+            },
+            thresholds: (!args.no_pools).then_some(thresholds),
+            hooks_linger_ns: crate::logic::arming::LINGER_NS,
+            metrics: None,
+            pool_metrics: PoolMetricOptions::default(),
         },
-        format: if args.json {
-            Format::Json
-        } else {
-            Format::Text
-        },
-        filter: Filter {
-            pid: args.pid,
-            comm: args.comm.clone(),
-            failures_only: args.failures_only,
-        },
-        thresholds: (!args.no_pools).then_some(thresholds),
-        out: Box::new(WriteOutput(std::io::BufWriter::with_capacity(
-            1 << 16,
-            stdout,
-        ))),
-        metrics: None,
+        emit: Emit::new(format, filter, Box::new(out)),
+        metrics_addr: None,
         on_hup: None,
         sink_counts: None,
-        pool_metrics: PoolMetricOptions::default(),
-        hooks_linger_ns: crate::logic::arming::LINGER_NS,
     })
 }

@@ -186,7 +186,7 @@ pub struct Record {
     /// The owner's network namespace (inode), when known.
     pub netns: Option<u64>,
     /// The owner's container, when its cgroup says so.
-    pub container: Option<crate::sys::containers::Container>,
+    pub container: Option<Container>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,4 +278,15 @@ impl DiagSocket {
     pub(crate) fn holds_tcp_port(&self) -> bool {
         self.is_tcp() && crate::logic::pool::TcpState(self.state).holds_port()
     }
+}
+
+/// The container a process runs in, read from its cgroup path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// The 64-hex container id.
+    pub id: String,
+    /// docker, containerd, cri-o, podman.
+    pub runtime: &'static str,
+    /// The Kubernetes pod uid, when the path has one.
+    pub pod_uid: Option<String>,
 }

@@ -1,333 +1,69 @@
-//! Prometheus text exposition for `portex agent`. Counters live in atomics or behind a
-//! mutex that the output thread updates; gauges about pools and processes are a snapshot
-//! the output thread publishes every second. Label sets are bounded: actions, errnos and
-//! causes are small enums; pools appear only above a utilisation floor and only the
-//! top N; processes only the top N holders. No label carries an ephemeral port.
+//! The agent's metrics state. Counters are read where they live (the kernel's per-CPU
+//! array, the reader, the sink) at scrape time; what only the output thread knows
+//! (events by action, failures, pressure) it counts here, and the pool and process
+//! gauges are a snapshot it publishes every second.
 use std::{
     collections::BTreeMap,
-    fmt::Write,
     sync::{
-        Mutex,
+        Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
 };
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct PoolGauge {
-    pub netns: u64,
-    pub transport: &'static str,
-    pub source: String,
-    /// "ip:port" of the destination service.
-    pub destination: String,
-    pub size: u32,
-    pub used: u32,
-    pub time_wait: u32,
-    pub seconds_to_full: Option<f64>,
-}
+use crate::{
+    render::prometheus::{self, Page, Snapshot},
+    sys::{ebpf::Probe, reader::Counts, sink::SinkCounts},
+};
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct HolderGauge {
-    pub pid: u32,
-    pub comm: String,
-    pub container_id: Option<String>,
-    pub held: u32,
-    pub time_wait: u32,
-}
-
-/// What the output thread publishes for scrapes.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct Snapshot {
-    pub pools: Vec<PoolGauge>,
-    pub holders: Vec<HolderGauge>,
-    pub tracked_sockets: u64,
-    pub events_per_second: f64,
+/// Where the counters live, attached once the programs are loaded.
+pub(crate) struct Sources {
+    pub(crate) probe: Arc<Probe>,
+    pub(crate) counts: Arc<Counts>,
+    pub(crate) sink: Option<Arc<SinkCounts>>,
 }
 
 #[derive(Default)]
 pub(crate) struct Metrics {
-    pub kernel_events: AtomicU64,
-    pub ringbuf_dropped: AtomicU64,
-    pub user_dropped: AtomicU64,
-    pub decode_errors: AtomicU64,
-    pub kernel_skipped: AtomicU64,
-    pub map_full: AtomicU64,
-    /// 1 while the connect/bind syscall tracepoints are attached.
-    pub syscall_hooks: AtomicU64,
-    pub sink_dropped: AtomicU64,
-    pub sink_written: AtomicU64,
-    pub sink_errors: AtomicU64,
     /// Metrics connections closed unanswered: more than http::MAX_CLIENTS at once.
-    pub http_rejected: AtomicU64,
+    pub(crate) http_rejected: AtomicU64,
     /// accept() failures on the metrics socket (EMFILE when out of file descriptors).
-    pub http_accept_errors: AtomicU64,
-    pub events: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) http_accept_errors: AtomicU64,
+    pub(crate) events: Mutex<BTreeMap<&'static str, u64>>,
     /// (errno, cause, transport) -> count
-    pub failures: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
-    pub pool_pressure: Mutex<BTreeMap<&'static str, u64>>,
-    pub snapshot: Mutex<Snapshot>,
-}
-
-/// Label values are escaped as the exposition format requires, and control characters
-/// (which process names may carry) are shown as text.
-fn esc(v: &str) -> String {
-    crate::logic::untrusted::label_value(v)
-}
-
-fn head(o: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(o, "# HELP {name} {help}");
-    let _ = writeln!(o, "# TYPE {name} {kind}");
+    pub(crate) failures: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    pub(crate) pool_pressure: Mutex<BTreeMap<&'static str, u64>>,
+    pub(crate) snapshot: Mutex<Snapshot>,
+    /// None before the programs are loaded and after they are detached.
+    pub(crate) sources: Mutex<Option<Sources>>,
 }
 
 impl Metrics {
+    /// The page of one scrape.
     pub(crate) fn render(&self) -> String {
-        let mut o = String::with_capacity(8192);
         let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        head(
-            &mut o,
-            "portex_build_info",
-            "gauge",
-            "Build information; always 1.",
-        );
-        let _ = writeln!(
-            o,
-            "portex_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-
-        head(
-            &mut o,
-            "portex_kernel_events_total",
-            "counter",
-            "Records read from the ring buffer.",
-        );
-        let _ = writeln!(o, "portex_kernel_events_total {}", ld(&self.kernel_events));
-        head(
-            &mut o,
-            "portex_events_total",
-            "counter",
-            "Events by action.",
-        );
-        for (a, n) in self.events.lock().unwrap().iter() {
-            let _ = writeln!(o, "portex_events_total{{action=\"{a}\"}} {n}");
-        }
-        head(
-            &mut o,
-            "portex_failures_total",
-            "counter",
-            "Failed connect()/bind() calls by errno and cause.",
-        );
-        for ((e, c, t), n) in self.failures.lock().unwrap().iter() {
-            let _ = writeln!(
-                o,
-                "portex_failures_total{{errno=\"{e}\",cause=\"{c}\",transport=\"{t}\"}} {n}"
-            );
-        }
-        head(
-            &mut o,
-            "portex_pool_pressure_total",
-            "counter",
-            "pool_pressure events by severity.",
-        );
-        for (s, n) in self.pool_pressure.lock().unwrap().iter() {
-            let _ = writeln!(o, "portex_pool_pressure_total{{severity=\"{s}\"}} {n}");
-        }
-        head(
-            &mut o,
-            "portex_dropped_events_total",
-            "counter",
-            "Events lost, by where they were lost.",
-        );
-        for (w, v) in [
-            ("ring_buffer", ld(&self.ringbuf_dropped)),
-            ("user_space", ld(&self.user_dropped)),
-            ("undecodable", ld(&self.decode_errors)),
-            ("kernel_skipped_run", ld(&self.kernel_skipped)),
-        ] {
-            let _ = writeln!(o, "portex_dropped_events_total{{where=\"{w}\"}} {v}");
-        }
-        head(
-            &mut o,
-            "portex_socket_map_full_total",
-            "counter",
-            "Sockets the kernel could not track (map full).",
-        );
-        let _ = writeln!(o, "portex_socket_map_full_total {}", ld(&self.map_full));
-        head(
-            &mut o,
-            "portex_syscall_hooks_attached",
-            "gauge",
-            "1 while the connect/bind syscall tracepoints are attached (auto mode attaches them under pressure).",
-        );
-        let _ = writeln!(
-            o,
-            "portex_syscall_hooks_attached {}",
-            ld(&self.syscall_hooks)
-        );
-        head(
-            &mut o,
-            "portex_sink_lines_total",
-            "counter",
-            "NDJSON lines by fate at the output sink.",
-        );
-        let _ = writeln!(
-            o,
-            "portex_sink_lines_total{{result=\"written\"}} {}",
-            ld(&self.sink_written)
-        );
-        let _ = writeln!(
-            o,
-            "portex_sink_lines_total{{result=\"dropped\"}} {}",
-            ld(&self.sink_dropped)
-        );
-        head(
-            &mut o,
-            "portex_sink_errors_total",
-            "counter",
-            "Failed writes to the output sink.",
-        );
-        let _ = writeln!(o, "portex_sink_errors_total {}", ld(&self.sink_errors));
-        head(
-            &mut o,
-            "portex_http_connections_rejected_total",
-            "counter",
-            "Metrics connections closed unanswered, by reason (too many at once, accept() failed).",
-        );
-        for (r, v) in [
-            ("too_many_clients", ld(&self.http_rejected)),
-            ("accept_failed", ld(&self.http_accept_errors)),
-        ] {
-            let _ = writeln!(
-                o,
-                "portex_http_connections_rejected_total{{reason=\"{r}\"}} {v}"
-            );
-        }
-
-        let snap = self.snapshot.lock().unwrap().clone();
-        head(
-            &mut o,
-            "portex_events_per_second",
-            "gauge",
-            "Kernel events per second over the last seconds.",
-        );
-        let _ = writeln!(o, "portex_events_per_second {:.3}", snap.events_per_second);
-        head(
-            &mut o,
-            "portex_tracked_sockets",
-            "gauge",
-            "Sockets holding a port in the ledger.",
-        );
-        let _ = writeln!(o, "portex_tracked_sockets {}", snap.tracked_sockets);
-        let pool_labels = |p: &PoolGauge| {
-            format!(
-                "netns=\"{}\",transport=\"{}\",source=\"{}\",destination=\"{}\"",
-                p.netns,
-                p.transport,
-                esc(&p.source),
-                esc(&p.destination)
-            )
+        let mut page = Page {
+            http_rejected: ld(&self.http_rejected),
+            http_accept_errors: ld(&self.http_accept_errors),
+            events: self.events.lock().unwrap().clone(),
+            failures: self.failures.lock().unwrap().clone(),
+            pool_pressure: self.pool_pressure.lock().unwrap().clone(),
+            snapshot: self.snapshot.lock().unwrap().clone(),
+            ..Page::default()
         };
-        for (name, help, get) in [
-            (
-                "portex_pool_size_ports",
-                "Source ports connect() can use towards the destination.",
-                (|p: &PoolGauge| p.size) as fn(&PoolGauge) -> u32,
-            ),
-            (
-                "portex_pool_used_ports",
-                "Source ports in use towards the destination.",
-                |p: &PoolGauge| p.used,
-            ),
-            (
-                "portex_pool_time_wait_ports",
-                "Of them, in TIME_WAIT.",
-                |p: &PoolGauge| p.time_wait,
-            ),
-        ] {
-            head(&mut o, name, "gauge", help);
-            for p in &snap.pools {
-                let _ = writeln!(o, "{name}{{{}}} {}", pool_labels(p), get(p));
+        if let Some(s) = self.sources.lock().unwrap().as_ref() {
+            page.kernel_events = ld(&s.counts.events);
+            page.user_dropped = ld(&s.counts.user_dropped);
+            page.decode_errors = ld(&s.counts.decode_errors);
+            page.ringbuf_dropped = s.probe.ringbuf_drops();
+            page.kernel_skipped = s.probe.recursion_misses();
+            page.map_full = s.probe.map_full();
+            page.syscall_hooks = s.probe.syscall_hooks_attached() as u64;
+            if let Some(k) = &s.sink {
+                page.sink_written = ld(&k.lines_written);
+                page.sink_dropped = ld(&k.lines_dropped);
+                page.sink_errors = ld(&k.write_errors);
             }
         }
-        head(
-            &mut o,
-            "portex_pool_seconds_to_full",
-            "gauge",
-            "Forecast: seconds until the pool is empty at the current rates.",
-        );
-        for p in &snap.pools {
-            if let Some(s) = p.seconds_to_full {
-                let _ = writeln!(
-                    o,
-                    "portex_pool_seconds_to_full{{{}}} {s:.1}",
-                    pool_labels(p)
-                );
-            }
-        }
-        let holder_labels = |h: &HolderGauge| {
-            format!(
-                "pid=\"{}\",comm=\"{}\",container_id=\"{}\"",
-                h.pid,
-                esc(&h.comm),
-                esc(h.container_id.as_deref().unwrap_or(""))
-            )
-        };
-        for (name, help, get) in [
-            (
-                "portex_process_ports_held",
-                "Ports held by the top processes.",
-                (|h: &HolderGauge| h.held) as fn(&HolderGauge) -> u32,
-            ),
-            (
-                "portex_process_time_wait_ports",
-                "Ports in TIME_WAIT held by the top processes.",
-                |h: &HolderGauge| h.time_wait,
-            ),
-        ] {
-            head(&mut o, name, "gauge", help);
-            for h in &snap.holders {
-                let _ = writeln!(o, "{name}{{{}}} {}", holder_labels(h), get(h));
-            }
-        }
-        o
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_counters_and_bounded_gauges() {
-        let m = Metrics::default();
-        m.failures
-            .lock()
-            .unwrap()
-            .insert(("EADDRNOTAVAIL", "port_range_exhausted", "tcp"), 3);
-        m.snapshot.lock().unwrap().pools.push(PoolGauge {
-            netns: 1,
-            transport: "tcp",
-            source: "10.0.0.1".into(),
-            destination: "10.0.0.9:80".into(),
-            size: 4,
-            used: 4,
-            time_wait: 0,
-            seconds_to_full: Some(0.0),
-        });
-        m.snapshot.lock().unwrap().holders.push(HolderGauge {
-            pid: 7,
-            comm: "a\"b".into(),
-            container_id: None,
-            held: 4,
-            time_wait: 0,
-        });
-        let t = m.render();
-        assert!(t.contains("portex_failures_total{errno=\"EADDRNOTAVAIL\",cause=\"port_range_exhausted\",transport=\"tcp\"} 3"), "{t}");
-        assert!(t.contains("portex_pool_used_ports{netns=\"1\",transport=\"tcp\",source=\"10.0.0.1\",destination=\"10.0.0.9:80\"} 4"));
-        assert!(t.contains("comm=\"a\\\"b\""));
-        // Every sample line belongs to a declared family.
-        for l in t.lines().filter(|l| !l.starts_with('#')) {
-            let name = l.split(['{', ' ']).next().unwrap();
-            assert!(t.contains(&format!("# TYPE {name} ")), "{name}");
-        }
+        prometheus::render(&page)
     }
 }

@@ -1,286 +1,216 @@
-//! The event pipeline shared by `portex watch` and `portex agent`: kernel programs ->
-//! ring-buffer reader (tokio, AsyncFd) -> bounded channel -> output thread (interpret,
-//! ledger, render) -> writer. Runs until SIGINT/SIGTERM or the writer goes away, then
-//! detaches everything and reports what was seen and lost.
-pub(crate) mod emitter;
+//! The one event pipeline, run by `watch`, `agent` and `top`:
+//!
+//! ```text
+//! kernel programs -> ring buffer -> reader thread (AsyncFd; also carries out auto
+//! mode's hook switches) -> bounded channel -> output thread: interpret -> enrich ->
+//! account (ledger, metrics, arming) -> render -> output (stdout, sink)
+//! ```
+//!
+//! `run` drives it for `watch` and `agent` until a signal or the end of the output;
+//! `top` starts it without a render stage and reads its ledger.
+mod account;
+mod consumer;
+mod emit;
+mod enrich;
+mod hooks;
 pub(crate) mod metrics;
+mod run;
 pub(crate) mod tracker;
 
 use std::{
-    net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::sync_channel,
     },
-    time::Duration,
+    thread::JoinHandle,
 };
 
 use anyhow::{Context, Result};
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::{Notify, watch},
-};
+use tokio::sync::{oneshot, watch};
 
+pub(crate) use account::PoolMetricOptions;
+pub(crate) use emit::{Emit, Format, Output, Stop, WriteOutput};
+pub(crate) use run::{Setup, run};
+
+use self::{
+    account::Account, consumer::Consumer, enrich::Enrich, hooks::HookSwitch, metrics::Metrics,
+    tracker::Tracker,
+};
 use crate::{
-    logic::arming::{Arming, Change, HookMode},
-    logic::diagnose::Thresholds,
-    logic::filter::Filter,
-    pipeline::emitter::{Emitter, Format, Output, Stop},
-    pipeline::metrics::Metrics,
-    pipeline::tracker::Tracker,
-    sys::ebpf::{LoadOptions, Probe},
-    sys::reader::{self, Counts},
+    logic::{
+        arming::{Arming, HookMode},
+        diagnose::Thresholds,
+    },
+    sys::{
+        ebpf::{LoadOptions, Probe},
+        reader::{self, Counts},
+    },
 };
 
 /// Batches waiting for the output thread; the reader also bounds the events in flight
 /// (reader::MAX_IN_FLIGHT). Beyond either, batches are dropped and counted.
 const QUEUE_BATCHES: usize = 1024;
 
-/// After SIGINT/SIGTERM the output thread finishes what it holds while it makes
-/// progress; an output that stays blocked (a pipe nobody reads) must not keep the
-/// programs attached. It is left behind after SHUTDOWN_STALL without progress (lines
-/// rendered, events taken from the queue), or after SHUTDOWN_MAX in all.
-const SHUTDOWN_STALL: Duration = Duration::from_secs(2);
-const SHUTDOWN_MAX: Duration = Duration::from_secs(10);
-
-pub(crate) struct Setup {
-    pub load: LoadOptions,
-    pub format: Format,
-    pub filter: Filter,
+pub(crate) struct Options {
+    pub(crate) load: LoadOptions,
     /// None: no pool ledger.
-    pub thresholds: Option<Thresholds>,
-    pub out: Box<dyn Output>,
-    pub metrics: Option<(Arc<Metrics>, SocketAddr)>,
-    /// Set on SIGHUP (the file sink reopens its file).
-    pub on_hup: Option<Arc<AtomicBool>>,
-    /// Copied into the metrics before each scrape and at exit: (written, dropped, errors).
-    pub sink_counts: Option<Arc<crate::sys::sink::SinkCounts>>,
-    pub pool_metrics: crate::pipeline::emitter::PoolMetricOptions,
+    pub(crate) thresholds: Option<Thresholds>,
     /// Auto mode: how long the syscall hooks stay attached after the last reason.
-    pub hooks_linger_ns: u64,
+    pub(crate) hooks_linger_ns: u64,
+    pub(crate) metrics: Option<Arc<Metrics>>,
+    pub(crate) pool_metrics: PoolMetricOptions,
 }
 
-/// Requests from the output thread, which sees the pools, to attach or detach the
-/// syscall hooks (auto mode); the async loop, which owns the probe, carries them out.
-#[derive(Default)]
-pub(crate) struct HookSwitch {
-    want: AtomicBool,
-    reason: Mutex<String>,
-    notify: Notify,
+/// A running pipeline. Dropping it stops the reader and detaches the programs.
+pub(crate) struct Pipeline {
+    pub(crate) probe: Arc<Probe>,
+    pub(crate) counts: Arc<Counts>,
+    ledger: Option<Arc<Mutex<Tracker>>>,
+    /// Lines rendered (0 without a render stage).
+    pub(crate) written: Arc<AtomicU64>,
+    consumer: Option<JoinHandle<Result<(), Stop>>>,
+    reader: Option<JoinHandle<()>>,
+    reader_done: Option<oneshot::Receiver<Result<()>>>,
+    stop: watch::Sender<bool>,
 }
 
-impl HookSwitch {
-    pub(crate) fn request(&self, c: Change) {
-        *self.reason.lock().unwrap() = c.reason;
-        self.want.store(c.armed, Ordering::Relaxed);
-        self.notify.notify_one();
+impl Pipeline {
+    /// Loads and attaches the programs, seeds the ledger and starts both threads.
+    pub(crate) fn start(opts: Options, emit: Option<Emit>) -> Result<Pipeline> {
+        let (probe, ring) = Probe::load(&opts.load)?;
+        let probe = Arc::new(probe);
+        let counts = Arc::new(Counts::default());
+        let switch = Arc::new(HookSwitch::default());
+        let (tx, rx) = sync_channel(QUEUE_BATCHES);
+        let (stop, stop_rx) = watch::channel(false);
+        let (done_tx, reader_done) = oneshot::channel();
+        let reader = {
+            let (probe, counts, switch) = (probe.clone(), counts.clone(), switch.clone());
+            std::thread::Builder::new()
+                .name("portex-ring".into())
+                .spawn(move || {
+                    let res = read(ring, tx, counts, stop_rx, &switch, &probe);
+                    let _ = done_tx.send(res);
+                })
+                .context("starting the ring-buffer reader")?
+        };
+        // Seeded after the programs are attached, so nothing falls between the two.
+        let ledger = opts
+            .thresholds
+            .map(|th| Arc::new(Mutex::new(Tracker::new(th))));
+        let written = emit.as_ref().map(|e| e.written()).unwrap_or_default();
+        let mut account = Account::new();
+        account.metrics = opts.metrics;
+        account.pool_metrics = opts.pool_metrics;
+        account.arming = (opts.load.syscall_hooks == HookMode::Auto)
+            .then(|| (Arming::new(opts.hooks_linger_ns), switch));
+        let mut consumer = Consumer {
+            enrich: Enrich::new(),
+            account,
+            emit,
+            ledger: ledger.clone(),
+        };
+        let consumer = std::thread::Builder::new()
+            .name("portex-emit".into())
+            .spawn(move || consumer.run(rx))
+            .context("starting the output thread")?;
+        Ok(Pipeline {
+            probe,
+            counts,
+            ledger,
+            written,
+            consumer: Some(consumer),
+            reader: Some(reader),
+            reader_done: Some(reader_done),
+            stop,
+        })
     }
 
-    /// Carries out the latest request, and says so on stderr (the agent's log).
-    fn apply(&self, probe: &Probe, metrics: Option<&Metrics>) {
-        let want = self.want.load(Ordering::Relaxed);
-        let reason = self.reason.lock().unwrap().clone();
-        match probe.set_syscall_hooks(want) {
-            Ok(()) => eprintln!(
-                "portex: syscall hooks {}: {reason}",
-                if want { "attached" } else { "detached" }
-            ),
-            Err(e) => eprintln!("portex: error: cannot change the syscall hooks: {e:#}"),
+    /// The ledger the output thread keeps (lock it briefly: the thread waits).
+    pub(crate) fn ledger(&self) -> Option<&Arc<Mutex<Tracker>>> {
+        self.ledger.as_ref()
+    }
+
+    /// Resolves when the reader ends by itself (an error, or the output thread gone).
+    pub(crate) fn reader_done(&mut self) -> Option<oneshot::Receiver<Result<()>>> {
+        self.reader_done.take()
+    }
+
+    /// The reader's error, once it has stopped by itself (for a view that polls).
+    pub(crate) fn reader_error(&mut self) -> Option<anyhow::Error> {
+        match self.reader_done.as_mut()?.try_recv() {
+            Ok(Err(e)) => Some(e),
+            Ok(Ok(())) => Some(anyhow::anyhow!("the ring-buffer reader stopped")),
+            Err(_) => None,
         }
-        if let Some(m) = metrics {
-            m.syscall_hooks
-                .store(probe.syscall_hooks_attached() as u64, Ordering::Relaxed);
+    }
+
+    /// Events lost: ring buffer full, consumer behind, and runs the kernel skipped.
+    pub(crate) fn drops(&self) -> u64 {
+        self.probe.ringbuf_drops()
+            + self.probe.recursion_misses()
+            + self.counts.user_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops the reader after a last drain; the output thread then finishes the queue.
+    pub(crate) fn stop_reader(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
         }
+    }
+
+    pub(crate) fn consumer_finished(&self) -> bool {
+        self.consumer.as_ref().is_none_or(|c| c.is_finished())
+    }
+
+    /// The output thread's result, if it has finished (None: left behind, stuck).
+    pub(crate) fn join_consumer(&mut self) -> Option<Result<(), Stop>> {
+        let c = self.consumer.take()?;
+        if !c.is_finished() {
+            self.consumer = Some(c);
+            return None;
+        }
+        Some(c.join().unwrap_or_else(|_| {
+            Err(Stop::Io(std::io::Error::other(
+                "the output thread panicked",
+            )))
+        }))
     }
 }
 
-pub(crate) fn run(setup: Setup) -> Result<()> {
-    let (probe, ring) = Probe::load(&setup.load)?;
-    let switch = Arc::new(HookSwitch::default());
-    let arming = (setup.load.syscall_hooks == HookMode::Auto)
-        .then(|| (Arming::new(setup.hooks_linger_ns), switch.clone()));
-    if let Some((m, _)) = &setup.metrics {
-        m.syscall_hooks
-            .store(probe.syscall_hooks_attached() as u64, Ordering::Relaxed);
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.stop_reader();
     }
+}
+
+/// The reader thread: drains the ring until stopped, and carries out hook switches
+/// (it owns nothing else, so a blocked output thread never delays them).
+fn read(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    tx: std::sync::mpsc::SyncSender<reader::Batch>,
+    counts: Arc<Counts>,
+    stop: watch::Receiver<bool>,
+    switch: &HookSwitch,
+    probe: &Probe,
+) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?;
-    let listener = match &setup.metrics {
-        Some((_, addr)) => Some(
-            rt.block_on(tokio::net::TcpListener::bind(addr))
-                .with_context(|| format!("cannot serve metrics on {addr}"))?,
-        ),
-        None => None,
-    };
-
-    let counts = Arc::new(Counts::default());
-    let (tx, rx) = sync_channel(QUEUE_BATCHES);
-    // Seeded after the programs are attached, so nothing falls between the two.
-    let tracker = setup.thresholds.map(Tracker::new);
-    let (format, filter, out) = (setup.format, setup.filter, setup.out);
-    let metrics = setup.metrics.as_ref().map(|(m, _)| m.clone());
-    let em_metrics = metrics.clone();
-    let pool_metrics = setup.pool_metrics;
-    let written = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let em_written = written.clone();
-    let consumer = std::thread::Builder::new()
-        .name("portex-emit".into())
-        .spawn(move || {
-            let mut em = Emitter::new(format, filter, out, tracker);
-            em.metrics = em_metrics;
-            em.pool_metrics = pool_metrics;
-            em.arming = arming;
-            em.written = em_written;
-            em.run(rx)
-        })
-        .context("starting the output thread")?;
-
-    eprintln!(
-        "portex: watching TCP connect/bind/close on this host ({} programs attached, syscall hooks {}){}; stop with Ctrl-C",
-        probe.attached(),
-        setup.load.syscall_hooks,
-        listener
-            .as_ref()
-            .and_then(|l| l.local_addr().ok())
-            .map(|a| format!(", metrics on http://{a}/metrics"))
-            .unwrap_or_default()
-    );
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let reader_counts = counts.clone();
-    let probe = Arc::new(probe);
-    let sync = Sync {
-        probe: probe.clone(),
-        counts: counts.clone(),
-        metrics: metrics.clone(),
-        sink: setup.sink_counts.clone(),
-    };
-    let on_hup = setup.on_hup.clone();
-    let hook_probe = probe.clone();
-    rt.block_on(async move {
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
-        let reader = tokio::spawn(reader::run(ring, tx, reader_counts, stop_rx));
+        .context("starting the reader's async runtime")?;
+    rt.block_on(async {
+        let reader = reader::run(ring, tx, counts, stop);
         tokio::pin!(reader);
-        if let (Some(l), Some(m)) = (listener, metrics.clone()) {
-            tokio::spawn(crate::sys::http::serve(l, m));
-        }
-        let mut every_second = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = int.recv() => break,
-                _ = term.recv() => break,
-                // SIGHUP reopens the output file; without one (watch), it means the
-                // terminal went away.
-                _ = hup.recv() => match &on_hup {
-                    Some(h) => h.store(true, Ordering::Relaxed),
-                    None => break,
-                },
-                _ = every_second.tick() => sync.copy(),
-                _ = switch.notify.notified() => switch.apply(&hook_probe, metrics.as_deref()),
-                res = &mut reader => return res?,
+                res = &mut reader => return res,
+                _ = switch.notify.notified() => switch.apply(probe),
             }
         }
-        let _ = stop_tx.send(true);
-        reader.await?
-    })?;
-
-    let progress = || {
-        (
-            written.load(Ordering::Relaxed),
-            counts.in_flight.load(Ordering::Relaxed),
-        )
-    };
-    let start = std::time::Instant::now();
-    let (mut last, mut moved_at) = (progress(), start);
-    while !consumer.is_finished() && start.elapsed() < SHUTDOWN_MAX {
-        std::thread::sleep(Duration::from_millis(10));
-        let now = progress();
-        if now != last {
-            (last, moved_at) = (now, std::time::Instant::now());
-        } else if moved_at.elapsed() > SHUTDOWN_STALL {
-            break;
-        }
-    }
-    let res = if consumer.is_finished() {
-        consumer
-            .join()
-            .map_err(|_| anyhow::anyhow!("the output thread panicked"))?
-    } else {
-        // What the output thread had not taken yet is lost: count it.
-        let left = counts.in_flight.swap(0, Ordering::Relaxed);
-        counts.user_dropped.fetch_add(left, Ordering::Relaxed);
-        eprintln!(
-            "portex: warning: the output thread is stuck (blocked output or a long \
-             reconciliation); exiting without it, {left} queued events counted as dropped"
-        );
-        Ok(())
-    };
-    let written = written.load(Ordering::Relaxed);
-    let ringbuf = probe.ringbuf_drops();
-    let skipped = probe.recursion_misses();
-    let map_full = probe.map_full();
-    drop(probe); // detaches every program
-    let user = counts.user_dropped.load(Ordering::Relaxed);
-    let decode = counts.decode_errors.load(Ordering::Relaxed);
-    let sink = setup
-        .sink_counts
-        .as_ref()
-        .map(|s| {
-            format!(
-                "; output: {} lines written, {} dropped, {} write errors",
-                s.lines_written.load(Ordering::Relaxed),
-                s.lines_dropped.load(Ordering::Relaxed),
-                s.write_errors.load(Ordering::Relaxed)
-            )
-        })
-        .unwrap_or_default();
-    // A run the kernel skipped (recursion) is an event that may be missing: it is
-    // part of the headline loss, not a footnote.
-    eprintln!(
-        "portex: {} kernel events, {written} lines rendered; dropped: {} (ring buffer full {ringbuf}, \
-         user space {user}, undecodable {decode}, kernel runs skipped {skipped}); \
-         socket map full {map_full}{sink}",
-        counts.events.load(Ordering::Relaxed),
-        ringbuf + user + decode + skipped,
-    );
-    match res {
-        Ok(()) | Err(Stop::BrokenPipe) => Ok(()),
-        Err(Stop::Io(e)) => Err(e).context("writing events"),
-    }
+    })
 }
 
-/// Copies loss counters from the kernel, the reader and the sink into the metrics.
-struct Sync {
-    probe: Arc<Probe>,
-    counts: Arc<Counts>,
-    metrics: Option<Arc<Metrics>>,
-    sink: Option<Arc<crate::sys::sink::SinkCounts>>,
-}
-
-impl Sync {
-    fn copy(&self) {
-        let Some(m) = &self.metrics else { return };
-        let set = |a: &std::sync::atomic::AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
-        set(&m.ringbuf_dropped, self.probe.ringbuf_drops());
-        set(&m.kernel_skipped, self.probe.recursion_misses());
-        set(&m.map_full, self.probe.map_full());
-        set(&m.kernel_events, self.counts.events.load(Ordering::Relaxed));
-        set(
-            &m.user_dropped,
-            self.counts.user_dropped.load(Ordering::Relaxed),
-        );
-        set(
-            &m.decode_errors,
-            self.counts.decode_errors.load(Ordering::Relaxed),
-        );
-        if let Some(s) = &self.sink {
-            set(&m.sink_written, s.lines_written.load(Ordering::Relaxed));
-            set(&m.sink_dropped, s.lines_dropped.load(Ordering::Relaxed));
-            set(&m.sink_errors, s.write_errors.load(Ordering::Relaxed));
-        }
-    }
-}
+/// Set on SIGHUP for an output that reopens its file.
+pub(crate) type Reopen = Arc<AtomicBool>;

@@ -9,7 +9,6 @@ use std::{net::SocketAddr, path::PathBuf};
 use portex_common::{AF_INET, AF_INET6, Event, IPPROTO_TCP, connflag, kind, sockflag, tcpstate};
 
 use crate::{
-    cmd::top::{SortBy, pool_rows, process_rows, text_frame},
     logic::diagnose::{LiveFacts, Thresholds, diagnose},
     logic::ledger::Ledger,
     logic::lifecycle::interpret,
@@ -18,11 +17,10 @@ use crate::{
     logic::model::Record,
     logic::pool::build_pools,
     logic::sysctls::NetSettings,
-    pipeline::metrics::{HolderGauge, Metrics, PoolGauge, Snapshot},
+    render::prometheus::{self, HolderGauge, Page, PoolGauge, Snapshot},
     render::status::{NetnsReport, render_json, render_text},
+    render::top::{SortBy, pool_rows, process_rows, text_frame},
     render::{View, json, text},
-    sys::netns::Netns,
-    sys::snapshot::NetnsSnapshot,
 };
 
 const S: u64 = 1_000_000_000;
@@ -257,64 +255,61 @@ fn status_reports() -> Vec<NetnsReport> {
     let th = Thresholds::default();
     let pools = build_pools(NS, &settings(), &sockets, owner);
     let diagnoses = diagnose(&settings(), &pools, &th, &LiveFacts::default());
-    let snap = NetnsSnapshot {
-        netns: Netns {
-            inode: NS,
-            path: PathBuf::from("/proc/self/ns/net"),
-            name: Some("golden".into()),
-        },
-        settings: settings(),
-        sockets,
-    };
-    vec![NetnsReport::new(snap, NS, pools, diagnoses)]
+    let id = (NS, Some("golden".to_string()));
+    vec![NetnsReport::new(
+        id,
+        NS,
+        settings(),
+        &sockets,
+        pools,
+        diagnoses,
+    )]
 }
 
 fn metrics_page() -> String {
-    use std::sync::atomic::Ordering::Relaxed;
-    let m = Metrics::default();
-    m.kernel_events.store(1234, Relaxed);
-    m.ringbuf_dropped.store(5, Relaxed);
-    m.user_dropped.store(6, Relaxed);
-    m.decode_errors.store(1, Relaxed);
-    m.kernel_skipped.store(2, Relaxed);
-    m.map_full.store(3, Relaxed);
-    m.syscall_hooks.store(1, Relaxed);
-    m.sink_written.store(1000, Relaxed);
-    m.sink_dropped.store(7, Relaxed);
-    m.sink_errors.store(1, Relaxed);
-    m.http_rejected.store(4, Relaxed);
-    m.http_accept_errors.store(2, Relaxed);
-    m.events
-        .lock()
-        .unwrap()
-        .extend([("connect", 900u64), ("close", 850), ("connect_failed", 12)]);
-    m.failures
-        .lock()
-        .unwrap()
-        .insert(("EADDRNOTAVAIL", "port_range_exhausted", "tcp"), 12);
-    m.pool_pressure.lock().unwrap().insert("warning", 2);
-    *m.snapshot.lock().unwrap() = Snapshot {
-        pools: vec![PoolGauge {
-            netns: NS,
-            transport: "tcp",
-            source: "10.0.0.1".into(),
-            destination: "10.0.0.9:80".into(),
-            size: 9,
-            used: 8,
-            time_wait: 3,
-            seconds_to_full: Some(1.5),
-        }],
-        holders: vec![HolderGauge {
-            pid: 100,
-            comm: "cli\"ent\n".into(),
-            container_id: Some("0123456789ab".into()),
-            held: 8,
-            time_wait: 3,
-        }],
-        tracked_sockets: 9,
-        events_per_second: 12.5,
+    let page = Page {
+        kernel_events: 1234,
+        ringbuf_dropped: 5,
+        user_dropped: 6,
+        decode_errors: 1,
+        kernel_skipped: 2,
+        map_full: 3,
+        syscall_hooks: 1,
+        sink_written: 1000,
+        sink_dropped: 7,
+        sink_errors: 1,
+        http_rejected: 4,
+        http_accept_errors: 2,
+        events: [("connect", 900u64), ("close", 850), ("connect_failed", 12)]
+            .into_iter()
+            .collect(),
+        failures: [(("EADDRNOTAVAIL", "port_range_exhausted", "tcp"), 12)]
+            .into_iter()
+            .collect(),
+        pool_pressure: [("warning", 2)].into_iter().collect(),
+        snapshot: Snapshot {
+            pools: vec![PoolGauge {
+                netns: NS,
+                transport: "tcp",
+                source: "10.0.0.1".into(),
+                destination: "10.0.0.9:80".into(),
+                size: 9,
+                used: 8,
+                time_wait: 3,
+                seconds_to_full: Some(1.5),
+            }],
+            holders: vec![HolderGauge {
+                pid: 100,
+                comm: "cli\"ent\n".into(),
+                container_id: Some("0123456789ab".into()),
+                held: 8,
+                time_wait: 3,
+            }],
+            tracked_sockets: 9,
+            events_per_second: 12.5,
+        },
     };
-    m.render()
+    prometheus::render(&page)
 }
 
 fn check(name: &str, got: &str) {

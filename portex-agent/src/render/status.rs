@@ -5,15 +5,16 @@ use serde_json::{Value, json};
 
 use crate::{
     logic::diagnose::{Diagnosis, Thresholds},
+    logic::model::DiagSocket,
     logic::pool::{Pool, ProcessUsage, usage_by_process},
-    sys::snapshot::NetnsSnapshot,
+    logic::sysctls::NetSettings,
 };
 
 pub(crate) struct NetnsReport {
     pub inode: u64,
     pub name: Option<String>,
     pub is_current: bool,
-    pub settings: crate::logic::sysctls::NetSettings,
+    pub settings: NetSettings,
     pub tcp_held: u32,
     pub time_wait: u32,
     pub pools: Vec<Pool>,
@@ -22,19 +23,23 @@ pub(crate) struct NetnsReport {
 }
 
 impl NetnsReport {
+    /// One namespace's report: its identity (inode, name from /run/netns), whether it is
+    /// the caller's, its settings and socket table, and the pools built from them.
     pub(crate) fn new(
-        snap: NetnsSnapshot,
+        (inode, name): (u64, Option<String>),
         current: u64,
+        settings: NetSettings,
+        sockets: &[DiagSocket],
         pools: Vec<Pool>,
         diagnoses: Vec<Diagnosis>,
     ) -> Self {
-        let tcp_held = snap.sockets.iter().filter(|s| s.holds_tcp_port()).count() as u32;
-        let time_wait = snap.sockets.iter().filter(|s| s.in_time_wait()).count() as u32;
+        let tcp_held = sockets.iter().filter(|s| s.holds_tcp_port()).count() as u32;
+        let time_wait = sockets.iter().filter(|s| s.in_time_wait()).count() as u32;
         NetnsReport {
-            inode: snap.netns.inode,
-            name: snap.netns.name,
-            is_current: snap.netns.inode == current,
-            settings: snap.settings,
+            inode,
+            name,
+            is_current: inode == current,
+            settings,
             tcp_held,
             time_wait,
             processes: usage_by_process(&pools),

@@ -8,15 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Container {
-    /// The 64-hex container id.
-    pub id: String,
-    /// docker, containerd, cri-o, podman.
-    pub runtime: &'static str,
-    /// The Kubernetes pod uid, when the path has one.
-    pub pod_uid: Option<String>,
-}
+pub use crate::logic::model::Container;
 
 fn is_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())

@@ -53,10 +53,9 @@ fn event_loop(terminal: &mut DefaultTerminal, feed: &mut Feed, args: &TopArgs) -
     let refresh = Duration::from_secs_f64(args.interval);
     let mut next = Instant::now();
     loop {
-        feed.pump();
         if Instant::now() >= next {
             if !st.paused {
-                refresh_rows(&mut st, feed);
+                refresh_rows(&mut st, feed)?;
             }
             next = Instant::now() + refresh;
             terminal.draw(|f| draw(f, &st, feed.drops()))?;
@@ -100,24 +99,29 @@ fn event_loop(terminal: &mut DefaultTerminal, feed: &mut Feed, args: &TopArgs) -
                 _ => {}
             }
         }
-        refresh_rows(&mut st, feed);
+        refresh_rows(&mut st, feed)?;
         terminal.draw(|f| draw(f, &st, feed.drops()))?;
     }
 }
 
-fn refresh_rows(st: &mut State, feed: &mut Feed) {
+fn refresh_rows(st: &mut State, feed: &mut Feed) -> Result<()> {
     if st.paused {
-        return;
+        return Ok(());
     }
     let now = boot_now_ns();
-    st.procs = process_rows(&mut feed.tracker.ledger, now, st.sort, &st.filter);
-    st.pools = pool_rows(&mut feed.tracker.ledger, now, &st.filter);
+    (st.procs, st.pools) = feed.with_ledger(|t| {
+        (
+            process_rows(&mut t.ledger, now, st.sort, &st.filter),
+            pool_rows(&mut t.ledger, now, &st.filter),
+        )
+    })?;
     if let Some(r) = st.procs.iter().find(|r| r.failing_now) {
         st.last_failure = Some(format!(
             "{} {} failing: {}",
             r.pid, r.name, r.failure_detail
         ));
     }
+    Ok(())
 }
 
 fn draw(f: &mut Frame, st: &State, drops: u64) {

@@ -1,0 +1,70 @@
+//! The output thread: takes batches from the reader and runs each event through the
+//! stages: interpret -> enrich -> account -> render. `top` runs it without a render
+//! stage and reads the ledger it keeps.
+use std::{
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, RecvTimeoutError},
+    },
+    time::Duration,
+};
+
+use super::{
+    account::Account,
+    emit::{Emit, Stop},
+    enrich::{Enrich, resolve_socket},
+    tracker::Tracker,
+};
+use crate::{logic::lifecycle::interpret, sys::clock::boot_now_ns, sys::reader::Batch};
+
+pub(crate) struct Consumer {
+    pub(crate) enrich: Enrich,
+    pub(crate) account: Account,
+    /// None: nothing is rendered (`top`).
+    pub(crate) emit: Option<Emit>,
+    /// The pool ledger; None when the user turned it off.
+    pub(crate) ledger: Option<Arc<Mutex<Tracker>>>,
+}
+
+impl Consumer {
+    /// Consumes batches until the channel closes; expires TIME_WAIT and reconciles the
+    /// ledger between batches.
+    pub(crate) fn run(&mut self, rx: Receiver<Batch>) -> Result<(), Stop> {
+        loop {
+            let batch = match rx.recv_timeout(Duration::from_millis(250)) {
+                Ok(b) => Some(b),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            };
+            let now = boot_now_ns();
+            let ledger = self.ledger.clone();
+            // Held for one batch: `top` reads the ledger between batches.
+            let mut tracker = ledger.as_ref().map(|l| l.lock().unwrap());
+            let events = batch.as_ref().map(|b| b.len()).unwrap_or(0);
+            self.account.tick(tracker.as_deref_mut(), now, events);
+            if let Some(batch) = batch {
+                for ev in batch.iter() {
+                    interpret(ev, |mut r| {
+                        let (name, start) = self.enrich.process(&r, now);
+                        if !resolve_socket(&mut r) {
+                            return;
+                        }
+                        let pressure =
+                            self.account
+                                .record(tracker.as_deref_mut(), &mut r, start, &name, now);
+                        self.enrich.container(&mut r, now);
+                        if let Some(e) = self.emit.as_mut() {
+                            e.record(&r, &name, pressure.as_ref());
+                        }
+                    });
+                }
+            }
+            self.account.check_arming(tracker.as_deref(), now);
+            // The output may block (a pipe nobody reads): never with the ledger held.
+            drop(tracker);
+            if let Some(e) = self.emit.as_mut() {
+                e.flush()?;
+            }
+        }
+    }
+}

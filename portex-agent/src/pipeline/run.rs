@@ -1,0 +1,164 @@
+//! `watch` and `agent`: the pipeline until SIGINT/SIGTERM (or SIGHUP without a file to
+//! reopen) or the end of the output, then a bounded shutdown and the summary of what
+//! was seen and lost.
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::{Emit, Options, Pipeline, Reopen, Stop, metrics::Sources};
+use crate::sys::sink::SinkCounts;
+
+/// After SIGINT/SIGTERM the output thread finishes what it holds while it makes
+/// progress; an output that stays blocked (a pipe nobody reads) must not keep the
+/// programs attached. It is left behind after SHUTDOWN_STALL without progress (lines
+/// rendered, events taken from the queue), or after SHUTDOWN_MAX in all.
+const SHUTDOWN_STALL: Duration = Duration::from_secs(2);
+const SHUTDOWN_MAX: Duration = Duration::from_secs(10);
+
+pub(crate) struct Setup {
+    pub(crate) pipeline: Options,
+    pub(crate) emit: Emit,
+    /// Where to serve the metrics (Options::metrics says what).
+    pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Set on SIGHUP (the file sink reopens its file).
+    pub(crate) on_hup: Option<Reopen>,
+    /// The sink's counters, for the metrics and the summary.
+    pub(crate) sink_counts: Option<Arc<SinkCounts>>,
+}
+
+pub(crate) fn run(setup: Setup) -> Result<()> {
+    let metrics = setup.pipeline.metrics.clone();
+    let hooks = setup.pipeline.load.syscall_hooks;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut p = Pipeline::start(setup.pipeline, Some(setup.emit))?;
+    let listener = match setup.metrics_addr {
+        Some(addr) => Some(
+            rt.block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| format!("cannot serve metrics on {addr}"))?,
+        ),
+        None => None,
+    };
+    if let Some(m) = &metrics {
+        *m.sources.lock().unwrap() = Some(Sources {
+            probe: p.probe.clone(),
+            counts: p.counts.clone(),
+            sink: setup.sink_counts.clone(),
+        });
+    }
+    eprintln!(
+        "portex: watching TCP connect/bind/close on this host ({} programs attached, syscall hooks {hooks}){}; stop with Ctrl-C",
+        p.probe.attached(),
+        listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| format!(", metrics on http://{a}/metrics"))
+            .unwrap_or_default()
+    );
+    let reader_done = p.reader_done();
+    let on_hup = setup.on_hup.clone();
+    let reader_res = rt.block_on(async {
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        if let (Some(l), Some(m)) = (listener, metrics.clone()) {
+            tokio::spawn(crate::sys::http::serve(l, m));
+        }
+        let Some(mut done) = reader_done else {
+            return Ok(());
+        };
+        loop {
+            tokio::select! {
+                _ = int.recv() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+                // SIGHUP reopens the output file; without one (watch), it means the
+                // terminal went away.
+                _ = hup.recv() => match &on_hup {
+                    Some(h) => h.store(true, Ordering::Relaxed),
+                    None => return Ok(()),
+                },
+                res = &mut done => return res.unwrap_or(Ok(())),
+            }
+        }
+    });
+    p.stop_reader();
+    let consumer = wait_for_output(&mut p);
+    if let Some(m) = &metrics {
+        *m.sources.lock().unwrap() = None;
+    }
+    summary(&p, setup.sink_counts.as_deref());
+    drop(p); // detaches every program
+    reader_res?;
+    match consumer {
+        Ok(()) | Err(Stop::BrokenPipe) => Ok(()),
+        Err(Stop::Io(e)) => Err(e).context("writing events"),
+    }
+}
+
+/// Lets the output thread finish while it makes progress; a stuck one is left behind
+/// and what it had not taken is counted as dropped.
+fn wait_for_output(p: &mut Pipeline) -> Result<(), Stop> {
+    let progress = |p: &Pipeline| {
+        (
+            p.written.load(Ordering::Relaxed),
+            p.counts.in_flight.load(Ordering::Relaxed),
+        )
+    };
+    let start = Instant::now();
+    let (mut last, mut moved_at) = (progress(p), start);
+    while !p.consumer_finished() && start.elapsed() < SHUTDOWN_MAX {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = progress(p);
+        if now != last {
+            (last, moved_at) = (now, Instant::now());
+        } else if moved_at.elapsed() > SHUTDOWN_STALL {
+            break;
+        }
+    }
+    if let Some(res) = p.join_consumer() {
+        return res;
+    }
+    let left = p.counts.in_flight.swap(0, Ordering::Relaxed);
+    p.counts.user_dropped.fetch_add(left, Ordering::Relaxed);
+    eprintln!(
+        "portex: warning: the output thread is stuck (blocked output or a long \
+         reconciliation); exiting without it, {left} queued events counted as dropped"
+    );
+    Ok(())
+}
+
+/// One line on stderr: what was seen, rendered and lost, and where.
+fn summary(p: &Pipeline, sink: Option<&SinkCounts>) {
+    let written = p.written.load(Ordering::Relaxed);
+    let ringbuf = p.probe.ringbuf_drops();
+    let skipped = p.probe.recursion_misses();
+    let map_full = p.probe.map_full();
+    let user = p.counts.user_dropped.load(Ordering::Relaxed);
+    let decode = p.counts.decode_errors.load(Ordering::Relaxed);
+    let sink = sink
+        .map(|s| {
+            format!(
+                "; output: {} lines written, {} dropped, {} write errors",
+                s.lines_written.load(Ordering::Relaxed),
+                s.lines_dropped.load(Ordering::Relaxed),
+                s.write_errors.load(Ordering::Relaxed)
+            )
+        })
+        .unwrap_or_default();
+    // A run the kernel skipped (recursion) is an event that may be missing: it is
+    // part of the headline loss, not a footnote.
+    eprintln!(
+        "portex: {} kernel events, {written} lines rendered; dropped: {} (ring buffer full {ringbuf}, \
+         user space {user}, undecodable {decode}, kernel runs skipped {skipped}); \
+         socket map full {map_full}{sink}",
+        p.counts.events.load(Ordering::Relaxed),
+        ringbuf + user + decode + skipped,
+    );
+}
