@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::{
     cmd::cli::AgentArgs,
-    cmd::config::{self, FileConfig},
+    cmd::config,
     logic::diagnose::Thresholds,
     logic::filter::Filter,
     pipeline::{self, Emit, Format, Options, Output, PoolMetricOptions, Setup, metrics::Metrics},
@@ -17,7 +17,7 @@ use crate::{
 pub(crate) fn run(args: AgentArgs) -> Result<()> {
     let file = match &args.config {
         Some(p) => config::load_file(p)?,
-        None => FileConfig::default(),
+        None => AgentArgs::default(),
     };
     let c = config::resolve(&args, file)?;
     let target = if c.output == "-" {

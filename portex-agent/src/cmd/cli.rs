@@ -1,7 +1,12 @@
 //! Command-line interface.
 use clap::{Args, Parser, Subcommand};
 
-use crate::logic::arming::HookMode;
+use serde::Deserialize;
+
+use crate::{
+    cmd::config::SizeValue,
+    logic::{arming::HookMode, limits},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,10 +33,15 @@ pub enum Command {
     Agent(AgentArgs),
 }
 
-#[derive(Args, Debug, Clone)]
+/// The agent's settings, declared once: each is a flag and a key of the TOML file
+/// (`--config`; the key is the flag's name with '_' for '-'). Flags override the file;
+/// defaults and bounds live in logic::limits and apply to both (cmd::config::resolve).
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AgentArgs {
     /// TOML file with any of the settings below (flags override it).
     #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<std::path::PathBuf>,
     /// Where events go: a file (appended, created 0640), or - for stdout. [default: -]
     #[arg(long, value_name = "PATH")]
@@ -42,14 +52,14 @@ pub struct AgentArgs {
     pub metrics: Option<String>,
     /// Rotate the output file at this size (e.g. 64M). [default: never]
     #[arg(long, value_name = "SIZE")]
-    pub rotate_size: Option<String>,
+    pub rotate_size: Option<SizeValue>,
     /// Rotated files to keep (at most 1000). [default: 5]
     #[arg(long, value_name = "N")]
     pub rotate_keep: Option<u64>,
     /// Bytes of lines queued for the output (e.g. 16M; 64K to 1G) before new ones are
     /// dropped (and counted). [default: 16M]
     #[arg(long, value_name = "SIZE")]
-    pub queue: Option<String>,
+    pub queue: Option<SizeValue>,
     /// Pool utilisation (percent) for a warning pool_pressure event. [default: 80]
     #[arg(long, value_name = "PERCENT")]
     pub warn: Option<f64>,
@@ -72,6 +82,7 @@ pub struct AgentArgs {
     pub syscall_hooks: Option<HookMode>,
     /// Same as --syscall-hooks off.
     #[arg(long)]
+    #[serde(default)]
     pub no_syscall_hooks: bool,
     /// With --syscall-hooks auto: seconds the hooks stay attached after the last pool
     /// above 40 % or port failure. [default: 300]
@@ -81,6 +92,7 @@ pub struct AgentArgs {
     /// listening port, not an ephemeral one, so by default the kernel drops them at its
     /// first check: the agent then costs servers nothing for them.
     #[arg(long)]
+    #[serde(default)]
     pub accepted: bool,
     /// Ring buffer size in KiB (a power of two, 4 to 262144). [default: 4096]
     #[arg(long, value_name = "KIB")]
@@ -126,10 +138,10 @@ pub struct StatusArgs {
 #[derive(Args, Debug, Clone, Copy)]
 pub struct ThresholdArgs {
     /// Utilisation (percent) at which a pool is a warning (pool_pressure, exit status).
-    #[arg(long, value_name = "PERCENT", default_value_t = 80.0, value_parser = parse_percent)]
+    #[arg(long, value_name = "PERCENT", default_value_t = limits::WARN_PERCENT, value_parser = parse_percent)]
     pub warn: f64,
     /// Utilisation (percent) at which a pool is critical.
-    #[arg(long, value_name = "PERCENT", default_value_t = 95.0, value_parser = parse_percent)]
+    #[arg(long, value_name = "PERCENT", default_value_t = limits::CRITICAL_PERCENT, value_parser = parse_percent)]
     pub critical: f64,
 }
 
@@ -206,7 +218,7 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     /// Ring buffer size in KiB (a power of two, 4 to 262144).
-    #[arg(long, value_name = "KIB", default_value_t = 4096, value_parser = parse_ring_kib)]
+    #[arg(long, value_name = "KIB", default_value_t = limits::RING_KIB.default as u32, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
 }
 

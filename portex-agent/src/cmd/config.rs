@@ -11,7 +11,7 @@ use crate::{
     sys::sink::parse_size,
 };
 
-/// A size in the file: a number of bytes or a string with a unit ("16M").
+/// A size: a number of bytes (in the file) or a string with a unit ("16M", both).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum SizeValue {
@@ -28,25 +28,13 @@ impl SizeValue {
     }
 }
 
-/// The TOML file: every key optional, named as the long flag with '_' for '-'.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub output: Option<String>,
-    pub metrics: Option<String>,
-    pub rotate_size: Option<SizeValue>,
-    pub rotate_keep: Option<u64>,
-    pub queue: Option<SizeValue>,
-    pub warn: Option<f64>,
-    pub critical: Option<f64>,
-    pub metrics_pool_min: Option<f64>,
-    pub metrics_max_pools: Option<u64>,
-    pub metrics_top_processes: Option<u64>,
-    pub syscall_hooks: Option<String>,
-    pub no_syscall_hooks: Option<bool>,
-    pub syscall_hooks_linger: Option<u64>,
-    pub accepted: Option<bool>,
-    pub ring_kib: Option<u64>,
+impl std::str::FromStr for SizeValue {
+    type Err = std::convert::Infallible;
+
+    /// Checked by `resolve`, with the same words for the flag and the file.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(SizeValue::Text(s.to_string()))
+    }
 }
 
 /// Everything resolved.
@@ -73,22 +61,22 @@ pub struct AgentConfig {
 /// Flags first, then the file (`syscall_hooks = "auto"`, or the older
 /// `no_syscall_hooks = true`); auto by default: an always-on agent should not slow every
 /// system call of the host while no pool is under pressure.
-fn hook_mode(args: &AgentArgs, file: &FileConfig) -> Result<HookMode> {
+fn hook_mode(args: &AgentArgs, file: &AgentArgs) -> HookMode {
     if args.no_syscall_hooks {
-        return Ok(HookMode::Off);
+        return HookMode::Off;
     }
-    if let Some(m) = args.syscall_hooks {
-        return Ok(m);
-    }
-    match (&file.syscall_hooks, file.no_syscall_hooks) {
-        (Some(s), _) => s.parse().map_err(|e| anyhow::anyhow!("syscall_hooks: {e}")),
-        (None, Some(true)) => Ok(HookMode::Off),
-        _ => Ok(HookMode::Auto),
+    match (
+        args.syscall_hooks.or(file.syscall_hooks),
+        file.no_syscall_hooks,
+    ) {
+        (Some(m), _) => m,
+        (None, true) => HookMode::Off,
+        (None, false) => HookMode::Auto,
     }
 }
 
 /// Reads a regular file of at most CONFIG_FILE_BYTES (never /dev/zero or a FIFO).
-pub(crate) fn load_file(path: &Path) -> Result<FileConfig> {
+pub(crate) fn load_file(path: &Path) -> Result<AgentArgs> {
     let ctx = || format!("reading config {}", path.display());
     let f = std::fs::File::open(path).with_context(ctx)?;
     if !f.metadata().with_context(ctx)?.file_type().is_file() {
@@ -111,13 +99,20 @@ pub(crate) fn load_file(path: &Path) -> Result<FileConfig> {
 }
 
 /// The TOML text of a config file.
-pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("config {}: {}", path.display(), e.message()))
+pub fn parse_file(path: &Path, text: &str) -> Result<AgentArgs> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .map(|l| format!("line {l}: "))
+            .unwrap_or_default();
+        anyhow::anyhow!("config {}: {line}{}", path.display(), e.message())
+    })
 }
 
 /// Flags override the file, which overrides the defaults.
-pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
-    let syscall_hooks = hook_mode(args, &file)?;
+pub fn resolve(args: &AgentArgs, file: AgentArgs) -> Result<AgentConfig> {
+    let syscall_hooks = hook_mode(args, &file);
     let metrics = match args.metrics.clone().or(file.metrics) {
         None => None,
         Some(s) if s == "off" => None,
@@ -134,17 +129,15 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
             })?),
         },
     };
-    let rotate_size = match (&args.rotate_size, &file.rotate_size) {
-        (Some(s), _) => parse_size(s),
-        (None, Some(v)) => v.bytes(),
-        (None, None) => Ok(0),
+    let rotate_size = match args.rotate_size.as_ref().or(file.rotate_size.as_ref()) {
+        Some(v) => v.bytes(),
+        None => Ok(limits::ROTATE_SIZE.default),
     }
     .and_then(limits::rotate_size)
     .map_err(anyhow::Error::msg)?;
-    let queue_bytes = match (&args.queue, &file.queue) {
-        (Some(s), _) => parse_size(s),
-        (None, Some(v)) => v.bytes(),
-        (None, None) => Ok(limits::QUEUE_BYTES.default),
+    let queue_bytes = match args.queue.as_ref().or(file.queue.as_ref()) {
+        Some(v) => v.bytes(),
+        None => Ok(limits::QUEUE_BYTES.default),
     }
     .and_then(|v| limits::QUEUE_BYTES.check(v))
     .map_err(anyhow::Error::msg)?;
@@ -163,36 +156,37 @@ pub fn resolve(args: &AgentArgs, file: FileConfig) -> Result<AgentConfig> {
             .output
             .clone()
             .or(file.output)
-            .unwrap_or_else(|| "-".into()),
+            .unwrap_or_else(|| limits::OUTPUT_STDOUT.into()),
         metrics,
         rotate_size,
         rotate_keep: bounded(limits::ROTATE_KEEP, args.rotate_keep, file.rotate_keep)? as u32,
         queue_bytes,
-        warn: args.warn.or(file.warn).unwrap_or(80.0),
-        critical: args.critical.or(file.critical).unwrap_or(95.0),
+        warn: args.warn.or(file.warn).unwrap_or(limits::WARN_PERCENT),
+        critical: args
+            .critical
+            .or(file.critical)
+            .unwrap_or(limits::CRITICAL_PERCENT),
         metrics_pool_min: args
             .metrics_pool_min
             .or(file.metrics_pool_min)
-            .unwrap_or(50.0),
+            .unwrap_or(limits::METRICS_POOL_MIN_PERCENT),
         metrics_max_pools: bounded(
             limits::METRICS_SERIES,
             args.metrics_max_pools,
             file.metrics_max_pools,
         )? as usize,
         metrics_top_processes: bounded(
-            limits::METRICS_SERIES
-                .named("metrics-top-processes")
-                .with_default(10),
+            limits::METRICS_TOP_PROCESSES,
             args.metrics_top_processes,
             file.metrics_top_processes,
         )? as usize,
         syscall_hooks,
         syscall_hooks_linger: bounded(
-            limits::LINGER_S.with_default(crate::logic::arming::LINGER_NS / 1_000_000_000),
+            limits::LINGER_S,
             args.syscall_hooks_linger,
             file.syscall_hooks_linger,
         )?,
-        accepted: args.accepted || file.accepted.unwrap_or(false),
+        accepted: args.accepted || file.accepted,
         ring_kib,
     };
     for (name, v) in [
@@ -232,30 +226,30 @@ mod tests {
 
     #[test]
     fn flags_override_the_file_which_overrides_defaults() {
-        let file: FileConfig = toml::from_str("output = \"/var/log/portex/events.ndjson\"\nmetrics = \"127.0.0.1:9633\"\nrotate_size = \"64M\"\nwarn = 70.0\n").unwrap();
+        let file: AgentArgs = toml::from_str("output = \"/var/log/portex/events.ndjson\"\nmetrics = \"127.0.0.1:9633\"\nrotate_size = \"64M\"\nwarn = 70.0\n").unwrap();
         let c = resolve(&args(&["--warn", "60"]), file).unwrap();
         assert_eq!(c.output, "/var/log/portex/events.ndjson");
         assert_eq!(c.metrics, Some("127.0.0.1:9633".parse().unwrap()));
         assert_eq!(c.rotate_size, 64 << 20);
         assert_eq!(c.warn, 60.0);
         assert_eq!(c.critical, 95.0);
-        let c = resolve(&args(&["--metrics", "9633"]), FileConfig::default()).unwrap();
+        let c = resolve(&args(&["--metrics", "9633"]), AgentArgs::default()).unwrap();
         assert_eq!(c.metrics, Some("127.0.0.1:9633".parse().unwrap()));
-        let d = resolve(&args(&[]), FileConfig::default()).unwrap();
+        let d = resolve(&args(&[]), AgentArgs::default()).unwrap();
         assert_eq!((d.output.as_str(), d.metrics), ("-", None));
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_errors() {
-        assert!(toml::from_str::<FileConfig>("outptu = \"x\"").is_err());
-        let file: FileConfig = toml::from_str("metrics = \"nowhere\"").unwrap();
+        assert!(toml::from_str::<AgentArgs>("outptu = \"x\"").is_err());
+        let file: AgentArgs = toml::from_str("metrics = \"nowhere\"").unwrap();
         assert!(resolve(&args(&[]), file).is_err());
     }
 
     #[test]
     fn syscall_hooks_default_to_auto_and_follow_flags_then_file() {
         let mode = |a: &[&str], f: &str| {
-            resolve(&args(a), toml::from_str(f).unwrap()).map(|c| c.syscall_hooks)
+            resolve(&args(a), parse_file(Path::new("t.toml"), f)?).map(|c| c.syscall_hooks)
         };
         assert_eq!(mode(&[], "").unwrap(), HookMode::Auto);
         assert_eq!(mode(&["--no-syscall-hooks"], "").unwrap(), HookMode::Off);
@@ -265,7 +259,38 @@ mod tests {
         );
         assert_eq!(mode(&[], "syscall_hooks = \"off\"").unwrap(), HookMode::Off);
         assert_eq!(mode(&[], "no_syscall_hooks = true").unwrap(), HookMode::Off);
-        assert!(mode(&[], "syscall_hooks = \"sometimes\"").is_err());
+        let e = mode(&[], "syscall_hooks = \"sometimes\"").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config t.toml: line 1: expected on, off or auto, got sometimes"
+        );
+    }
+
+    #[test]
+    fn every_bound_applies_to_the_flag_and_the_key_alike() {
+        for (flag, key) in [
+            (vec!["--ring-kib", "3"], "ring_kib = 3"),
+            (vec!["--queue", "1K"], "queue = \"1K\""),
+            (vec!["--rotate-size", "1"], "rotate_size = 1"),
+            (vec!["--rotate-keep", "1001"], "rotate_keep = 1001"),
+            (
+                vec!["--metrics-max-pools", "10001"],
+                "metrics_max_pools = 10001",
+            ),
+            (
+                vec!["--metrics-top-processes", "10001"],
+                "metrics_top_processes = 10001",
+            ),
+            (
+                vec!["--syscall-hooks-linger", "999999999"],
+                "syscall_hooks_linger = 999999999",
+            ),
+            (vec!["--warn", "101"], "warn = 101.0"),
+        ] {
+            let by_flag = resolve(&args(&flag), AgentArgs::default()).unwrap_err();
+            let by_key = resolve(&args(&[]), parse_file(Path::new("t"), key).unwrap()).unwrap_err();
+            assert_eq!(by_flag.to_string(), by_key.to_string(), "{key}");
+        }
     }
 
     #[test]

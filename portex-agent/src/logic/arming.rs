@@ -10,7 +10,8 @@
 use std::{fmt, str::FromStr};
 
 /// `--syscall-hooks`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum HookMode {
     On,
     Off,
@@ -30,6 +31,14 @@ impl FromStr for HookMode {
     }
 }
 
+impl TryFrom<String> for HookMode {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
 impl fmt::Display for HookMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -46,7 +55,7 @@ pub(crate) const ARM_AT: f64 = 0.5;
 /// attach and detach every tick)...
 pub(crate) const DISARM_BELOW: f64 = 0.4;
 /// ...and when no reason to attach was seen for this long (by default).
-pub(crate) const LINGER_NS: u64 = 300 * 1_000_000_000;
+pub(crate) const LINGER_NS: u64 = crate::logic::limits::LINGER_S.default * 1_000_000_000;
 
 /// The decision state of `auto` mode.
 #[derive(Debug)]

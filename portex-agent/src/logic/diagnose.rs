@@ -1,5 +1,6 @@
 //! Diagnoses: what is wrong with a namespace's pools, and the concrete fix. Pure.
 use crate::{
+    logic::limits,
     logic::pool::{Pool, PoolKey},
     logic::sysctls::{DEFAULT_RANGE, NetSettings},
 };
@@ -43,8 +44,8 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Thresholds {
-            warning: 0.80,
-            critical: 0.95,
+            warning: limits::WARN_PERCENT / 100.0,
+            critical: limits::CRITICAL_PERCENT / 100.0,
         }
     }
 }

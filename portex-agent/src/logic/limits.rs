@@ -54,6 +54,22 @@ pub const LINGER_S: Bound = Bound {
     default: 300,
 };
 
+/// Processes exported as metrics (`--metrics-top-processes`).
+pub(crate) const METRICS_TOP_PROCESSES: Bound = Bound {
+    name: "metrics-top-processes",
+    default: 10,
+    ..METRICS_SERIES
+};
+
+/// Pool utilisation (percent) of a warning pool (`--warn`) and a critical one
+/// (`--critical`); pools below METRICS_POOL_MIN_PERCENT are not exported as metrics.
+pub(crate) const WARN_PERCENT: f64 = 80.0;
+pub(crate) const CRITICAL_PERCENT: f64 = 95.0;
+pub(crate) const METRICS_POOL_MIN_PERCENT: f64 = 50.0;
+
+/// Where the agent's events go by default: stdout.
+pub(crate) const OUTPUT_STDOUT: &str = "-";
+
 /// The config file (`--config`): read no further than this.
 pub const CONFIG_FILE_BYTES: u64 = 1 << 20;
 

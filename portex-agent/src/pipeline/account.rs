@@ -8,6 +8,7 @@ use crate::{
         arming::{ARM_AT, Arming},
         errno,
         ledger::Pressure,
+        limits,
         model::{Cause, Record},
         rate::Rate,
     },
@@ -28,9 +29,9 @@ pub(crate) struct PoolMetricOptions {
 impl Default for PoolMetricOptions {
     fn default() -> Self {
         PoolMetricOptions {
-            min_utilisation: 0.5,
-            max_pools: 20,
-            top_processes: 10,
+            min_utilisation: limits::METRICS_POOL_MIN_PERCENT / 100.0,
+            max_pools: limits::METRICS_SERIES.default as usize,
+            top_processes: limits::METRICS_TOP_PROCESSES.default as usize,
         }
     }
 }
