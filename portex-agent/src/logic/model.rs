@@ -44,6 +44,15 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// From an IP protocol number (the kernel's, sock_diag's or SO_PROTOCOL's).
+    pub(crate) fn of_protocol(protocol: u16) -> Transport {
+        match protocol {
+            portex_common::IPPROTO_TCP => Transport::Tcp,
+            portex_common::IPPROTO_UDP => Transport::Udp,
+            _ => Transport::Unknown,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Tcp => "tcp",

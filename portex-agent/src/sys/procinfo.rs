@@ -109,11 +109,7 @@ unsafe fn query_socket(fd: libc::c_int) -> Option<SocketInfo> {
     if rc != 0 {
         return None;
     }
-    let transport = match proto {
-        libc::IPPROTO_TCP => Transport::Tcp,
-        libc::IPPROTO_UDP => Transport::Udp,
-        _ => Transport::Unknown,
-    };
+    let transport = Transport::of_protocol(proto as u16);
     // SAFETY: sockaddr_storage is large enough for any address.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
     let mut slen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;

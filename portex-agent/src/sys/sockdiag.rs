@@ -33,7 +33,7 @@ pub(crate) fn dump(protocol: u8) -> Result<Vec<DiagSocket>> {
 /// Streams the sockets whose state bit is set in `states` (1 << TCP state) to `f`, both
 /// families, without collecting them: a table of 250k sockets is never held twice.
 pub(crate) fn for_each(protocol: u8, states: u32, f: &mut dyn FnMut(DiagSocket)) -> Result<()> {
-    if protocol == libc::IPPROTO_TCP as u8 {
+    if protocol == TCP {
         // One walk of the kernel's connection hash for both families: the legacy
         // TCPDIAG_GETSOCK request dumps AF_UNSPEC. A per-family request walks the whole
         // (host-wide) table each time, and that walk is most of the cost of a dump.
