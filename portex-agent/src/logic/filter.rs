@@ -29,37 +29,12 @@ impl Filter {
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
-    use crate::logic::model::{Action, Process, Transport};
+    use crate::logic::{fixtures::record, model::Action};
 
     fn rec(action: Action, pid: u32, thread: &str) -> Record {
-        Record {
-            ts_ns: 1,
-            action,
-            process: Process {
-                pid,
-                tid: pid + 1,
-                thread_name: thread.into(),
-                cgroup_id: 0,
-            },
-            transport: Transport::Tcp,
-            source: "127.0.0.1:40000".parse::<SocketAddr>().unwrap(),
-            destination: Some("127.0.0.1:5000".parse().unwrap()),
-            errno: None,
-            errno_inferred: false,
-            cause: None,
-            close: None,
-            duration_us: None,
-            socket: 1,
-            fd: None,
-            owner_guessed: false,
-            passive: false,
-            pool: None,
-            netns: None,
-            container: None,
-        }
+        let (src, dst) = ("127.0.0.1:40000", Some("127.0.0.1:5000"));
+        record(action, (pid, pid + 1, thread), src, dst)
     }
 
     const ALL: [Action; 7] = [

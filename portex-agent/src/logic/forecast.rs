@@ -46,7 +46,8 @@ mod tests {
 
     #[test]
     fn the_default_pool_fills_at_about_470_per_second_with_client_close() {
-        // kernel-facts: 28,232 / 60 s ~ 470 connections/s to one destination.
+        // The default range holds 28,232 ports, each kept 60 s in TIME_WAIT by a client
+        // that closes first: ~470 connections/s to one destination at most.
         let f = forecast(28_232, 0, 500.0, 0.0, 0.01, 1.0);
         assert!(f.steady_state_used > 28_232.0);
         let t = f.seconds_to_full.unwrap();

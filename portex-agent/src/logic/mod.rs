@@ -8,6 +8,8 @@ pub(crate) mod decode;
 pub(crate) mod diagnose;
 pub(crate) mod errno;
 pub(crate) mod filter;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub(crate) mod forecast;
 pub(crate) mod ledger;
 pub(crate) mod lifecycle;

@@ -10,6 +10,7 @@ use portex_common::{AF_INET, AF_INET6, Event, IPPROTO_TCP, connflag, kind, sockf
 
 use crate::{
     logic::diagnose::{LiveFacts, Thresholds, diagnose},
+    logic::fixtures::tcp,
     logic::ledger::Ledger,
     logic::lifecycle::interpret,
     logic::model::DiagSocket,
@@ -93,38 +94,23 @@ fn stream() -> Vec<Event> {
         ));
         ts += 150_000_000;
     }
-    for port in [40000u16, 40001, 40002] {
-        v.push(state(
-            100,
-            port,
-            web,
-            tcpstate::FIN_WAIT2,
-            tcpstate::CLOSE,
-            sockflag::ACTIVE | sockflag::FIN_SENT,
-            ts,
-        ));
+    // Three close first (TIME_WAIT), one is reset, one closed by the peer.
+    let (active, reset, passive) = (
+        (tcpstate::FIN_WAIT2, sockflag::FIN_SENT),
+        (tcpstate::ESTABLISHED, sockflag::RESET_RCVD),
+        (tcpstate::LAST_ACK, sockflag::FIN_RCVD),
+    );
+    for (port, (from, flag)) in [
+        (40000u16, active),
+        (40001, active),
+        (40002, active),
+        (40003, reset),
+        (40004, passive),
+    ] {
+        let flags = sockflag::ACTIVE | flag;
+        v.push(state(100, port, web, from, tcpstate::CLOSE, flags, ts));
         ts += 10_000_000;
     }
-    v.push(state(
-        100,
-        40003,
-        web,
-        tcpstate::ESTABLISHED,
-        tcpstate::CLOSE,
-        sockflag::ACTIVE | sockflag::RESET_RCVD,
-        ts,
-    ));
-    ts += 10_000_000;
-    v.push(state(
-        100,
-        40004,
-        web,
-        tcpstate::LAST_ACK,
-        tcpstate::CLOSE,
-        sockflag::ACTIVE | sockflag::FIN_RCVD,
-        ts,
-    ));
-    ts += 10_000_000;
     for port in [40003u16, 40004, 40008] {
         v.push(event(kind::CONNECT_RET, 100, "client", port, web, ts));
         ts += 5_000_000;
@@ -207,13 +193,6 @@ fn live() -> (String, String, Ledger, u64) {
 }
 
 fn status_reports() -> Vec<NetnsReport> {
-    let tcp = |state: u8, l: &str, r: &str, inode: u64| DiagSocket {
-        protocol: 6,
-        state,
-        local: l.parse().unwrap(),
-        remote: r.parse().unwrap(),
-        inode,
-    };
     let mut sockets = vec![
         tcp(10, "0.0.0.0:40007", "0.0.0.0:0", 1),
         tcp(1, "10.0.0.1:40007", "10.0.0.5:5555", 2),

@@ -68,40 +68,20 @@ pub(crate) fn write_pressure(p: &crate::logic::ledger::Pressure, unix_ns: i128, 
 
 #[cfg(test)]
 mod tests {
-    use std::net::SocketAddr;
-
     use super::*;
-    use crate::logic::model::{Action, Cause, CloseInfo, CloseKind, Process, Record, Transport};
+    use crate::logic::{
+        fixtures::record,
+        model::{Action, Cause, CloseInfo, CloseKind, Record, Transport},
+    };
 
     /// 2026-11-26T18:08:31.727400123Z
     const UNIX_NS: i128 = 1_795_716_511_727_400_123;
 
     fn rec(action: Action, source: &str, destination: Option<&str>) -> Record {
-        Record {
-            ts_ns: 1,
-            action,
-            process: Process {
-                pid: 8133,
-                tid: 8134,
-                thread_name: "worker".into(),
-                cgroup_id: 0,
-            },
-            transport: Transport::Tcp,
-            source: source.parse::<SocketAddr>().unwrap(),
-            destination: destination.map(|d| d.parse().unwrap()),
-            errno: None,
-            errno_inferred: false,
-            cause: None,
-            close: None,
-            duration_us: None,
-            socket: 0xffff_8881_0000_0040,
-            fd: None,
-            owner_guessed: false,
-            passive: false,
-            pool: None,
-            netns: Some(4026531840),
-            container: None,
-        }
+        let mut r = record(action, (8133, 8134, "worker"), source, destination);
+        r.socket = 0xffff_8881_0000_0040;
+        r.netns = Some(4026531840);
+        r
     }
 
     fn line(r: &Record, name: &str) -> String {

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use rustc_hash::FxHashSet as HashSet;
 
 use super::*;
-use crate::logic::model::{CloseInfo, CloseKind, Process};
+use crate::logic::fixtures::{record, tcp};
+use crate::logic::model::{CloseInfo, CloseKind};
 use crate::logic::{
     diagnose::{Severity, Thresholds},
     model::{Action, DiagSocket, Owner, Record, Transport},
@@ -22,31 +23,11 @@ fn settings() -> NetSettings {
 }
 
 fn rec(action: Action, sport: u16, dport: u16, ts: u64) -> Record {
-    Record {
-        ts_ns: ts,
-        action,
-        process: Process {
-            pid: 7,
-            tid: 7,
-            thread_name: "cli".into(),
-            cgroup_id: 0,
-        },
-        transport: Transport::Tcp,
-        source: SocketAddr::new("10.0.0.1".parse().unwrap(), sport),
-        destination: Some(SocketAddr::new("10.0.0.9".parse().unwrap(), dport)),
-        errno: None,
-        errno_inferred: false,
-        cause: None,
-        close: None,
-        duration_us: Some(1000),
-        socket: 1,
-        fd: None,
-        owner_guessed: false,
-        passive: false,
-        pool: None,
-        netns: None,
-        container: None,
-    }
+    let (src, dst) = (format!("10.0.0.1:{sport}"), format!("10.0.0.9:{dport}"));
+    let mut r = record(action, (7, 7, "cli"), &src, Some(&dst));
+    r.ts_ns = ts;
+    r.duration_us = Some(1000);
+    r
 }
 
 fn close(sport: u16, tw: bool, ts: u64) -> Record {
@@ -245,13 +226,6 @@ fn failures_are_counted_per_process_and_pool() {
 
 #[test]
 fn status_and_the_ledger_see_the_same_pools_in_one_socket_table() {
-    let tcp = |state: u8, l: &str, r: &str, inode: u64| DiagSocket {
-        protocol: 6,
-        state,
-        local: l.parse().unwrap(),
-        remote: r.parse().unwrap(),
-        inode,
-    };
     let table = vec![
         tcp(10, "0.0.0.0:40008", "0.0.0.0:0", 1), // listener inside the range
         tcp(1, "10.0.0.1:40008", "10.0.0.5:5555", 2), // accepted from it

@@ -87,16 +87,7 @@ impl Ledger {
             0.0
         };
         // A pool with failures and no port in use has nothing to count.
-        let pool = counted.unwrap_or_else(|| Pool {
-            key: key.clone(),
-            size,
-            used: 0,
-            time_wait: 0,
-            syn_sent: 0,
-            established: 0,
-            odd_ports: 0,
-            holders: Vec::new(),
-        });
+        let pool = counted.unwrap_or_else(|| Pool::empty(key.clone(), size));
         let f = forecast(size, pool.used, opens, releases, lifetime, tw_share);
         Some(PoolView {
             pool,

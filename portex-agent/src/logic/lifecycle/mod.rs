@@ -8,9 +8,7 @@
 //! so FIN_WAIT2 -> CLOSE and CLOSING -> CLOSE without a RST mean "now in TIME_WAIT".
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use portex_common::{
-    AF_INET, AF_INET6, Event, connflag, kind, sockflag, tcpstate,
-};
+use portex_common::{AF_INET, AF_INET6, Event, connflag, kind, sockflag, tcpstate};
 
 use crate::{
     logic::addr::ip_from,
@@ -176,8 +174,11 @@ fn unspecified(like: Option<SocketAddr>) -> IpAddr {
 }
 
 /// Tells exhaustion of the range apart from a 4-tuple collision after bind() and from
-/// causes that have nothing to do with ports (kernel-facts.md, "Errors at the syscall
-/// boundary").
+/// causes that have nothing to do with ports. What the kernel does, as measured here:
+/// EADDRNOTAVAIL with a SYN_SENT -> CLOSE inside the call and no source port is the
+/// allocator finding no free port; the same with a port (bind() chose it) is a 4-tuple
+/// already in use; EADDRNOTAVAIL without a TCP state change is a local address that does
+/// not exist; EAGAIN from a datagram socket's connect() is UDP auto-bind finding no port.
 pub(crate) fn connect_cause(errno: i32, tcp_seen: bool, flags: u32, sport: u16) -> Cause {
     let failed_in_state = flags & connflag::STATE_FAILED != 0;
     match errno {

@@ -108,6 +108,20 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
+    /// A pool of `size` ports with none in use.
+    pub(crate) fn empty(key: PoolKey, size: u32) -> Pool {
+        Pool {
+            key,
+            size,
+            used: 0,
+            time_wait: 0,
+            syn_sent: 0,
+            established: 0,
+            odd_ports: 0,
+            holders: Vec::new(),
+        }
+    }
+
     pub(crate) fn utilisation(&self) -> f64 {
         utilisation(self.used, self.size)
     }

@@ -59,21 +59,10 @@ impl<H: Hash + Eq> Tally<H> {
     ) {
         let (pool, holders) = match self.pools.get_mut(key) {
             Some(e) => e,
-            None => self.pools.entry(key.clone()).or_insert_with(|| {
-                (
-                    Pool {
-                        key: key.clone(),
-                        size: size(),
-                        used: 0,
-                        time_wait: 0,
-                        syn_sent: 0,
-                        established: 0,
-                        odd_ports: 0,
-                        holders: Vec::new(),
-                    },
-                    HashMap::default(),
-                )
-            }),
+            None => self
+                .pools
+                .entry(key.clone())
+                .or_insert_with(|| (Pool::empty(key.clone(), size()), HashMap::default())),
         };
         let tw = u == PortUse::TimeWait;
         pool.used += 1;

@@ -1,19 +1,10 @@
 //! The pool model on synthetic socket tables.
 use super::*;
+use crate::logic::fixtures::tcp;
 use crate::logic::{
     model::{DiagSocket, Owner},
     sysctls::NetSettings,
 };
-
-fn tcp(state: u8, local: &str, remote: &str, inode: u64) -> DiagSocket {
-    DiagSocket {
-        protocol: 6,
-        state,
-        local: local.parse().unwrap(),
-        remote: remote.parse().unwrap(),
-        inode,
-    }
-}
 
 fn settings(lo: u16, hi: u16) -> NetSettings {
     NetSettings {
