@@ -4,15 +4,10 @@ use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
 use portex_common::{counter, kind};
 
 use crate::{
-    connect::{ARG_ADDR, ARG_FD, RET, arg, read_sockaddr},
     maps::{BINDS, BindCtx, count},
+    syscall::{ARG_ADDR, ARG_FD, MAX_USER_ERRNO, RET, arg, read_sockaddr},
     util::{current_owner, current_tid, emit, now_ns, set_caller},
 };
-
-// sys_enter_bind: int fd @16; struct sockaddr * umyaddr @24; int addrlen @32 (the same
-// offsets as sys_enter_connect). sys_exit_bind: long ret @16.
-
-const MAX_USER_ERRNO: i32 = 511;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {

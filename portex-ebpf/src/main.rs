@@ -7,6 +7,7 @@ mod bind;
 mod connect;
 mod maps;
 mod sock_state;
+mod syscall;
 mod util;
 
 #[cfg(not(test))]
