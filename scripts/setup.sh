@@ -28,10 +28,14 @@ if ! rustup toolchain list | grep -q '^nightly'; then
   log "installing the nightly toolchain"
   rustup toolchain install nightly --profile minimal
 fi
-if ! rustup component list --toolchain nightly --installed | grep -q '^rust-src'; then
-  log "adding rust-src to nightly"
-  rustup component add rust-src --toolchain nightly
-fi
+# rust-src for -Z build-std=core (the eBPF build); clippy for `cargo xtask clippy`, whose
+# kernel pass runs nightly clippy for the bpf target.
+for component in rust-src clippy; do
+  if ! rustup component list --toolchain nightly --installed | grep -q "^$component"; then
+    log "adding $component to nightly"
+    rustup component add "$component" --toolchain nightly
+  fi
+done
 
 if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
   log "building bpf-linker against LLVM 22 (about a minute)"

@@ -42,8 +42,9 @@ fn try_exit(ctx: &TracePointContext) -> Option<()> {
     let _ = BINDS.remove(tid);
     let b = b?;
     let ret = arg::<i64>(ctx, RET) as i32;
-    // Success matters only when the kernel chose the port (port 0 asked).
-    if (ret == 0 && b.port != 0) || ret < -MAX_USER_ERRNO || ret > 0 {
+    // Anything but 0 or -errno (a kernel-internal restart code) is not a result, and
+    // success matters only when the kernel chose the port (port 0 asked).
+    if !(-MAX_USER_ERRNO..=0).contains(&ret) || (ret == 0 && b.port != 0) {
         return None;
     }
     let me = current_owner(0, 0);

@@ -1,6 +1,7 @@
-//! `cargo xtask ...`: setup, benchmarks, and the workloads they run.
+//! `cargo xtask ...`: setup, lints, benchmarks, and the workloads they run.
 mod bench;
 mod churn;
+mod clippy;
 mod soak;
 
 use std::path::PathBuf;
@@ -11,6 +12,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cargo xtask <command>\n\
          \x20 setup                      install what a fresh machine lacks (scripts/setup.sh)\n\
+         \x20 clippy                     clippy -D warnings: host crates, then portex-ebpf for bpf\n\
          \x20 bench [--quick] [--out F]  interleaved A/B benchmark (root); writes JSON\n\
          \x20 soak [--quick] [--minutes M] [--out F]\n\
          \x20                            the agent under connection, process and namespace\n\
@@ -89,6 +91,7 @@ fn run() -> Result<()> {
                 bail!("setup failed");
             }
         }
+        Some("clippy") => clippy::run()?,
         Some("bench") => {
             let portex = build_release("the benchmark")?;
             let out = val(&rest, "--out")
