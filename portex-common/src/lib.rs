@@ -114,9 +114,9 @@ pub struct Event {
     pub comm: [u8; TASK_COMM_LEN],
 }
 
-pub const EVENT_SIZE: usize = core::mem::size_of::<Event>();
+pub const EVENT_SIZE: usize = size_of::<Event>();
 const _: () = assert!(EVENT_SIZE == 112);
-const _: () = assert!(core::mem::align_of::<Event>() == 8);
+const _: () = assert!(align_of::<Event>() == 8);
 
 /// What the kernel keeps per live socket (map SOCKS, keyed by skaddr). 48 bytes.
 #[repr(C)]
@@ -130,7 +130,7 @@ pub struct SockInfo {
     pub _pad: u32,
     pub comm: [u8; TASK_COMM_LEN],
 }
-const _: () = assert!(core::mem::size_of::<SockInfo>() == 48);
+const _: () = assert!(size_of::<SockInfo>() == 48);
 
 /// Indexes into the per-CPU counter array COUNTERS.
 pub mod counter {
@@ -186,8 +186,10 @@ impl Event {
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: plain-old-data, repr(C), no padding.
+    // SAFETY: plain-old-data, repr(C), no padding (asserted by its size).
     unsafe impl aya::Pod for super::Event {}
+    // SAFETY: as Event: repr(C), integers and a byte array, explicit `_pad` (48 bytes,
+    // asserted).
     unsafe impl aya::Pod for super::SockInfo {}
 }
 

@@ -88,8 +88,8 @@ pub struct BindCtx {
     pub addr: [u8; 16],
 }
 
-const _: () = assert!(core::mem::size_of::<ConnectCtx>() == portex_common::CONNECT_CTX_SIZE);
-const _: () = assert!(core::mem::size_of::<BindCtx>() == portex_common::BIND_CTX_SIZE);
+const _: () = assert!(size_of::<ConnectCtx>() == portex_common::CONNECT_CTX_SIZE);
+const _: () = assert!(size_of::<BindCtx>() == portex_common::BIND_CTX_SIZE);
 
 pub fn count(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {

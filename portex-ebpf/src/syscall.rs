@@ -35,11 +35,13 @@ pub fn read_sockaddr(uaddr: u64) -> Option<(u16, u16, [u8; 16])> {
     match family {
         // sockaddr_in: family, port, addr @4
         AF_INET => {
+            // SAFETY: as above.
             let a: [u8; 4] = unsafe { bpf_probe_read_user((uaddr + 4) as *const [u8; 4]) }.ok()?;
             addr[..4].copy_from_slice(&a);
         }
         // sockaddr_in6: family, port, flowinfo (4), addr @8
         AF_INET6 => {
+            // SAFETY: as above.
             addr = unsafe { bpf_probe_read_user((uaddr + 8) as *const [u8; 16]) }.ok()?;
         }
         _ => return None,

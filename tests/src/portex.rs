@@ -150,7 +150,7 @@ impl Portex {
 
     /// Waits until a line of its stderr contains `needle` `times` times in all.
     pub fn wait_stderr(&self, needle: &str, times: usize, timeout: Duration) -> bool {
-        let end = std::time::Instant::now() + timeout;
+        let end = Instant::now() + timeout;
         loop {
             let n = self
                 .stderr
@@ -162,7 +162,7 @@ impl Portex {
             if n >= times {
                 return true;
             }
-            if std::time::Instant::now() > end {
+            if Instant::now() > end {
                 return false;
             }
             thread::sleep(Duration::from_millis(100));

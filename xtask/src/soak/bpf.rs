@@ -19,14 +19,7 @@ type Attr = [u64; 10];
 fn bpf(cmd: i64, attr: &mut Attr) -> std::io::Result<i64> {
     // SAFETY: `attr` is a valid, zero-initialised bpf_attr prefix of the size passed;
     // the pointers inside it point to live buffers of the sizes the command expects.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of::<Attr>(),
-        )
-    };
+    let r = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr.as_mut_ptr(), size_of::<Attr>()) };
     if r < 0 {
         Err(std::io::Error::last_os_error())
     } else {

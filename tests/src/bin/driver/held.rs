@@ -222,7 +222,7 @@ pub(crate) fn bind_mix(listen: SocketAddr, no_port: usize, plain: usize) {
                     libc::IPPROTO_IP,
                     libc::IP_BIND_ADDRESS_NO_PORT,
                     &one as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    size_of::<libc::c_int>() as libc::socklen_t,
                 )
             };
             assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
