@@ -224,5 +224,5 @@ pub struct WatchArgs {
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let v: u64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
-    crate::logic::limits::ring_kib(v)
+    limits::ring_kib(v)
 }

@@ -16,10 +16,10 @@ use cli::{Cli, Command};
 pub fn main() -> ! {
     let cli = Cli::try_parse().unwrap_or_else(|e| bad_usage(e));
     let res = match cli.command {
-        Command::Watch(args) => crate::cmd::watch::run(args).map(|_| 0),
-        Command::Status(args) => crate::cmd::status::run(args),
-        Command::Top(args) => crate::cmd::top::run(args).map(|_| 0),
-        Command::Agent(args) => crate::cmd::agent::run(args).map(|_| 0),
+        Command::Watch(args) => watch::run(args).map(|_| 0),
+        Command::Status(args) => status::run(args),
+        Command::Top(args) => top::run(args).map(|_| 0),
+        Command::Agent(args) => agent::run(args).map(|_| 0),
     };
     let code = match res {
         Ok(code) => code,

@@ -306,14 +306,14 @@ mod tests {
     #[test]
     fn sockstat_counts_tcp_in_use_and_time_wait() {
         let text = "sockets: used 180\nTCP: inuse 7 orphan 0 tw 250003 alloc 12 mem 3\nUDP: inuse 2 mem 1\n";
-        assert_eq!(super::parse_sockstat_tcp(text), 250_010);
-        assert_eq!(super::parse_sockstat_tcp(""), 0);
+        assert_eq!(parse_sockstat_tcp(text), 250_010);
+        assert_eq!(parse_sockstat_tcp(""), 0);
     }
 
     #[test]
     fn sockstat_counts_past_usize_saturate() {
         // fuzz/fuzz_targets/proc_text.rs crashes on this: inuse + tw overflowed.
         let text = "TCP: inuse 18446744073709551615 orphan 0 tw 1 alloc 1 mem 1\n";
-        assert_eq!(super::parse_sockstat_tcp(text), usize::MAX);
+        assert_eq!(parse_sockstat_tcp(text), usize::MAX);
     }
 }

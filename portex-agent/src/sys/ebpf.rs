@@ -247,7 +247,7 @@ fn recursion_misses(fd: i32) -> Option<u64> {
     }
     let mut attr = InfoAttr {
         bpf_fd: fd as u32,
-        info_len: std::mem::size_of_val(&info) as u32,
+        info_len: size_of_val(&info) as u32,
         info: info.as_mut_ptr() as u64,
     };
     // SAFETY: attr and info outlive the call; the kernel writes at most info_len bytes.
@@ -256,7 +256,7 @@ fn recursion_misses(fd: i32) -> Option<u64> {
             libc::SYS_bpf,
             BPF_OBJ_GET_INFO_BY_FD,
             &mut attr as *mut InfoAttr,
-            std::mem::size_of::<InfoAttr>(),
+            size_of::<InfoAttr>(),
         )
     };
     if rc != 0 {

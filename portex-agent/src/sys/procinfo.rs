@@ -95,7 +95,7 @@ pub(crate) fn socket_of(pid: u32, fd: i32) -> Option<SocketInfo> {
 
 unsafe fn query_socket(fd: libc::c_int) -> Option<SocketInfo> {
     let mut proto: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid out-pointers of the sizes given.
     let rc = unsafe {
         libc::getsockopt(
@@ -112,7 +112,8 @@ unsafe fn query_socket(fd: libc::c_int) -> Option<SocketInfo> {
     let transport = Transport::of_protocol(proto as u16);
     // SAFETY: sockaddr_storage is large enough for any address.
     let mut ss: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let mut slen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let mut slen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: ss and slen are live locals; slen holds the size of ss.
     let rc = unsafe { libc::getsockname(fd, &mut ss as *mut _ as *mut libc::sockaddr, &mut slen) };
     if rc != 0 {
         return None;
@@ -136,7 +137,7 @@ unsafe fn query_socket(fd: libc::c_int) -> Option<SocketInfo> {
         _ => return None,
     };
     let mut no_port: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: valid out-pointers of the sizes given. SOL_IP options apply to IPv6
     // sockets too.
     let rc = unsafe {
@@ -176,7 +177,7 @@ mod tests {
                     libc::IPPROTO_IP,
                     libc::IP_BIND_ADDRESS_NO_PORT,
                     &one as *const _ as *const _,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                    size_of::<libc::c_int>() as libc::socklen_t,
                 );
                 assert_eq!(rc, 0);
             }
@@ -186,7 +187,7 @@ mod tests {
             let rc = libc::bind(
                 fd.as_raw_fd(),
                 &sin as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
             );
             assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
             fd

@@ -88,6 +88,7 @@ fn run_dump(req: Vec<u8>, protocol: u8, out: &mut dyn FnMut(DiagSocket)) -> Resu
     // SAFETY: a zeroed sockaddr_nl addresses the kernel.
     let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
     sa.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: req and sa are live for the call; the lengths passed are theirs.
     let rc = unsafe {
         libc::sendto(
             fd.0,
@@ -95,7 +96,7 @@ fn run_dump(req: Vec<u8>, protocol: u8, out: &mut dyn FnMut(DiagSocket)) -> Resu
             req.len(),
             0,
             &sa as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_nl>() as u32,
+            size_of::<libc::sockaddr_nl>() as u32,
         )
     };
     if rc < 0 {
