@@ -28,8 +28,6 @@ pub(crate) struct Tracker {
     netns_cache: HashMap<u32, (u64, u64)>,
     last_reconcile: u64,
     last_expire: u64,
-    /// Namespaces that could not be read at the last reconciliation.
-    pub reconcile_errors: u64,
     /// UDP (ports held in the range, usable ports) per namespace, from the last
     /// reconciliation: no event follows UDP sockets, and auto mode must see UDP pools
     /// fill up before their first EAGAIN, which only the syscall hooks report.
@@ -55,7 +53,6 @@ impl Tracker {
             netns_cache: HashMap::new(),
             last_reconcile: 0,
             last_expire: 0,
-            reconcile_errors: 0,
             udp: HashMap::new(),
         };
         t.reconcile(boot_now_ns());
@@ -70,9 +67,8 @@ impl Tracker {
         let mut owners = None;
         let live = list.iter().map(|n| n.inode).collect();
         for ns in list {
-            if self.reconcile_ns(&ns, &mut owners, now).is_err() {
-                self.reconcile_errors += 1;
-            }
+            // A namespace deleted while it was read: forgotten below, nothing to report.
+            let _ = self.reconcile_ns(&ns, &mut owners, now);
         }
         self.ledger.forget_namespaces_except(&live);
         self.udp.retain(|ns, _| live.contains(ns));
@@ -141,9 +137,8 @@ impl Tracker {
             path,
             name: None,
         };
-        if self.reconcile_ns(&ns, &mut None, now).is_err() {
-            self.reconcile_errors += 1;
-        }
+        // The task may be gone already; the next full reconciliation reads the namespace.
+        let _ = self.reconcile_ns(&ns, &mut None, now);
     }
 
     /// Expires TIME_WAIT, reconciles when due.
