@@ -38,6 +38,16 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Signals are caught from here on: a SIGHUP or SIGTERM right after the "watching"
+    // line (a supervisor, a test) must stop portex cleanly, not kill it.
+    let (mut int, mut term, mut hup) = {
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+            signal(SignalKind::hangup())?,
+        )
+    };
     let mut p = Pipeline::start(setup.pipeline, Some(setup.emit))?;
     let listener = match setup.metrics_addr {
         Some(addr) => Some(
@@ -65,9 +75,6 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
     let reader_done = p.reader_done();
     let on_hup = setup.on_hup.clone();
     let reader_res = rt.block_on(async {
-        let mut int = signal(SignalKind::interrupt())?;
-        let mut term = signal(SignalKind::terminate())?;
-        let mut hup = signal(SignalKind::hangup())?;
         if let (Some(l), Some(m)) = (listener, metrics.clone()) {
             tokio::spawn(crate::sys::http::serve(l, m));
         }
