@@ -1,7 +1,8 @@
-//! NDJSON event lines: the checked-in schema, and picking events by action.
+//! NDJSON event lines: the checked-in schema, picking events by process and action, and
+//! the pools and diagnoses of a status report.
 use std::{path::PathBuf, sync::OnceLock};
 
-use crate::Value;
+use crate::{PoolMap, Value};
 
 /// The checked-in schema of an event line (docs/event.schema.json).
 pub fn schema() -> &'static jsonschema::Validator {
@@ -41,10 +42,18 @@ pub fn with_action<'a>(events: &'a [Value], a: &str) -> Vec<&'a Value> {
     events.iter().filter(|v| action(v) == a).collect()
 }
 
+/// The source ports of events, sorted.
+pub fn source_ports(events: &[&Value]) -> Vec<u64> {
+    let mut ports: Vec<u64> = events
+        .iter()
+        .map(|e| e["source"]["port"].as_u64().unwrap())
+        .collect();
+    ports.sort();
+    ports
+}
+
 /// A status report's TCP pools as ss_pools keys them: (used, time_wait).
-pub fn tcp_pools(
-    ns_report: &Value,
-) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
+pub fn tcp_pools(ns_report: &Value) -> PoolMap {
     ns_report["pools"]
         .as_array()
         .unwrap()
@@ -63,5 +72,38 @@ pub fn tcp_pools(
                 ),
             )
         })
+        .collect()
+}
+
+/// Diagnosis ids of a status report's namespace entry, sorted.
+pub fn diagnosis_ids(ns_report: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = ns_report["diagnoses"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|d| d["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    ids.sort();
+    ids
+}
+
+/// The diagnosis `id` of a status report's namespace entry; panics when there is none.
+pub fn diagnosis<'a>(ns_report: &'a Value, id: &str) -> &'a Value {
+    ns_report["diagnoses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == id)
+        .unwrap_or_else(|| panic!("no {id}: {ns_report:#}"))
+}
+
+/// The JSON events of process `pid` among output lines (other lines skipped).
+pub fn events_of_pid(lines: &[String], pid: u32) -> Vec<Value> {
+    lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["process"]["pid"].as_u64() == Some(pid as u64))
         .collect()
 }

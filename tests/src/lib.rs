@@ -1,39 +1,79 @@
-//! Harness for the privileged end-to-end tests: a network namespace that removes itself,
-//! the real `portex` binary run as a child, and the driver that makes real sockets.
+//! Harness for the privileged end-to-end tests, shared with xtask's benchmark and soak: a
+//! network namespace that removes itself, helper processes (the socket driver, xtask's
+//! workloads) run inside one, the real `portex` binary run as a child, /proc, BPF
+//! descriptors and metrics scrapes.
 //!
 //! Tracepoints see the whole machine, so every assertion filters portex's output by the
-//! driver's pid; every namespace and portex process is removed on every path (Drop).
+//! driver's pid; every namespace and process is removed on every path (Drop).
+//!
+//! The tests want a failed step to panic with its reason; xtask wants an error it can
+//! report and, in its load loops, survive. So where both call a step, `try_x` returns an
+//! `io::Result` and `x` panics with the same message: one implementation of each.
+mod bpf;
+mod driver;
+#[cfg(feature = "schema")]
 mod events;
+mod fs;
+mod metrics;
 mod netns;
+#[cfg(feature = "schema")]
 mod portex;
 mod procs;
+mod sockets;
 
+pub use bpf::*;
+pub use driver::*;
+#[cfg(feature = "schema")]
 pub use events::*;
+pub use fs::*;
+pub use metrics::*;
 pub use netns::*;
+#[cfg(feature = "schema")]
 pub use portex::*;
 pub use procs::*;
 pub use serde_json::Value;
+pub use sockets::*;
 
-use std::{path::PathBuf, process::Command, sync::OnceLock};
+use std::{io, path::PathBuf, process::Command, sync::OnceLock};
 
-/// The portex binary, built once per test run (nested cargo build: quick when fresh).
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    let tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    tests
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_path_buf()
+}
+
+/// Builds the `portex` binary (nested cargo build: quick when fresh), debug or release,
+/// and returns its path.
+pub fn build_portex(release: bool) -> io::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace_root()).arg("build");
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .args(["-q", "-p", "portex-agent", "--bin", "portex"])
+        .status()
+        .map_err(|e| io::Error::other(format!("running cargo build for portex: {e}")))?;
+    if !status.success() {
+        return Err(io::Error::other("building portex failed"));
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(workspace_root().join("target"));
+    Ok(target
+        .join(if release { "release" } else { "debug" })
+        .join("portex"))
+}
+
+/// The debug portex binary, built once per test run.
 pub fn portex_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .current_dir(&root)
-            .args(["build", "-q", "-p", "portex-agent", "--bin", "portex"])
-            .status()
-            .expect("running cargo build for portex");
-        assert!(status.success(), "building portex failed");
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or(root.join("target"));
-        target.join("debug").join("portex")
-    })
-    .clone()
+    BIN.get_or_init(|| build_portex(false).unwrap_or_else(|e| panic!("{e}")))
+        .clone()
 }
 
 /// The driver, built by cargo beside the test executables (target/<profile>/).
@@ -64,6 +104,10 @@ pub fn public_copy(bin: &std::path::Path) -> PathBuf {
     dst
 }
 
+/// The flags of `setpriv` that run a command as uid and gid 65534 (nobody) without
+/// supplementary groups.
+pub const SETPRIV_NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
 pub fn is_root() -> bool {
     // SAFETY: no arguments.
     unsafe { libc::geteuid() == 0 }
@@ -80,14 +124,3 @@ pub fn require_root() -> bool {
     );
     true
 }
-
-pub(crate) fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-mod extra;
-pub use extra::*;

@@ -1,20 +1,20 @@
-//! A network namespace that removes itself, and the driver run inside it.
+//! A network namespace that removes itself, what `ss` shows inside it, and entering one
+//! from a helper process.
 use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
+    io,
+    process::Command,
     sync::atomic::{AtomicU32, Ordering},
-    thread,
-    time::Duration,
 };
 
-use crate::{driver_bin, run};
+use crate::try_run;
 
-/// A network namespace with a unique name, loopback up, removed on drop.
+/// A network namespace, loopback up, removed on drop.
 pub struct Netns {
     pub name: String,
 }
 
 impl Netns {
+    /// A namespace with a unique name for a test: portex-e2e-PID-N-TAG.
     pub fn new(tag: &str) -> Netns {
         static N: AtomicU32 = AtomicU32::new(0);
         let name = format!(
@@ -22,47 +22,99 @@ impl Netns {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]));
+        Netns::create(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `new` with ip_local_port_range shrunk to lo..=hi.
+    pub fn with_range(tag: &str, lo: u16, hi: u16) -> Netns {
+        let ns = Netns::new(tag);
+        ns.port_range(lo, hi);
         ns
     }
 
-    /// Shrinks ip_local_port_range inside the namespace (it is per namespace).
+    /// A namespace of this name (which the caller makes unique), loopback up.
+    pub fn create(name: String) -> io::Result<Netns> {
+        try_run(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Netns { name };
+        try_run(Command::new("ip").args(["-n", &ns.name, "link", "set", "lo", "up"]))?;
+        Ok(ns)
+    }
+
+    /// Sets ip_local_port_range inside the namespace (it is per namespace).
+    pub fn try_port_range(&self, lo: u16, hi: u16) -> io::Result<&Self> {
+        self.try_sysctl("net.ipv4.ip_local_port_range", &format!("{lo} {hi}"))
+    }
+
+    /// The same, panicking.
     pub fn port_range(&self, lo: u16, hi: u16) -> &Self {
-        let range = format!("net.ipv4.ip_local_port_range={lo} {hi}");
-        run(Command::new("ip").args(["netns", "exec", &self.name, "sysctl", "-q", "-w", &range]));
-        self
+        self.try_port_range(lo, hi)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Sets a sysctl inside the namespace, e.g. ("net.ipv4.tcp_tw_reuse", "0").
-    pub fn sysctl(&self, key: &str, value: &str) -> &Self {
+    pub fn try_sysctl(&self, key: &str, value: &str) -> io::Result<&Self> {
         let kv = format!("{key}={value}");
-        run(Command::new("ip").args(["netns", "exec", &self.name, "sysctl", "-q", "-w", &kv]));
-        self
+        try_run(Command::new("ip").args(["netns", "exec", &self.name, "sysctl", "-q", "-w", &kv]))?;
+        Ok(self)
     }
 
-    /// Runs the driver inside this namespace; returns its pid and its fact lines.
-    pub fn drive(&self, args: &[&str]) -> Driven {
-        let out = Command::new(driver_bin())
-            .arg("--netns")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .expect("running the driver");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "driver {args:?} failed: {}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let lines: Vec<String> = stdout.lines().map(String::from).collect();
-        let pid = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("pid "))
-            .and_then(|p| p.parse().ok())
-            .expect("driver printed no pid");
-        Driven { pid, lines }
+    /// The same, panicking.
+    pub fn sysctl(&self, key: &str, value: &str) -> &Self {
+        self.try_sysctl(key, value)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The namespace's inode: what portex reports as `portex.netns`.
+    pub fn try_inode(&self) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(std::fs::metadata(format!("/var/run/netns/{}", self.name))?.ino())
+    }
+
+    /// The same, panicking.
+    pub fn inode(&self) -> u64 {
+        self.try_inode().expect("the namespace file")
+    }
+
+    /// Runs a command inside this namespace: (exit code, stdout, stderr).
+    pub fn try_exec(&self, cmd: &[&str]) -> io::Result<(Option<i32>, String, String)> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// The same, panicking.
+    pub fn exec(&self, cmd: &[&str]) -> (Option<i32>, String, String) {
+        self.try_exec(cmd).expect("ip netns exec")
+    }
+
+    /// Pools as `ss -tanH` shows them inside this namespace (see `ss_pools`).
+    pub fn try_ss_pools(&self, lo: u16, hi: u16) -> io::Result<PoolMap> {
+        let (code, out, err) = self.try_exec(&["ss", "-tanH"])?;
+        if code != Some(0) {
+            return Err(io::Error::other(format!(
+                "ss in {}: {}",
+                self.name,
+                err.trim()
+            )));
+        }
+        Ok(ss_pools(&out, lo, hi))
+    }
+
+    /// The same, panicking.
+    pub fn ss_pools(&self, lo: u16, hi: u16) -> PoolMap {
+        self.try_ss_pools(lo, hi).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// TCP sockets in state `state` (ss's name, e.g. "time-wait") inside this namespace.
+    pub fn try_ss_count(&self, state: &str) -> io::Result<usize> {
+        let (_, out, _) = self.try_exec(&["ss", "-tanH", "state", state])?;
+        Ok(out.lines().filter(|l| !l.trim().is_empty()).count())
     }
 }
 
@@ -74,106 +126,31 @@ impl Drop for Netns {
     }
 }
 
-impl Netns {
-    /// Starts the driver inside this namespace and waits for its "ready" line; it holds
-    /// its sockets until the returned guard is dropped (stdin closed).
-    pub fn spawn(&self, args: &[&str]) -> Held {
-        let mut child = Command::new(driver_bin())
-            .arg("--netns")
-            .arg(&self.name)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("starting the driver");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut lines = Vec::new();
-        loop {
-            let mut l = String::new();
-            if out.read_line(&mut l).unwrap_or(0) == 0 {
-                panic!("driver {args:?} ended before it was ready: {lines:?}");
-            }
-            let l = l.trim_end().to_string();
-            if l == "ready" {
-                break;
-            }
-            lines.push(l);
-        }
-        let pid = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("pid "))
-            .and_then(|p| p.parse().ok())
-            .expect("pid");
-        Held {
-            child,
-            driven: Driven { pid, lines },
-        }
-    }
-
-    /// The namespace's inode: what portex reports as `portex.netns`.
-    pub fn inode(&self) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(format!("/var/run/netns/{}", self.name))
-            .expect("the namespace file")
-            .ino()
-    }
-
-    /// Runs a command inside this namespace: (exit code, stdout, stderr).
-    pub fn exec(&self, cmd: &[&str]) -> (Option<i32>, String, String) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(cmd)
-            .output()
-            .expect("ip netns exec");
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
+/// Client-side sockets in state `state` (ss's name, e.g. "time-wait") inside `ns`.
+pub fn ss_count(ns: &Netns, state: &str) -> usize {
+    ns.try_ss_count(state).expect("ip netns exec")
 }
 
-/// A driver holding its sockets; it exits when this is dropped.
-pub struct Held {
-    child: Child,
-    pub driven: Driven,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        if self.child.wait_timeout_ok().is_err() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+/// Moves this process (its calling thread, and the threads it starts afterwards) into
+/// the named namespace: what a helper process given `--netns NAME` does first.
+pub fn enter_netns(name: &str) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/var/run/netns/{name}"))
+        .map_err(|e| io::Error::other(format!("netns {name}: {e}")))?;
+    // SAFETY: a valid descriptor of a network namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::other(format!("setns {name}: {e}")));
     }
+    Ok(())
 }
 
-trait WaitTimeout {
-    fn wait_timeout_ok(&mut self) -> Result<(), ()>;
-}
+/// Pools keyed by (source ip, destination ip, destination port), as (held, time_wait).
+pub type PoolMap = std::collections::BTreeMap<(String, String, u16), (u64, u64)>;
 
-impl WaitTimeout for Child {
-    /// Waits up to 10 s for the child to exit.
-    fn wait_timeout_ok(&mut self) -> Result<(), ()> {
-        for _ in 0..1000 {
-            if let Ok(Some(_)) = self.try_wait() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        Err(())
-    }
-}
-
-/// Pools as `ss -tanH` shows them, by the same rule portex uses: client-side sockets
-/// holding a port inside the range, keyed by (source ip, destination ip, destination
-/// port), as (held, time_wait).
-pub fn ss_pools(
-    ss_output: &str,
-    lo: u16,
-    hi: u16,
-) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
+/// Pools in the output of `ss -tanH`, by the same rule portex uses: client-side sockets
+/// holding a port inside the range lo..=hi.
+pub fn ss_pools(ss_output: &str, lo: u16, hi: u16) -> PoolMap {
     fn split(a: &str) -> (String, u16) {
         let (ip, port) = a.rsplit_once(':').unwrap();
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
@@ -193,7 +170,7 @@ pub fn ss_pools(
         .filter(|r| r[0] == "LISTEN")
         .map(|r| split(r[3]).1)
         .collect();
-    let mut out = std::collections::BTreeMap::new();
+    let mut out = PoolMap::new();
     for r in &rows {
         if r[0] == "LISTEN" || r[0] == "SYN-RECV" || r[0] == "UNCONN" {
             continue;
@@ -210,20 +187,4 @@ pub fn ss_pools(
         }
     }
     out
-}
-
-pub struct Driven {
-    pub pid: u32,
-    pub lines: Vec<String>,
-}
-
-impl Driven {
-    /// The words after `prefix` on each line that starts with it.
-    pub fn facts(&self, prefix: &str) -> Vec<String> {
-        self.lines
-            .iter()
-            .filter_map(|l| l.strip_prefix(prefix))
-            .map(|s| s.trim().to_string())
-            .collect()
-    }
 }

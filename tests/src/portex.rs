@@ -1,5 +1,5 @@
-//! The real `portex` binary run as a child: its output collected line by line, and the
-//! figures of its closing summary.
+//! The real `portex` binary run as a child: its output collected line by line, waiting
+//! for its lines, the figures of its closing summary, and `portex status` in a namespace.
 use std::{
     io::{BufRead, BufReader, Read},
     process::{Child, Command, Stdio},
@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{Value, portex_bin, validate_lines, wait_for};
+use crate::{Netns, Value, events_of_pid, portex_bin, signal, validate_lines, wait_exit, wait_for};
 
 /// A running `portex` child; SIGINT and reaped on drop.
 pub struct Portex {
@@ -31,6 +31,13 @@ impl Portex {
     /// Starts `portex <args>` and waits until it says it is watching.
     pub fn start(args: &[&str]) -> Portex {
         Portex::start_wrapped(&[], args)
+    }
+
+    /// `portex agent --output OUT FLAGS...`: the agent with its file sink.
+    pub fn agent_to(out: &std::path::Path, flags: &[&str]) -> Portex {
+        let mut args = vec!["agent", "--output", out.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        Portex::start(&args)
     }
 
     /// The same under a wrapper command (e.g. `prlimit --nofile=256:256 --`).
@@ -114,16 +121,13 @@ impl Portex {
         done: impl Fn(&[Value]) -> bool,
     ) -> bool {
         wait_for(timeout, || {
-            let ev: Vec<Value> = self
-                .stdout
-                .lock()
-                .unwrap()
-                .iter()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter(|v| v["process"]["pid"].as_u64() == Some(pid as u64))
-                .collect();
-            done(&ev)
+            done(&events_of_pid(&self.stdout.lock().unwrap(), pid))
         })
+    }
+
+    /// The JSON events of `pid` on its stdout so far.
+    pub fn events_now(&self, pid: u32) -> Vec<Value> {
+        events_of_pid(&self.stdout.lock().unwrap(), pid)
     }
 
     /// The address the metrics server bound (start it with `--metrics 127.0.0.1:0`: the
@@ -150,23 +154,29 @@ impl Portex {
 
     /// Waits until a line of its stderr contains `needle` `times` times in all.
     pub fn wait_stderr(&self, needle: &str, times: usize, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        loop {
-            let n = self
-                .stderr
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| l.contains(needle))
-                .count();
-            if n >= times {
-                return true;
-            }
-            if Instant::now() > end {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
+        wait_for(timeout, || {
+            let lines = self.stderr.lock().unwrap();
+            lines.iter().filter(|l| l.contains(needle)).count() >= times
+        })
+    }
+
+    /// Waits (up to a minute: on a busy host the agent may lag behind) until at least
+    /// `n` lines of stdout contain `needle`; true when they did. Tests call it before
+    /// `stop` so that what they count was written, and then assert exact counts.
+    pub fn wait_lines(&self, needle: &str, n: usize) -> bool {
+        self.wait_stdout(n, |l| l.contains(needle))
+    }
+
+    /// The same with every needle on one line.
+    pub fn wait_lines_with(&self, needles: &[&str], n: usize) -> bool {
+        self.wait_stdout(n, |l| needles.iter().all(|x| l.contains(x)))
+    }
+
+    fn wait_stdout(&self, n: usize, pred: impl Fn(&str) -> bool) -> bool {
+        wait_for(Duration::from_secs(60), || {
+            let lines = self.stdout.lock().unwrap();
+            lines.iter().filter(|l| pred(l)).count() >= n
+        })
     }
 
     pub fn alive(&mut self) -> bool {
@@ -181,11 +191,8 @@ impl Portex {
     /// `sig`, wait (killed after 30 s: a portex that ignores it fails the test), and
     /// everything it printed.
     pub fn stop_with(mut self, sig: i32) -> Finished {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-        let exited = wait_for(Duration::from_secs(30), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        });
+        signal(self.child.id(), sig);
+        let exited = wait_exit(&mut self.child, Duration::from_secs(30)).is_some();
         if !exited {
             let _ = self.child.kill();
         }
@@ -210,8 +217,7 @@ impl Portex {
 impl Drop for Portex {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+            signal(self.child.id(), libc::SIGINT);
             let _ = self.child.wait();
         }
     }
@@ -220,11 +226,7 @@ impl Drop for Portex {
 impl Finished {
     /// JSON events of one process.
     pub fn events_of(&self, pid: u32) -> Vec<Value> {
-        self.stdout
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v["process"]["pid"].as_u64() == Some(pid as u64))
-            .collect()
+        events_of_pid(&self.stdout, pid)
     }
 
     /// For failure messages: the events of this pid, one per line.
@@ -302,12 +304,25 @@ pub fn run_portex(args: &[&str]) -> (Option<i32>, String, Duration) {
         let _ = pipe.read_to_string(&mut err);
         err
     });
-    let done = wait_for(Duration::from_secs(20), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
-    if !done {
+    if wait_exit(&mut child, Duration::from_secs(20)).is_none() {
         let _ = child.kill();
     }
     let code = child.wait().unwrap().code();
     (code, reader.join().unwrap(), start.elapsed())
+}
+
+/// The text that marks a JSON line of process `pid` (for `Portex::wait_lines`).
+pub fn pid_needle(pid: u32) -> String {
+    format!("\"pid\":{pid},")
+}
+
+/// `portex status --json ARGS` run inside `ns`: (exit code, the report).
+pub fn status_in(ns: &Netns, args: &[&str]) -> (Option<i32>, Value) {
+    let bin = portex_bin();
+    let mut cmd = vec![bin.to_str().unwrap(), "status", "--json"];
+    cmd.extend_from_slice(args);
+    let (code, out, err) = ns.exec(&cmd);
+    let v: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("status --json {args:?}: {e}\n{out}\n{err}"));
+    (code, v)
 }

@@ -1,11 +1,31 @@
-//! Processes, files and conditions: CPU and memory of a pid, a scrape, temporary
-//! directories, waiting on a condition.
+//! Processes and conditions: running a command, CPU and memory of a pid, signals,
+//! waiting for a child or a condition, a child killed on drop.
 use std::{
-    io::{Read, Write},
-    path::{Path, PathBuf},
+    io,
+    process::{Child, Command, ExitStatus},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+/// Runs `cmd` to its end; an error names the command and says what it printed on
+/// stderr when it failed.
+pub fn try_run(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd
+        .output()
+        .map_err(|e| io::Error::other(format!("{cmd:?}: {e}")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim_end()
+        )));
+    }
+    Ok(())
+}
+
+/// The same, panicking.
+pub fn run(cmd: &mut Command) {
+    try_run(cmd).unwrap_or_else(|e| panic!("{e}"));
+}
 
 /// CPU time (user + system) of a process, in clock ticks (1/100 s).
 pub fn cpu_ticks(pid: u32) -> u64 {
@@ -19,75 +39,76 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)
 }
 
-/// Resident memory of a process, KiB.
-pub fn rss_kib(pid: u32) -> u64 {
+/// CPU time (user + system) of a process, in milliseconds.
+pub fn cpu_ms(pid: u32) -> f64 {
+    // SAFETY: sysconf is always safe.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    cpu_ticks(pid) as f64 * 1000.0 / hz
+}
+
+/// The number after `field` (e.g. "VmHWM:", "Threads:") in /proc/PID/status; 0 when
+/// there is none.
+pub fn status_field(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
 }
 
+/// Resident memory of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    status_field(pid, "VmRSS:")
+}
+
+/// Sends `sig` to process `pid` (a child of ours).
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill() with a pid and a signal number has no memory effects.
+    unsafe { libc::kill(pid as i32, sig) };
+}
+
 /// Waits for `cond` until `timeout`; true when it held.
-pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = std::time::Instant::now() + timeout;
+pub fn wait_for(timeout: Duration, cond: impl FnMut() -> bool) -> bool {
+    wait_for_every(timeout, Duration::from_millis(50), cond)
+}
+
+fn wait_for_every(timeout: Duration, every: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
     loop {
         if cond() {
             return true;
         }
-        if std::time::Instant::now() > end {
+        if Instant::now() > end {
             return false;
         }
-        thread::sleep(Duration::from_millis(50));
+        thread::sleep(every);
     }
 }
 
-/// GET `path` from `addr`; None when nothing answered (connection refused, closed
-/// without an answer, or no answer within 5 s).
-pub fn http_get(addr: &str, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out).ok()?;
-    let out = String::from_utf8_lossy(&out).into_owned();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
+/// Waits up to `timeout` for `child` to exit: its status, or None while it still runs.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_for_every(timeout, Duration::from_millis(10), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
 }
 
-/// The value of the first sample line of a scrape that starts with `prefix`.
-pub fn metric(body: &str, prefix: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
+/// A child process, killed and reaped on drop.
+pub struct KillOnDrop(pub Child);
 
-/// A fresh directory under the temporary directory, unique to this test process.
-pub fn tmp_dir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("portex-e2e-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// Removes a directory on drop.
-pub struct RmDir(pub PathBuf);
-
-impl Drop for RmDir {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
-/// The lines of a file (none when it is missing).
-pub fn lines_of(p: &Path) -> Vec<String> {
-    std::fs::read_to_string(p)
-        .unwrap_or_default()
-        .lines()
-        .map(String::from)
-        .collect()
+/// A loopback port nobody listens on at the moment (the kernel picks it).
+pub fn free_port() -> io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

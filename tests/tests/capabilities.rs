@@ -2,12 +2,7 @@
 //! does its whole job with exactly that set, and each capability in it is needed: drop
 //! one and a specific part of the job fails. The observed process belongs to another
 //! user (nobody) in another network namespace, as on a real host.
-use std::{
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{path::PathBuf, process::Command, time::Duration};
 
 use portex_e2e::*;
 
@@ -25,49 +20,17 @@ fn unit_caps() -> Vec<String> {
         .collect()
 }
 
-/// A driver run as uid 65534 inside `ns`, holding its sockets until dropped.
-struct Nobody {
-    child: Child,
-    pid: u32,
-}
-
-impl Nobody {
-    fn spawn(ns: &Netns, args: &[&str]) -> Nobody {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args([
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-            ])
+/// A driver run as uid 65534 inside `ns` (entered by `ip netns exec` as root: nobody
+/// may not setns), holding its sockets until dropped.
+fn nobody(ns: &Netns, args: &[&str]) -> Held {
+    Held::start(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name, "setpriv"])
+            .args(SETPRIV_NOBODY)
             .arg(public_copy(&driver_bin()))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut pid = 0;
-        loop {
-            let mut l = String::new();
-            if out.read_line(&mut l).unwrap_or(0) == 0 || l.trim() == "ready" {
-                break;
-            }
-            if let Some(p) = l.trim().strip_prefix("pid ") {
-                pid = p.parse().unwrap();
-            }
-        }
-        assert_ne!(pid, 0, "the driver started");
-        Nobody { child, pid }
-    }
-}
-
-impl Drop for Nobody {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.wait();
-    }
+            .args(args),
+    )
+    .unwrap_or_else(|e| panic!("the driver started: {e}"))
 }
 
 /// What the agent got right with a given bounding set.
@@ -88,10 +51,9 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         "--bounding-set=-all{}",
         set.iter().map(|c| format!(",+{c}")).collect::<String>()
     );
-    let ns = Netns::new("caps");
-    ns.port_range(40000, 40009);
+    let ns = Netns::with_range("caps", 40000, 40009);
     // Four connections held from before the agent starts: 4 of 10 ports.
-    let old = Nobody::spawn(
+    let old = nobody(
         &ns,
         &[
             "pool-mix",
@@ -132,7 +94,7 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
     );
     let addr = portex.metrics_addr();
     // New connections while the agent runs, kept open until their events are seen.
-    let new = Nobody::spawn(
+    let new = nobody(
         &ns,
         &[
             "pool-mix",
@@ -143,35 +105,27 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
             "0",
         ],
     );
-    let seen_new = portex.wait_events(new.pid, Duration::from_secs(10), |ev| {
+    let seen_new = portex.wait_events(new.driven.pid, Duration::from_secs(10), |ev| {
         with_action(ev, "established").len() >= 2
     });
     let inode = ns.inode();
     let labels = format!(
         "netns=\"{inode}\",transport=\"tcp\",source=\"127.0.0.1\",destination=\"127.0.0.1:7460\""
     );
-    let mut body = String::new();
+    let old_pid = format!("pid=\"{}\"", old.driven.pid);
     // Gauges are published every second; the owner of old sockets is looked up at the
     // first reconciliation (10 s).
-    wait_for(Duration::from_secs(25), || {
-        body = http_get(&addr, "/metrics").unwrap_or_default();
-        body.contains(&format!("pid=\"{}\"", old.pid))
+    let (_, body) = scrape_until(&addr, Duration::from_secs(25), |body| {
+        body.contains(&old_pid)
     });
     let gauge = |name: &str| -> Option<u64> {
-        body.lines()
-            .find(|l| l.starts_with(&format!("{name}{{{labels}}}")))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        metric(&body, &format!("{name}{{{labels}}}")).map(|v| v as u64)
     };
     let pool = gauge("portex_pool_size_ports").zip(gauge("portex_pool_used_ports"));
-    let holder = body.lines().any(|l| {
-        l.starts_with("portex_process_ports_held{") && l.contains(&format!("pid=\"{}\"", old.pid))
-    });
-    let events: Vec<Value> = portex
-        .stdout_now()
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["process"]["pid"] == new.pid)
-        .collect();
+    let holder = body
+        .lines()
+        .any(|l| l.starts_with("portex_process_ports_held{") && l.contains(&old_pid));
+    let events = portex.events_now(new.driven.pid);
     let netns = seen_new && events.iter().all(|e| e["portex"]["netns"] == inode);
     drop((new, old));
     let fin = portex.stop();

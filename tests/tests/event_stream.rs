@@ -15,8 +15,7 @@ fn exhaust_tcp(listen: &str, tag: &str) {
     if !require_root() {
         return;
     }
-    let ns = Netns::new(tag);
-    ns.port_range(40000, 40003);
+    let ns = Netns::with_range(tag, 40000, 40003);
     let portex = Portex::start(&["watch", "--json"]);
     let d = ns.drive(&["exhaust-tcp", listen, "8"]);
     let out = portex.stop();
@@ -66,10 +65,7 @@ fn exhaust_tcp(listen: &str, tag: &str) {
     assert_eq!(p["portex"]["pool"]["holders"][0]["pid"], d.pid, "{p}");
     assert_eq!(p["portex"]["pool"]["holders"][0]["held"], 4, "{p}");
     let connects = with_action(&ev, "connect");
-    let ports: Vec<u64> = connects
-        .iter()
-        .map(|c| c["source"]["port"].as_u64().unwrap())
-        .collect();
+    let ports = source_ports(&connects);
     assert_eq!(
         connects.len(),
         ok.len(),
@@ -80,14 +76,11 @@ fn exhaust_tcp(listen: &str, tag: &str) {
         ports.iter().all(|p| (40000..=40003).contains(p)),
         "ports outside the range: {ports:?}"
     );
-    let mut truth: Vec<u64> = ok
-        .iter()
-        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
-        .collect();
-    let mut seen = ports.clone();
-    truth.sort();
-    seen.sort();
-    assert_eq!(seen, truth, "source ports must match what connect() got");
+    assert_eq!(
+        ports,
+        d.ports("connect ok "),
+        "source ports must match what connect() got"
+    );
     // Every EADDRNOTAVAIL is also warned about on stderr (other tests run beside this
     // one: match the pid as a whole word, "pid 123 (" never matches pid 1234).
     let warnings = out
@@ -117,27 +110,14 @@ fn client_closing_first_leaves_its_ports_in_time_wait() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("tw");
-    ns.port_range(41000, 41099);
+    let ns = Netns::with_range("tw", 41000, 41099);
     let portex = Portex::start(&["watch", "--json"]);
     let d = ns.drive(&["client-close", "127.0.0.1:6000", "5"]);
     let out = portex.stop();
     let ev = out.events_of(d.pid);
-    let mut client_ports: Vec<u64> = d
-        .facts("connect ok ")
-        .iter()
-        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
-        .collect();
-    let tw = with_action(&ev, "time_wait");
-    let mut tw_ports: Vec<u64> = tw
-        .iter()
-        .map(|v| v["source"]["port"].as_u64().unwrap())
-        .collect();
-    client_ports.sort();
-    tw_ports.sort();
     assert_eq!(
-        tw_ports,
-        client_ports,
+        source_ports(&with_action(&ev, "time_wait")),
+        d.ports("connect ok "),
         "exactly the client ports enter TIME_WAIT\n{}",
         out.dump(d.pid)
     );
@@ -199,8 +179,7 @@ fn binding_port_zero_until_none_is_left() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("bind");
-    ns.port_range(42000, 42003);
+    let ns = Netns::with_range("bind", 42000, 42003);
     let portex = Portex::start(&["watch", "--json"]);
     let d = ns.drive(&["exhaust-bind", "127.0.0.1:0", "8"]);
     let out = portex.stop();
@@ -211,17 +190,11 @@ fn binding_port_zero_until_none_is_left() {
     let ev = out.events_of(d.pid);
     let binds = with_action(&ev, "bind");
     assert_eq!(binds.len(), ok.len(), "{}", out.dump(d.pid));
-    let mut got: Vec<u64> = binds
-        .iter()
-        .map(|b| b["source"]["port"].as_u64().unwrap())
-        .collect();
-    let mut truth: Vec<u64> = ok
-        .iter()
-        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
-        .collect();
-    got.sort();
-    truth.sort();
-    assert_eq!(got, truth, "bind events name the port the kernel chose");
+    assert_eq!(
+        source_ports(&binds),
+        d.ports("bind ok "),
+        "bind events name the port the kernel chose"
+    );
     for b in &binds {
         assert_eq!(b["network"]["transport"], "tcp", "{b}");
     }
@@ -240,8 +213,7 @@ fn udp_connect_until_none_is_left() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("udp");
-    ns.port_range(43000, 43003);
+    let ns = Netns::with_range("udp", 43000, 43003);
     let portex = Portex::start(&["watch", "--json"]);
     let d = ns.drive(&["exhaust-udp", "127.0.0.1:9", "8"]);
     let out = portex.stop();
@@ -267,12 +239,8 @@ fn a_user_without_privileges_gets_one_clear_line() {
         return;
     }
     let out = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
+        .args(SETPRIV_NOBODY)
+        .arg("--inh-caps=-all")
         .arg(public_copy(&portex_bin()))
         .args(["watch", "--json"])
         .output()

@@ -1,45 +1,18 @@
 //! Issue "Reliability and security": a root agent that no local user can stall, blind or
 //! redirect. Each test reproduces one finding and fails without its fix.
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    thread,
-    time::Duration,
-};
+use std::{process::Command, thread, time::Duration};
 
 use portex_e2e::*;
 
 /// A process of uid 65534 (nobody) holding `n` idle connections to `addr`.
-struct Hostile(Child);
-
-impl Hostile {
-    fn hold(addr: &str, n: usize) -> (Hostile, String) {
-        let mut child = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+fn hostile(addr: &str, n: usize) -> Held {
+    Held::start(
+        Command::new("setpriv")
+            .args(SETPRIV_NOBODY)
             .arg(public_copy(&driver_bin()))
-            .args(["hold-conns", addr, &n.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("setpriv (util-linux)");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut facts = String::new();
-        loop {
-            let mut l = String::new();
-            if out.read_line(&mut l).unwrap_or(0) == 0 || l.trim() == "ready" {
-                break;
-            }
-            facts.push_str(&l);
-        }
-        (Hostile(child), facts)
-    }
-}
-
-impl Drop for Hostile {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+            .args(["hold-conns", addr, &n.to_string()]),
+    )
+    .unwrap_or_else(|e| panic!("setpriv (util-linux): {e}"))
 }
 
 /// Finding 1: with more idle metrics connections than the agent's open-file limit (from
@@ -51,8 +24,7 @@ fn idle_metrics_clients_beyond_the_fd_limit_neither_pin_a_core_nor_drop_lines() 
     if !require_root() {
         return;
     }
-    let dir = tmp_dir("fdlimit");
-    let _rm = RmDir(dir.clone());
+    let dir = TmpDir::new("fdlimit");
     let out = dir.join("events.ndjson");
     let portex = Portex::start_wrapped(
         &["prlimit", "--nofile=256:256", "--"],
@@ -69,7 +41,8 @@ fn idle_metrics_clients_beyond_the_fd_limit_neither_pin_a_core_nor_drop_lines() 
         ],
     );
     let metrics = portex.metrics_addr();
-    let (hostile, facts) = Hostile::hold(&metrics, 1100);
+    let hostile = hostile(&metrics, 1100);
+    let facts = hostile.driven.lines.join("\n");
     assert!(facts.contains("held "), "{facts}");
     // Idle, the agent must be idle too: a spinning accept() loop takes a whole core.
     let before = cpu_ticks(portex.pid());
@@ -108,10 +81,7 @@ fn idle_metrics_clients_beyond_the_fd_limit_neither_pin_a_core_nor_drop_lines() 
     // Every line of the driver reached a file.
     let mut mine = 0;
     for f in std::fs::read_dir(&dir).unwrap().flatten() {
-        mine += lines_of(&f.path())
-            .iter()
-            .filter(|l| l.contains(&format!("\"pid\":{},", d.pid)))
-            .count();
+        mine += count_lines_with(&f.path(), &pid_needle(d.pid));
     }
     assert_eq!(
         mine, 800,
@@ -124,8 +94,7 @@ fn idle_metrics_clients_beyond_the_fd_limit_neither_pin_a_core_nor_drop_lines() 
 /// one line and exit 1, before anything is allocated or loaded.
 #[test]
 fn sizes_and_thresholds_out_of_bounds_are_one_line_errors() {
-    let dir = tmp_dir("bounds");
-    let _rm = RmDir(dir.clone());
+    let dir = TmpDir::new("bounds");
     let conf = |name: &str, text: &str| {
         let p = dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -200,8 +169,7 @@ fn watch_stops_on_sighup() {
         return;
     }
     let mut p = Portex::start(&["watch"]);
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(p.pid() as i32, libc::SIGHUP) };
+    signal(p.pid(), libc::SIGHUP);
     assert!(wait_for(Duration::from_secs(10), || !p.alive()));
     let fin = p.stop();
     assert_eq!(fin.code, Some(0), "{:?}", fin.stderr);
@@ -257,12 +225,11 @@ fn hostile_process_names_are_shown_escaped_everywhere() {
         "0",
     ]);
     let pid = held.driven.pid;
-    let mut body = String::new();
+    let (appeared, body) = scrape_until(&metrics, Duration::from_secs(15), |body| {
+        body.contains(&format!("pid=\"{pid}\""))
+    });
     assert!(
-        wait_for(Duration::from_secs(15), || {
-            body = http_get(&metrics, "/metrics").unwrap_or_default();
-            body.contains(&format!("pid=\"{pid}\""))
-        }),
+        appeared,
         "the holder gauge of pid {pid} never appeared:\n{body}"
     );
     // No control byte and no bidi control anywhere in the exposition.

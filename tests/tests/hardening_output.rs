@@ -1,7 +1,7 @@
 //! Issue "Reliability and security", the output side: where events go when the path is
 //! hostile, the disk is full, the file is deleted or nobody reads. Each test reproduces
 //! one finding and fails without its fix.
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
 use portex_e2e::*;
 
@@ -9,8 +9,7 @@ use portex_e2e::*;
 /// block start-up, and a file with another link is refused.
 #[test]
 fn unsafe_output_paths_are_refused_at_start_in_one_line() {
-    let dir = tmp_dir("paths");
-    let _rm = RmDir(dir.clone());
+    let dir = TmpDir::new("paths");
     let secret = dir.join("secret");
     std::fs::write(&secret, "keep").unwrap();
     let link = dir.join("link.ndjson");
@@ -47,31 +46,9 @@ fn a_full_disk_leaves_whole_lines_and_resumes() {
     if !require_root() {
         return;
     }
-    let dir = tmp_dir("enospc");
-    assert!(
-        Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                "size=64k",
-                "tmpfs",
-                dir.to_str().unwrap()
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = Command::new("umount").arg(&self.0).status();
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _guard = Unmount(dir.clone());
+    let dir = Tmpfs::mount("enospc", "64k");
     let out = dir.join("events.ndjson");
-    let portex = Portex::start(&["agent", "--output", out.to_str().unwrap()]);
+    let portex = Portex::agent_to(&out, &[]);
     let ns = Netns::new("enospc");
     drop(ns.drive(&["client-close", "127.0.0.1:7100", "300"]));
     assert!(
@@ -80,13 +57,7 @@ fn a_full_disk_leaves_whole_lines_and_resumes() {
         portex.stderr_now()
     );
     // Space returns.
-    assert!(
-        Command::new("mount")
-            .args(["-o", "remount,size=1g", dir.to_str().unwrap()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    dir.resize("1g");
     // Writing resumes at the first write after the retry delay: churn until it says so.
     assert!(
         wait_for(Duration::from_secs(20), || {
@@ -100,12 +71,7 @@ fn a_full_disk_leaves_whole_lines_and_resumes() {
         portex.stderr_now()
     );
     let d = ns.drive(&["client-close", "127.0.0.1:7101", "20"]);
-    let mine = || {
-        lines_of(&out)
-            .iter()
-            .filter(|l| l.contains(&format!("\"pid\":{},", d.pid)))
-            .count()
-    };
+    let mine = || count_lines_with(&out, &pid_needle(d.pid));
     assert!(
         wait_for(Duration::from_secs(10), || mine() == 80),
         "{} lines of 20 connections; {:?}",
@@ -129,25 +95,17 @@ fn a_deleted_output_file_is_created_again() {
     if !require_root() {
         return;
     }
-    let dir = tmp_dir("deleted");
-    let _rm = RmDir(dir.clone());
+    let dir = TmpDir::new("deleted");
     let out = dir.join("events.ndjson");
-    let portex = Portex::start(&["agent", "--output", out.to_str().unwrap()]);
+    let portex = Portex::agent_to(&out, &[]);
     let ns = Netns::new("deleted");
     let first = ns.drive(&["client-close", "127.0.0.1:7200", "3"]);
     assert!(wait_for(Duration::from_secs(10), || {
-        lines_of(&out)
-            .iter()
-            .any(|l| l.contains(&format!("\"pid\":{},", first.pid)))
+        count_lines_with(&out, &pid_needle(first.pid)) > 0
     }));
     std::fs::remove_file(&out).unwrap();
     let second = ns.drive(&["client-close", "127.0.0.1:7201", "3"]);
-    let mine = || {
-        lines_of(&out)
-            .iter()
-            .filter(|l| l.contains(&format!("\"pid\":{},", second.pid)))
-            .count()
-    };
+    let mine = || count_lines_with(&out, &pid_needle(second.pid));
     assert!(
         wait_for(Duration::from_secs(10), || mine() == 12),
         "{} lines of the second driver in the new file; {:?}",

@@ -1,6 +1,6 @@
 //! The agent's own lifecycle (SIGTERM, as systemd stops it), a connection's abortive
 //! close, and container attribution without Kubernetes.
-use std::{path::PathBuf, time::Duration};
+use std::time::Duration;
 
 use portex_e2e::*;
 
@@ -76,11 +76,7 @@ fn sigterm_stops_the_agent_cleanly_and_detaches_every_program() {
         parts.iter().map(|(_, n)| n).sum::<u64>(),
         "{summary}"
     );
-    let rendered: u64 = summary
-        .split_once(" kernel events, ")
-        .and_then(|(_, r)| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{summary}"));
-    assert!(rendered >= 80, "{summary}");
+    assert!(rendered(&fin.stderr) >= 80, "{summary}");
 
     // The process is gone, and so is every program it had loaded (freed once the
     // last reference goes, which the kernel may finish a moment after the exit).
@@ -103,20 +99,14 @@ fn a_connection_closed_with_so_linger_0_is_a_reset_without_time_wait() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("reset");
-    ns.port_range(40000, 40099);
+    let ns = Netns::with_range("reset", 40000, 40099);
     let portex = Portex::start(&["watch", "--json"]);
     let d = ns.drive(&["linger-reset", "127.0.0.1:8311", "5"]);
     // 5 client closes, and the server's (a server socket reset in the accept queue
     // may never be reported).
     portex.wait_lines_with(&[&pid_needle(d.pid), "\"action\":\"close\""], 5);
     let out = portex.stop();
-    let mut truth: Vec<u64> = d
-        .facts("connect ok ")
-        .iter()
-        .map(|a| a.parse::<std::net::SocketAddr>().unwrap().port() as u64)
-        .collect();
-    truth.sort();
+    let truth = d.ports("connect ok ");
     assert_eq!(truth.len(), 5);
     let ev = out.events_of(d.pid);
     let client = |a: &str| -> Vec<&Value> {
@@ -126,12 +116,7 @@ fn a_connection_closed_with_so_linger_0_is_a_reset_without_time_wait() {
             .collect()
     };
     let closes = client("close");
-    let mut ports: Vec<u64> = closes
-        .iter()
-        .map(|c| c["source"]["port"].as_u64().unwrap())
-        .collect();
-    ports.sort();
-    assert_eq!(ports, truth, "{}", out.dump(d.pid));
+    assert_eq!(source_ports(&closes), truth, "{}", out.dump(d.pid));
     for c in &closes {
         assert_eq!(c["portex"]["close"]["kind"], "reset", "{c}");
         assert_eq!(c["portex"]["close"]["time_wait"], false, "{c}");
@@ -145,44 +130,6 @@ fn a_connection_closed_with_so_linger_0_is_a_reset_without_time_wait() {
         out.dump(d.pid)
     );
     assert_eq!(ss_count(&ns, "time-wait"), 0);
-}
-
-/// Creates a cgroup (v2) path under the root for the driver to join; removed on drop.
-struct Cgroup(Vec<PathBuf>);
-
-impl Cgroup {
-    fn new(relative: &str) -> Cgroup {
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        let root = info
-            .lines()
-            .find(|l| {
-                l.split(" - ")
-                    .nth(1)
-                    .is_some_and(|r| r.starts_with("cgroup2 "))
-            })
-            .and_then(|l| l.split_whitespace().nth(4))
-            .expect("a cgroup v2 mount");
-        let mut dirs = Vec::new();
-        let mut p = PathBuf::from(root);
-        for seg in relative.split('/') {
-            p = p.join(seg);
-            dirs.push(p.clone());
-        }
-        std::fs::create_dir_all(&p).expect("creating a test cgroup");
-        Cgroup(dirs)
-    }
-
-    fn path(&self) -> &str {
-        self.0.last().unwrap().to_str().unwrap()
-    }
-}
-
-impl Drop for Cgroup {
-    fn drop(&mut self) {
-        for d in self.0.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
 }
 
 /// A plain container (docker under a pod-like but non-Kubernetes slice) gets its

@@ -10,30 +10,18 @@ const LO: u16 = 40000;
 const HI: u16 = 40019;
 const SIZE: f64 = (HI - LO + 1) as f64;
 
-/// A file for the agent's events (it writes only to regular files), removed on drop.
-struct OutFile(std::path::PathBuf);
-
-impl OutFile {
-    fn new(tag: &str) -> OutFile {
-        let p =
-            std::env::temp_dir().join(format!("portex-e2e-{}-{tag}.ndjson", std::process::id()));
-        let _ = std::fs::remove_file(&p);
-        OutFile(p)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
+/// `portex agent` with metrics on a free port and `flags`, its events to a file of `dir`
+/// (it writes only to regular files): the agent and its metrics address.
+fn agent(dir: &TmpDir, flags: &[&str]) -> (Portex, String) {
+    let flags = [&["--metrics", "127.0.0.1:0"], flags].concat();
+    let portex = Portex::agent_to(&dir.join("events.ndjson"), &flags);
+    let metrics = portex.metrics_addr();
+    (portex, metrics)
 }
 
-impl Drop for OutFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn scrape(addr: &str) -> Vec<Sample> {
-    parse_samples(&http_get(addr, "/metrics").unwrap_or_default())
+/// Scrapes until `done` holds (a minute at most): whether it did, and the last scrape.
+fn scrape_for(metrics: &str, done: impl Fn(&[Sample]) -> bool) -> (bool, Vec<Sample>) {
+    samples_until(metrics, Duration::from_secs(60), done)
 }
 
 /// (used, time_wait, size) of one pool of one namespace in a scrape, if exported; panics
@@ -60,9 +48,8 @@ fn pool_gauges(s: &[Sample], netns: u64, destination: &str) -> Option<(f64, f64,
 
 /// What ss shows for one pool of `ns`: (used, time_wait).
 fn ss_pool(ns: &Netns, dst_ip: &str, dst_port: u16) -> (f64, f64) {
-    let (_, ss, _) = ns.exec(&["ss", "-tanH"]);
-    let pools = ss_pools(&ss, LO, HI);
-    let (u, t) = pools
+    let (u, t) = ns
+        .ss_pools(LO, HI)
         .get(&("127.0.0.1".to_string(), dst_ip.to_string(), dst_port))
         .copied()
         .unwrap_or((0, 0));
@@ -88,8 +75,7 @@ fn ephemeral_ports(ns: &Netns) -> Vec<u16> {
 /// Ports 8401/8402 (namespace-local): 6 TIME_WAIT + 8 open towards A (14 of 20: 70 %),
 /// 6 open towards B (30 %), all before the agent starts.
 fn prefilled(tag: &str) -> (Netns, Held) {
-    let ns = Netns::new(tag);
-    ns.port_range(LO, HI);
+    let ns = Netns::with_range(tag, LO, HI);
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let held = ns.spawn(&[
         "pool-mix",
@@ -117,30 +103,23 @@ fn pool_gauges_equal_ss_for_a_pool_filled_before_the_agent_started() {
         return;
     }
     let (ns, held) = prefilled("mpool");
-    let out = OutFile::new("mpool");
+    let dir = TmpDir::new("mpool");
     let inode = ns.inode();
-    let portex = Portex::start(&[
-        "agent",
-        "--output",
-        out.path(),
-        "--metrics",
-        "127.0.0.1:0",
-        "--metrics-pool-min",
-        "50",
-        "--metrics-max-pools",
-        "10000",
-        "--metrics-top-processes",
-        "10000",
-    ]);
-    let metrics = portex.metrics_addr();
-    let mut s = Vec::new();
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            s = scrape(&metrics);
-            pool_gauges(&s, inode, "127.0.0.1:8401").is_some()
-        }),
-        "the pool towards 127.0.0.1:8401 is not exported"
+    let (portex, metrics) = agent(
+        &dir,
+        &[
+            "--metrics-pool-min",
+            "50",
+            "--metrics-max-pools",
+            "10000",
+            "--metrics-top-processes",
+            "10000",
+        ],
     );
+    let (exported, s) = scrape_for(&metrics, |s| {
+        pool_gauges(s, inode, "127.0.0.1:8401").is_some()
+    });
+    assert!(exported, "the pool towards 127.0.0.1:8401 is not exported");
     let (used, tw) = ss_pool(&ns, "127.0.0.1", 8401);
     assert_eq!(
         pool_gauges(&s, inode, "127.0.0.1:8401"),
@@ -165,14 +144,10 @@ fn pool_gauges_equal_ss_for_a_pool_filled_before_the_agent_started() {
     let more = ns.spawn(&["hold-conns", "127.0.0.2:8402", "6"]);
     assert_eq!(more.driven.facts("held "), ["6 failed 0"]);
     assert_eq!(ss_pool(&ns, "127.0.0.2", 8402), (12.0, 0.0));
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            s = scrape(&metrics);
-            pool_gauges(&s, inode, "127.0.0.2:8402") == Some((12.0, 0.0, SIZE))
-        }),
-        "{:?}",
-        pool_gauges(&s, inode, "127.0.0.2:8402")
-    );
+    let (kept, s) = scrape_for(&metrics, |s| {
+        pool_gauges(s, inode, "127.0.0.2:8402") == Some((12.0, 0.0, SIZE))
+    });
+    assert!(kept, "{:?}", pool_gauges(&s, inode, "127.0.0.2:8402"));
     assert_eq!(
         pool_gauges(&s, inode, "127.0.0.1:8401"),
         Some((14.0, 6.0, SIZE))
@@ -201,23 +176,14 @@ fn metrics_max_pools_1_exports_only_the_fullest_pool() {
         return;
     }
     let (ns, _held) = prefilled("mmax");
-    let out = OutFile::new("mmax");
+    let dir = TmpDir::new("mmax");
     let inode = ns.inode();
-    let portex = Portex::start(&[
-        "agent",
-        "--output",
-        out.path(),
-        "--metrics",
-        "127.0.0.1:0",
-        "--metrics-pool-min",
-        "0",
-        "--metrics-max-pools",
-        "1",
-    ]);
-    let metrics = portex.metrics_addr();
+    let (portex, metrics) = agent(
+        &dir,
+        &["--metrics-pool-min", "0", "--metrics-max-pools", "1"],
+    );
     // Other tests' pools on this host may be fuller than ours (70 %); whichever it
     // is, exactly one pool is exported, and it is at least as full as ours.
-    let mut s = Vec::new();
     let util = |s: &[Sample]| {
         let used: Vec<&Sample> = s
             .iter()
@@ -230,13 +196,8 @@ fn metrics_max_pools_1_exports_only_the_fullest_pool() {
         (used.len() == 1 && size.len() == 1 && used[0].labels == size[0].labels)
             .then(|| used[0].value / size[0].value)
     };
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            s = scrape(&metrics);
-            util(&s).is_some_and(|u| u >= 0.7)
-        }),
-        "{s:?}"
-    );
+    let (one, s) = scrape_for(&metrics, |s| util(s).is_some_and(|u| u >= 0.7));
+    assert!(one, "{s:?}");
     for name in [
         "portex_pool_used_ports",
         "portex_pool_time_wait_ports",
@@ -250,25 +211,14 @@ fn metrics_max_pools_1_exports_only_the_fullest_pool() {
     }
     // The same agent with room for every pool exports both of ours.
     drop(portex.stop());
-    let portex = Portex::start(&[
-        "agent",
-        "--output",
-        out.path(),
-        "--metrics",
-        "127.0.0.1:0",
-        "--metrics-pool-min",
-        "0",
-        "--metrics-max-pools",
-        "10000",
-    ]);
-    let metrics = portex.metrics_addr();
-    assert!(
-        wait_for(Duration::from_secs(60), || {
-            s = scrape(&metrics);
-            pool_gauges(&s, inode, "127.0.0.2:8402").is_some()
-        }),
-        "{s:?}"
+    let (portex, metrics) = agent(
+        &dir,
+        &["--metrics-pool-min", "0", "--metrics-max-pools", "10000"],
     );
+    let (both, s) = scrape_for(&metrics, |s| {
+        pool_gauges(s, inode, "127.0.0.2:8402").is_some()
+    });
+    assert!(both, "{s:?}");
     assert_eq!(
         pool_gauges(&s, inode, "127.0.0.1:8401"),
         Some((14.0, 6.0, SIZE))

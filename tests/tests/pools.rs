@@ -1,15 +1,7 @@
 //! Issue "Port pools": `portex status` against `ss` in a namespace the test fills.
 use portex_e2e::*;
 
-fn status_json(ns: &Netns) -> (Option<i32>, Value) {
-    let bin = portex_bin();
-    let (code, out, err) = ns.exec(&[bin.to_str().unwrap(), "status", "--json", "--limit", "1000"]);
-    let v: Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}\n{out}\n{err}"));
-    (code, v)
-}
-
-fn pools_of(v: &Value) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
+fn pools_of(v: &Value) -> PoolMap {
     let ns = &v["namespaces"][0];
     assert_eq!(ns["current"], true);
     tcp_pools(ns)
@@ -21,8 +13,7 @@ fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("pools");
-    ns.port_range(40000, 49999);
+    let ns = Netns::with_range("pools", 40000, 49999);
     // Loopback's default (tcp_tw_reuse=2) lets connect() recycle TIME_WAIT ports, which
     // would make the count depend on timing; ss and portex must agree either way.
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
@@ -34,9 +25,8 @@ fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
         "20",
         "50",
     ]);
-    let (code, v) = status_json(&ns);
-    let (_, ss, _) = ns.exec(&["ss", "-tanH"]);
-    let truth = ss_pools(&ss, 40000, 49999);
+    let (code, v) = status_in(&ns, &["--limit", "1000"]);
+    let truth = ns.ss_pools(40000, 49999);
     let got = pools_of(&v);
     assert_eq!(
         got, truth,
@@ -80,8 +70,7 @@ fn a_full_small_range_is_at_100_percent_and_exits_1() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("full");
-    ns.port_range(40000, 40003);
+    let ns = Netns::with_range("full", 40000, 40003);
     let held = ns.spawn(&[
         "pool-mix",
         "127.0.0.1:6001",
@@ -90,7 +79,7 @@ fn a_full_small_range_is_at_100_percent_and_exits_1() {
         "4",
         "1",
     ]);
-    let (code, v) = status_json(&ns);
+    let (code, v) = status_in(&ns, &["--limit", "1000"]);
     assert_eq!(code, Some(1), "{v:#}");
     assert_eq!(v["status"], "critical");
     let p = &v["namespaces"][0]["pools"][0];
@@ -107,14 +96,9 @@ fn a_full_small_range_is_at_100_percent_and_exits_1() {
         p["holders"][0]["pid"].as_u64(),
         Some(held.driven.pid as u64)
     );
-    let ids: Vec<&str> = v["namespaces"][0]["diagnoses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect();
+    let ids = diagnosis_ids(&v["namespaces"][0]);
     assert!(
-        ids.contains(&"pool_exhaustion") && ids.contains(&"narrow_port_range"),
+        ids.iter().any(|i| i == "pool_exhaustion") && ids.iter().any(|i| i == "narrow_port_range"),
         "{ids:?}"
     );
     // Text mode agrees, with the same exit code.
@@ -129,15 +113,10 @@ fn bind_before_connect_is_diagnosed() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("bbc");
-    ns.port_range(40000, 40999);
+    let ns = Netns::with_range("bbc", 40000, 40999);
     let held = ns.spawn(&["bind-connect", "127.0.0.1:6200", "40"]);
-    let (_, v) = status_json(&ns);
-    let diags = v["namespaces"][0]["diagnoses"].as_array().unwrap();
-    let d = diags
-        .iter()
-        .find(|d| d["id"] == "bind_before_connect")
-        .unwrap_or_else(|| panic!("{v:#}"));
+    let (_, v) = status_in(&ns, &["--limit", "1000"]);
+    let d = diagnosis(&v["namespaces"][0], "bind_before_connect");
     assert!(
         d["pids"]
             .as_array()
@@ -159,8 +138,7 @@ fn status_needs_no_privileges_for_its_own_namespace() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("unpriv");
-    ns.port_range(40000, 40003);
+    let ns = Netns::with_range("unpriv", 40000, 40003);
     let _held = ns.spawn(&[
         "pool-mix",
         "127.0.0.1:6001",
@@ -170,15 +148,10 @@ fn status_needs_no_privileges_for_its_own_namespace() {
         "0",
     ]);
     let bin = public_copy(&portex_bin());
-    let (code, out, err) = ns.exec(&[
-        "setpriv",
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        bin.to_str().unwrap(),
-        "status",
-        "--json",
-    ]);
+    let mut cmd = vec!["setpriv"];
+    cmd.extend(SETPRIV_NOBODY);
+    cmd.extend([bin.to_str().unwrap(), "status", "--json"]);
+    let (code, out, err) = ns.exec(&cmd);
     assert_eq!(code, Some(1), "a full pool, seen without privileges: {err}");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
     assert_eq!(v["namespaces"][0]["pools"][0]["used"], 4, "{v:#}");

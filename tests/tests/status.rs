@@ -9,15 +9,6 @@ fn ids(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
 
-fn ss_of(
-    ns: &Netns,
-    lo: u16,
-    hi: u16,
-) -> std::collections::BTreeMap<(String, String, u16), (u64, u64)> {
-    let (_, ss, _) = ns.exec(&["ss", "-tanH"]);
-    ss_pools(&ss, lo, hi)
-}
-
 fn key(src: &str, dst: &str, port: u16) -> (String, String, u16) {
     (src.to_string(), dst.to_string(), port)
 }
@@ -32,23 +23,13 @@ fn wait_time_wait(ns: &Netns, n: usize) {
     );
 }
 
-fn diagnosis<'a>(ns_report: &'a Value, id: &str) -> &'a Value {
-    ns_report["diagnoses"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["id"] == id)
-        .unwrap_or_else(|| panic!("no {id}: {ns_report:#}"))
-}
-
 #[test]
 #[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn status_all_netns_sees_a_test_namespace_from_the_host() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("allns");
-    ns.port_range(40000, 40009);
+    let ns = Netns::with_range("allns", 40000, 40009);
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let held = ns.spawn(&[
         "pool-mix",
@@ -60,7 +41,7 @@ fn status_all_netns_sees_a_test_namespace_from_the_host() {
     ]);
     wait_time_wait(&ns, 3);
     let inode = ns.inode();
-    let truth = ss_of(&ns, 40000, 40009);
+    let truth = ns.ss_pools(40000, 40009);
     assert_eq!(
         truth,
         [
@@ -132,8 +113,7 @@ fn status_thresholds_set_the_severity_shown_and_the_exit_status() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("thresh");
-    ns.port_range(40000, 40009);
+    let ns = Netns::with_range("thresh", 40000, 40009);
     // 5 of 10 ports towards 127.0.0.1:8211: 50 %.
     let _held = ns.spawn(&[
         "pool-mix",
@@ -232,8 +212,7 @@ fn status_diagnoses_the_client_closing_first_and_tcp_tw_reuse_off() {
     if !require_root() {
         return;
     }
-    let ns = Netns::new("ccf");
-    ns.port_range(40000, 40039);
+    let ns = Netns::with_range("ccf", 40000, 40039);
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     // 20 closed by the client (TIME_WAIT) + 10 open: 30 of 40 ports, 75 %.
     let held = ns.spawn(&[
@@ -248,7 +227,7 @@ fn status_diagnoses_the_client_closing_first_and_tcp_tw_reuse_off() {
     let (code, v) = status_in(&ns, &[]);
     assert_eq!(code, Some(0), "75 % is under the warning threshold: {v:#}");
     let r = &v["namespaces"][0];
-    assert_eq!(tcp_pools(r), ss_of(&ns, 40000, 40039));
+    assert_eq!(tcp_pools(r), ns.ss_pools(40000, 40039));
     assert_eq!(tcp_pools(r)[&key("127.0.0.1", "127.0.0.1", 8221)], (30, 20));
     assert_eq!(
         ids(&diagnosis_ids(r)),
@@ -318,7 +297,7 @@ fn status_diagnoses_many_short_connections_to_one_destination() {
         r["settings"]["ip_local_port_range"],
         serde_json::json!([32768, 60999])
     );
-    assert_eq!(tcp_pools(r), ss_of(&ns, 32768, 60999));
+    assert_eq!(tcp_pools(r), ns.ss_pools(32768, 60999));
     assert_eq!(tcp_pools(r)[&key("127.0.0.1", "127.0.0.1", 8231)], (70, 70));
     assert_eq!(ids(&diagnosis_ids(r)), ["short_lived_connections"], "{r:#}");
     let d = diagnosis(r, "short_lived_connections");
@@ -339,8 +318,7 @@ fn status_does_not_blame_bind_for_a_connect_only_load() {
     if !require_root() {
         return;
     }
-    let connect_only = Netns::new("conly");
-    connect_only.port_range(40000, 40999);
+    let connect_only = Netns::with_range("conly", 40000, 40999);
     let _a = connect_only.spawn(&[
         "pool-mix",
         "127.0.0.1:8241",
@@ -349,8 +327,7 @@ fn status_does_not_blame_bind_for_a_connect_only_load() {
         "40",
         "0",
     ]);
-    let bound = Netns::new("bonly");
-    bound.port_range(40000, 40999);
+    let bound = Netns::with_range("bonly", 40000, 40999);
     let b = bound.spawn(&["bind-connect", "127.0.0.1:8243", "40"]);
 
     let (code, v) = status_in(&connect_only, &[]);

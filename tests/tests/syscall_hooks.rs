@@ -14,8 +14,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// Runs the driver in a new namespace with a 4-port range (removed afterwards).
 fn in_small_namespace(tag: &str, args: &[&str]) -> Driven {
-    let ns = Netns::new(tag);
-    ns.port_range(40000, 40003);
+    let ns = Netns::with_range(tag, 40000, 40003);
     ns.drive(args)
 }
 
@@ -112,8 +111,7 @@ fn auto_mode_attaches_the_hooks_when_a_udp_pool_fills_up() {
     let Some((_one, portex)) = auto_agent() else {
         return;
     };
-    let ns = Netns::new("auto-udp");
-    ns.port_range(40000, 40009);
+    let ns = Netns::with_range("auto-udp", 40000, 40009);
     // 6 of 10 ports: over the 50 % at which auto mode attaches.
     let held = ns.spawn(&["hold-udp", "127.0.0.1:9", "6"]);
     assert!(

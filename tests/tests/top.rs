@@ -143,8 +143,7 @@ fn top_without_a_terminal_says_so_and_once_prints_a_frame() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--once") && err.lines().count() == 1, "{err}");
     // A pool filled before top starts: 4 live connections out of a 10-port range.
-    let ns = Netns::new("top-once");
-    ns.port_range(40000, 40009);
+    let ns = Netns::with_range("top-once", 40000, 40009);
     let held = ns.spawn(&[
         "pool-mix",
         "127.0.0.1:7450",

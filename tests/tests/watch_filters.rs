@@ -80,7 +80,7 @@ fn watch_pid_keeps_exactly_that_process() {
     let ns = Netns::new("wpid");
     let mine = ns.spawn_paused(&["client-close", "127.0.0.1:8001", "5"]);
     let other = ns.spawn_paused(&["client-close", "127.0.0.1:8002", "5"]);
-    let pid = mine.pid.to_string();
+    let pid = mine.driven.pid.to_string();
     let all = Portex::start(&["watch", "--json"]);
     let filtered = Portex::start(&["watch", "--json", "--pid", &pid]);
     // The other one first: once this one's last line is out, the other's were seen
@@ -187,8 +187,7 @@ fn watch_failures_only_keeps_exactly_the_failures() {
     if !require_root() {
         return;
     }
-    let small = Netns::new("wfail");
-    small.port_range(40000, 40003);
+    let small = Netns::with_range("wfail", 40000, 40003);
     let healthy = Netns::new("wfail-ok");
     let all = Portex::start(&["watch", "--json"]);
     let failures = Portex::start(&["watch", "--json", "--failures-only"]);

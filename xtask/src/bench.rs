@@ -14,7 +14,6 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -23,6 +22,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use portex_e2e::{Netns, cpu_ms, rss_kib, signal, status_field, try_run, wait_exit};
 use serde_json::{Value, json};
 
 use crate::churn::boot_ns;
@@ -39,44 +39,12 @@ pub struct Opts {
     pub out: PathBuf,
 }
 
-/// A network namespace for one section, removed on drop.
-pub(crate) struct Ns(pub(crate) String);
-
-impl Ns {
-    fn new(tag: &str) -> Result<Ns> {
-        Ns::named(format!("portex-bench-{}-{tag}", std::process::id()))
-    }
-
-    /// A namespace of this name with its loopback up.
-    pub(crate) fn named(name: String) -> Result<Ns> {
-        sh(&["ip", "netns", "add", &name])?;
-        let ns = Ns(name);
-        sh(&["ip", "-n", &ns.0, "link", "set", "lo", "up"])?;
-        Ok(ns)
-    }
-
-    pub(crate) fn sysctl(&self, kv: &str) -> Result<()> {
-        sh(&["ip", "netns", "exec", &self.0, "sysctl", "-q", "-w", kv])
-    }
-}
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.0])
-            .status();
-    }
-}
-
-pub(crate) fn sh(args: &[&str]) -> Result<()> {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .with_context(|| format!("running {}", args[0]))?;
-    if !out.status.success() {
-        bail!("{args:?}: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
+/// A network namespace for one section (removed on drop): portex-bench-PID-TAG.
+fn bench_ns(tag: &str) -> Result<Netns> {
+    Ok(Netns::create(format!(
+        "portex-bench-{}-{tag}",
+        std::process::id()
+    ))?)
 }
 
 pub(crate) fn xtask() -> PathBuf {
@@ -198,31 +166,6 @@ fn launch(
     })
 }
 
-/// utime + stime of a process, in milliseconds.
-pub(crate) fn cpu_ms(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|x| x.1).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // SAFETY: sysconf is always safe.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    ticks * 1000.0 / hz
-}
-
-pub(crate) fn rss_kib(pid: u32) -> u64 {
-    status_kib(pid, "VmRSS:")
-}
-
-pub(crate) fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 /// How long a tracer has to exit after SIGINT (portex takes ~3 s at most, README
 /// "Limits and failure behaviour"); past that it is killed and reported.
 const EXIT_WITHIN: Duration = Duration::from_secs(30);
@@ -296,20 +239,12 @@ fn stop(r: Running) -> Result<Stopped> {
         stderr,
         out_file,
     } = r;
-    // SAFETY: our child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let end = Instant::now() + EXIT_WITHIN;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break Some(s);
-        }
-        if Instant::now() > end {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    signal(child.id(), libc::SIGINT);
+    let status = wait_exit(&mut child, EXIT_WITHIN);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let (exit, exited_ok) = match status {
         None => (
             format!("did not exit within {} s (killed)", EXIT_WITHIN.as_secs()),
@@ -364,23 +299,19 @@ fn stop(r: Running) -> Result<Stopped> {
 
 /// A namespace holding `n` TIME_WAIT sockets (reuse off, no bucket limit in the way),
 /// and how many the kernel really holds.
-fn time_wait_namespace(tag: &str, n: u64) -> Result<(Ns, usize)> {
-    let ns = Ns::new(tag)?;
-    ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
-    ns.sysctl("net.ipv4.tcp_tw_reuse=0")?;
-    ns.sysctl("net.ipv4.tcp_max_tw_buckets=1000000")?;
-    sh(&[
-        xtask().to_str().unwrap(),
+fn time_wait_namespace(tag: &str, n: u64) -> Result<(Netns, usize)> {
+    let ns = bench_ns(tag)?;
+    ns.try_port_range(1024, 65535)?
+        .try_sysctl("net.ipv4.tcp_tw_reuse", "0")?
+        .try_sysctl("net.ipv4.tcp_max_tw_buckets", "1000000")?;
+    try_run(Command::new(xtask()).args([
         "fill-time-wait",
         "--netns",
-        &ns.0,
+        &ns.name,
         "--count",
         &n.to_string(),
-    ])?;
-    let tw = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "ss", "-tanH", "state", "time-wait"])
-        .output()?;
-    let present = String::from_utf8_lossy(&tw.stdout).lines().count();
+    ]))?;
+    let present = ns.try_ss_count("time-wait")?;
     Ok((ns, present))
 }
 
@@ -470,15 +401,15 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
                 let t = tracers[(i + round) % tracers.len()];
                 // A fresh namespace per run: TIME_WAIT left by one run (60 s) would
                 // slow the next one's port search and skew the comparison.
-                let ns = Ns::new("churn")?;
-                ns.sysctl("net.ipv4.ip_local_port_range=1024 65535")?;
+                let ns = bench_ns("churn")?;
+                ns.try_port_range(1024, 65535)?;
                 let running = start(t, portex)?;
                 let pid = running.as_ref().map(|r| r.child.id());
                 let cpu0 = pid.map(cpu_ms).unwrap_or(0.0);
                 let v = run_json(Command::new(xtask()).args([
                     "churn",
                     "--netns",
-                    &ns.0,
+                    &ns.name,
                     "--ip",
                     ip,
                     "--ports",
@@ -656,7 +587,7 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
             for (_, cmd, v) in timings.iter_mut() {
                 let t0 = Instant::now();
                 let out = Command::new("ip")
-                    .args(["netns", "exec", &ns.0])
+                    .args(["netns", "exec", &ns.name])
                     .args(cmd.iter())
                     .stdout(Stdio::null())
                     .status()?;
@@ -677,13 +608,11 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
 
     // Failure-to-event delay, and the agent's count of the failures this bench caused.
     {
-        let ns = Ns::new("lat")?;
-        ns.sysctl("net.ipv4.ip_local_port_range=40000 40003")?;
+        let ns = bench_ns("lat")?;
+        ns.try_port_range(40000, 40003)?;
         // The agent watches the whole host (other work on it fails connects too): its
         // events for this namespace are those whose portex.netns is the namespace's inode.
-        let inode = std::fs::metadata(format!("/var/run/netns/{}", ns.0))
-            .context("the namespace's inode")?
-            .ino();
+        let inode = ns.try_inode().context("the namespace's inode")?;
         let (tx, rx) = mpsc::channel::<(u64, Value)>();
         let agent = launch(Tracer::Agent, portex, Stdio::piped(), None, |c| {
             let out = c.stdout.take().unwrap();
@@ -705,7 +634,7 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
             .args([
                 "failures",
                 "--netns",
-                &ns.0,
+                &ns.name,
                 "--count",
                 &n.to_string(),
                 "--gap-ms",
@@ -844,7 +773,7 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
         // Past one reconciliation (every 10 s), so that its cost is in the figure.
         thread::sleep(Duration::from_secs(12));
         let rss = rss_kib(r.child.id());
-        let hwm = status_kib(r.child.id(), "VmHWM:");
+        let hwm = status_field(r.child.id(), "VmHWM:");
         let stopped = stop(r)?;
         stopped.check("memory", &mut broken);
         let (rss_mib, hwm_mib) = (rss as f64 / 1024.0, hwm as f64 / 1024.0);

@@ -12,7 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+use portex_e2e::{enter_netns, errno_of, listen_and_hold};
 
 pub struct Opts {
     pub netns: Option<String>,
@@ -25,17 +26,6 @@ pub struct Opts {
     pub requests: u32,
     pub threads: usize,
     pub seconds: f64,
-}
-
-pub fn enter_netns(name: &str) -> Result<()> {
-    let f = std::fs::File::open(format!("/var/run/netns/{name}"))
-        .with_context(|| format!("netns {name}"))?;
-    use std::os::fd::AsRawFd;
-    // SAFETY: a valid namespace fd.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        bail!("setns {name}: {}", std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 pub fn run(o: Opts) -> Result<()> {
@@ -186,25 +176,18 @@ pub fn syscalls(threads: usize, seconds: f64) {
 /// caller knows every failure it caused: `fill ERRNO NS` for the one that ended the fill,
 /// `gap ERRNO NS` for the measured ones, NS being the CLOCK_BOOTTIME ns at which
 /// connect() returned; an attempt that unexpectedly succeeded prints `connected NS`.
+/// (Its listener prints `listen ADDR` first.)
 pub fn failures(netns: &str, n: usize, gap_ms: u64) -> Result<()> {
     enter_netns(netns)?;
-    let l = TcpListener::bind("127.0.0.1:21000")?;
-    let dest = l.local_addr()?;
-    thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
+    let dest = listen_and_hold("127.0.0.1:21000".parse()?)?;
     let mut held = Vec::new();
-    let errno = |e: &std::io::Error| e.raw_os_error().unwrap_or(0);
     let mut out = String::new();
     // Fill the range first; exactly one connect fails here.
     loop {
         match TcpStream::connect(dest) {
             Ok(s) => held.push(s),
             Err(e) => {
-                out.push_str(&format!("fill {} {}\n", errno(&e), boot_ns()));
+                out.push_str(&format!("fill {} {}\n", errno_of(&e), boot_ns()));
                 break;
             }
         }
@@ -214,7 +197,7 @@ pub fn failures(netns: &str, n: usize, gap_ms: u64) -> Result<()> {
         let r = TcpStream::connect(dest);
         let t = boot_ns();
         match r {
-            Err(e) => out.push_str(&format!("gap {} {t}\n", errno(&e))),
+            Err(e) => out.push_str(&format!("gap {} {t}\n", errno_of(&e))),
             Ok(s) => {
                 out.push_str(&format!("connected {t}\n"));
                 held.push(s);

@@ -25,7 +25,7 @@ fn usage() -> ! {
 }
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    portex_e2e::workspace_root()
 }
 
 /// Flag value lookup for the internal subcommands: --name VALUE.
@@ -47,28 +47,10 @@ fn num<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<
 
 /// As root, builds the release `portex` for `what` (bench, soak) and returns its path.
 fn build_release(what: &str) -> Result<PathBuf> {
-    // SAFETY: no arguments.
-    if unsafe { libc::geteuid() } != 0 {
+    if !portex_e2e::is_root() {
         bail!("{what} loads eBPF programs and creates network namespaces: run it as root");
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ok = std::process::Command::new(cargo)
-        .current_dir(root())
-        .args([
-            "build",
-            "--release",
-            "-q",
-            "-p",
-            "portex-agent",
-            "--bin",
-            "portex",
-        ])
-        .status()?
-        .success();
-    if !ok {
-        bail!("building portex failed");
-    }
-    Ok(root().join("target/release/portex"))
+    Ok(portex_e2e::build_portex(true)?)
 }
 
 fn main() {

@@ -7,7 +7,6 @@
 //! with one line per failed check.
 use std::{
     collections::{BTreeSet, HashSet},
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering::Relaxed},
     thread,
@@ -15,6 +14,7 @@ use std::{
 };
 
 use anyhow::{Result, bail};
+use portex_e2e::Netns;
 use serde_json::json;
 
 mod bpf;
@@ -79,7 +79,7 @@ fn wait_until(deadline: Instant, agent: &mut Agent) -> Result<()> {
 
 /// (agent, ss, equal): the pools of namespace `ns` (inode `ino`), the agent's read
 /// before and after ss, so that a count moving meanwhile is not taken for a match.
-fn compare(agent: &Agent, ns: &str, ino: u64) -> Result<(Pools, Pools, bool)> {
+fn compare(agent: &Agent, ns: &Netns, ino: u64) -> Result<(Pools, Pools, bool)> {
     let a1 = probe::agent_pools(&probe::scrape(agent.port)?, ino);
     let ss = probe::ss_pools(ns, RANGE.0, RANGE.1)?;
     let a2 = probe::agent_pools(&probe::scrape(agent.port)?, ino);
@@ -190,9 +190,9 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
 
 fn soak(portex: &Path, n: usize, interval: f64, warmup: f64) -> Result<Outcome> {
     let keep = load::soak_ns("keep")?;
-    let ino = std::fs::metadata(format!("/var/run/netns/{}", keep.0))?.ino();
-    let k = (keep.0.as_str(), ino);
-    let server = load::server(&keep.0)?;
+    let ino = keep.try_inode()?;
+    let k = (&keep, ino);
+    let server = load::server(&keep)?;
     let mut agent = Agent::start(portex)?;
     let (maps, progs) = bpf::held_by(agent.pid())?;
     let names: Vec<&str> = maps.iter().map(|m| m.name.as_str()).collect();
@@ -205,7 +205,7 @@ fn soak(portex: &Path, n: usize, interval: f64, warmup: f64) -> Result<Outcome> 
     thread::sleep(Duration::from_secs(2));
     let idle = Counters::default();
     let mut samples = vec![sample::take(&agent, &maps, &idle, None, (0.0, "idle"), k)?];
-    let mut load = Load::start(&keep.0);
+    let mut load = Load::start(&keep.name);
     let t0 = Instant::now();
     for i in 1..=n {
         let t = i as f64 * interval;
@@ -225,20 +225,20 @@ fn soak(portex: &Path, n: usize, interval: f64, warmup: f64) -> Result<Outcome> 
     eprintln!("soak: load stopped; 76 s for its TIME_WAIT sockets to end, then the final count");
     wait_until(t_stop + Duration::from_secs(76), &mut agent)?;
     let stale = probe::stale_netns(&probe::scrape(agent.port)?);
-    let (holder, held) = load::holder(&keep.0, HELD)?;
-    let burst = load::connections(&keep.0, BURST)?;
+    let (holder, held) = load::holder(&keep, HELD)?;
+    let burst = load::connections(&keep.name, BURST)?;
     // Past the agent's next publication of its gauges (every second).
     wait_until(Instant::now() + Duration::from_millis(1500), &mut agent)?;
-    let before = compare(&agent, &keep.0, ino)?;
+    let before = compare(&agent, &keep, ino)?;
     // The ledger is corrected from sock_diag every 10 s.
     wait_until(Instant::now() + Duration::from_secs(11), &mut agent)?;
-    let mut after = compare(&agent, &keep.0, ino)?;
+    let mut after = compare(&agent, &keep, ino)?;
     for _ in 0..2 {
         if after.2 {
             break;
         }
         wait_until(Instant::now() + Duration::from_secs(3), &mut agent)?;
-        after = compare(&agent, &keep.0, ino)?;
+        after = compare(&agent, &keep, ino)?;
     }
     drop(holder);
     drop(server);
@@ -259,7 +259,7 @@ fn soak(portex: &Path, n: usize, interval: f64, warmup: f64) -> Result<Outcome> 
     let workload_errors = load.errors.lock().unwrap().clone();
     Ok(Outcome {
         samples,
-        keep: keep.0.clone(),
+        keep: keep.name.clone(),
         before,
         after,
         held,

@@ -1,5 +1,5 @@
 //! Just enough of bpf(2) for the soak: the maps and programs a process holds (found
-//! through /proc/PID/fdinfo, so no pinning or bpftool is needed), a map's name, and the
+//! through /proc/PID/fdinfo by portex_e2e::bpf_fds), a map's name, and the
 //! entries of a hash map, read with BPF_MAP_LOOKUP_BATCH (bucket by bucket, so entries
 //! deleted while it runs cannot restart the walk the way BPF_MAP_GET_NEXT_KEY would).
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -48,35 +48,22 @@ pub struct MapRef {
 /// The maps (by id) and programs (ids) whose descriptors `pid` holds.
 pub fn held_by(pid: u32) -> Result<(Vec<MapRef>, Vec<u32>)> {
     let (mut maps, mut progs) = (Vec::new(), Vec::new());
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd")).context("fds of the agent")? {
-        let e = e?;
-        let link = std::fs::read_link(e.path()).unwrap_or_default();
-        let link = link.to_string_lossy();
-        let info = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            e.file_name().to_string_lossy()
-        ))
-        .unwrap_or_default();
-        let field = |k: &str| -> u32 {
-            info.lines()
-                .find_map(|l| l.strip_prefix(k))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0)
-        };
-        if link == "anon_inode:bpf-map" {
-            let id = field("map_id:");
+    for fd in portex_e2e::bpf_fds(pid).context("fds of the agent")? {
+        let field = |k: &str| fd.field(k).unwrap_or(0) as u32;
+        if fd.kind == "map" {
+            let id = field("map_id");
             if maps.iter().any(|m: &MapRef| m.id == id) {
                 continue;
             }
             maps.push(MapRef {
                 id,
-                kind: field("map_type:"),
-                key_size: field("key_size:") as usize,
-                value_size: field("value_size:") as usize,
+                kind: field("map_type"),
+                key_size: field("key_size") as usize,
+                value_size: field("value_size") as usize,
                 name: map_name(id).unwrap_or_else(|_| format!("map{id}")),
             });
-        } else if link == "anon_inode:bpf-prog" {
-            progs.push(field("prog_id:"));
+        } else if fd.kind == "prog" {
+            progs.push(field("prog_id"));
         }
     }
     maps.sort_by_key(|m| m.id);

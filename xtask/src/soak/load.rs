@@ -9,10 +9,9 @@
 //! and the two tiny subcommands its processes run (`soak-server`, `soak-client`).
 use std::{
     collections::HashSet,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     net::{SocketAddr, TcpListener, TcpStream},
-    os::unix::fs::MetadataExt,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering::Relaxed},
@@ -22,11 +21,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
+use portex_e2e::{Held, KillOnDrop, Netns, enter_netns, hold_conns, hold_until_stdin_closes};
 
-use crate::{
-    bench::{Ns, xtask},
-    churn::enter_netns,
-};
+use crate::bench::xtask;
 
 /// Where each namespace's `soak-server` listens.
 pub const SERVER_PORT: u16 = 21000;
@@ -40,40 +37,19 @@ pub const RANGE: (u16, u16) = (40000, 43999);
 const PROCS_PER_SEC: f64 = 50.0;
 const CONNS_PER_PROC: u64 = 4;
 
-/// A child process, killed and reaped on drop.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A namespace for the soak, with its loopback up and the shrunk range.
-pub fn soak_ns(tag: &str) -> Result<Ns> {
-    let ns = Ns::named(format!("portex-soak-{}-{tag}", std::process::id()))?;
-    ns.sysctl(&format!(
-        "net.ipv4.ip_local_port_range={} {}",
-        RANGE.0, RANGE.1
-    ))?;
+/// A namespace for the soak (removed on drop), portex-soak-PID-TAG, with its loopback up
+/// and the shrunk range.
+pub fn soak_ns(tag: &str) -> Result<Netns> {
+    let ns = Netns::create(format!("portex-soak-{}-{tag}", std::process::id()))?;
+    ns.try_port_range(RANGE.0, RANGE.1)?;
     Ok(ns)
 }
 
-/// Starts `soak-server` in `ns` and waits until it listens.
-pub fn server(ns: &str) -> Result<Proc> {
-    let mut p = Proc(
-        Command::new(xtask())
-            .args(["soak-server", "--netns", ns])
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let mut line = String::new();
-    BufReader::new(p.0.stdout.take().unwrap()).read_line(&mut line)?;
-    if !line.starts_with("ready") {
-        bail!("soak-server in {ns} did not start");
-    }
-    Ok(p)
+/// Starts `soak-server` in `ns` and waits until it listens; it exits when the guard is
+/// dropped.
+pub fn server(ns: &Netns) -> Result<Held> {
+    Held::start(Command::new(xtask()).args(["soak-server", "--netns", &ns.name]))
+        .with_context(|| format!("soak-server in {}", ns.name))
 }
 
 /// Cumulative figures of the load.
@@ -124,16 +100,15 @@ impl Load {
         l.spawn("namespace churn", |c, stop, i| {
             let ns = soak_ns(&format!("n{i}"))?;
             c.namespaces.fetch_add(1, Relaxed);
-            let ino = std::fs::metadata(format!("/var/run/netns/{}", ns.0))?.ino();
-            c.inodes.lock().unwrap().insert(ino);
-            let _server = server(&ns.0)?;
+            c.inodes.lock().unwrap().insert(ns.try_inode()?);
+            let _server = server(&ns)?;
             let ip = if i % 2 == 0 { "127.0.0.1" } else { "::1" };
             let churner = {
-                let (ns, c, stop) = (ns.0.clone(), c.clone(), stop.clone());
+                let (ns, c, stop) = (ns.name.clone(), c.clone(), stop.clone());
                 thread::spawn(move || churn(&ns, ip, 2, 1, 3.0, &c, &stop))
             };
             // The churn ends before its namespace goes, whatever the clients did.
-            let clients = (0..10).try_for_each(|_| client(&ns.0, c));
+            let clients = (0..10).try_for_each(|_| client(&ns.name, c));
             let churned = churner
                 .join()
                 .map_err(|_| anyhow::anyhow!("churn panicked"))?;
@@ -192,7 +167,7 @@ fn churn(
     stop: &AtomicBool,
 ) -> Result<()> {
     let (ports, threads, secs) = (ports.to_string(), threads.to_string(), secs.to_string());
-    let mut p = Proc(
+    let mut p = KillOnDrop(
         Command::new(xtask())
             .args(["churn", "--netns", ns, "--ip", ip, "--client-closes"])
             .args(["--ports", &ports, "--threads", &threads, "--seconds", &secs])
@@ -244,83 +219,69 @@ pub fn connections(ns: &str, n: u64) -> Result<u64> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
 }
 
-/// A `soak-client --hold` process in `ns` holding `n` connections open; how many.
-pub fn holder(ns: &str, n: u64) -> Result<(Proc, u64)> {
-    let mut p = Proc(
-        Command::new(xtask())
-            .args([
-                "soak-client",
-                "--netns",
-                ns,
-                "--hold",
-                "--conns",
-                &n.to_string(),
-            ])
-            .stdout(Stdio::piped())
-            .spawn()?,
-    );
-    let mut line = String::new();
-    BufReader::new(p.0.stdout.take().unwrap()).read_line(&mut line)?;
-    let held = line
-        .strip_prefix("held ")
-        .and_then(|v| v.trim().parse().ok())
+/// A `soak-client --hold` process in `ns` holding `n` connections open until the guard
+/// is dropped; how many it holds.
+pub fn holder(ns: &Netns, n: u64) -> Result<(Held, u64)> {
+    let held = Held::start(Command::new(xtask()).args([
+        "soak-client",
+        "--netns",
+        &ns.name,
+        "--hold",
+        "--conns",
+        &n.to_string(),
+    ]))
+    .context("soak-client --hold")?;
+    // `held N failed F`
+    let n = held
+        .driven
+        .facts("held ")
+        .first()
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .context("soak-client --hold")?;
-    Ok((p, held))
+    Ok((held, n))
 }
 
 /// `xtask soak-server --netns NS`: listens on 127.0.0.1 and ::1, port SERVER_PORT; each
 /// connection is read until the client closes (so the client sits in TIME_WAIT).
-/// Prints "ready" once listening; runs until killed.
+/// Prints "ready" once listening; runs until its stdin closes.
 pub fn serve(netns: &str) -> Result<()> {
     enter_netns(netns)?;
     let ls = [
         TcpListener::bind(("127.0.0.1", SERVER_PORT))?,
         TcpListener::bind(("::1", SERVER_PORT))?,
     ];
-    println!("ready");
-    std::io::stdout().flush()?;
-    let hs: Vec<_> = ls
-        .into_iter()
-        .map(|l| {
-            thread::spawn(move || {
-                for mut s in l.incoming().flatten() {
-                    thread::spawn(move || {
-                        let mut buf = [0u8; 64];
-                        while s.read(&mut buf).is_ok_and(|k| k > 0) {}
-                    });
-                }
-            })
-        })
-        .collect();
-    for h in hs {
-        let _ = h.join();
+    for l in ls {
+        thread::spawn(move || {
+            for mut s in l.incoming().flatten() {
+                thread::spawn(move || {
+                    let mut buf = [0u8; 64];
+                    while s.read(&mut buf).is_ok_and(|k| k > 0) {}
+                });
+            }
+        });
     }
+    hold_until_stdin_closes();
     Ok(())
 }
 
 /// `xtask soak-client --netns NS --conns N [--hold]`: N connections to the server of
 /// NS, closed by this side at once; prints how many succeeded. With --hold they stay
-/// open (after "held N" is printed) until the process is killed.
+/// open until stdin closes: the driver's `hold-conns` (prints `held N failed F`, then
+/// "ready").
 pub fn client_main(netns: &str, n: u32, hold: bool) -> Result<()> {
     enter_netns(netns)?;
     let dest = SocketAddr::from(([127, 0, 0, 1], SERVER_PORT));
-    let (mut made, mut held) = (0, Vec::new());
+    if hold {
+        hold_conns(dest, n as usize);
+        return Ok(());
+    }
+    let mut made = 0;
     for _ in 0..n {
         if let Ok(mut s) = TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
             let _ = s.write_all(b"x");
             made += 1;
-            if hold {
-                held.push(s);
-            }
         }
     }
-    if !hold {
-        println!("{made}");
-        return Ok(());
-    }
-    println!("held {made}");
-    std::io::stdout().flush()?;
-    loop {
-        thread::sleep(Duration::from_secs(3600));
-    }
+    println!("{made}");
+    Ok(())
 }

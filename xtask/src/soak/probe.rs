@@ -2,8 +2,8 @@
 //! /metrics, its kernel maps, and the pools `ss` shows in a namespace.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
-    io::{BufRead, BufReader, Read, Write},
-    net::{IpAddr, SocketAddr, TcpListener, TcpStream},
+    io::{BufRead, BufReader},
+    net::{IpAddr, SocketAddr},
     os::unix::fs::MetadataExt,
     path::Path,
     process::{Child, Command, Stdio},
@@ -12,7 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
+use portex_e2e::{Netns, Sample, free_port, signal, try_http_get, try_parse_samples, wait_exit};
 
 use super::bpf::{self, MapRef};
 
@@ -26,7 +27,7 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(portex: &Path) -> Result<Agent> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = free_port()?;
         let mut child = Command::new(portex)
             .args(["agent", "--output", "/dev/null", "--metrics"])
             .arg(format!("127.0.0.1:{port}"))
@@ -93,15 +94,10 @@ impl Agent {
         if !self.alive() {
             return matches!(self.child.try_wait(), Ok(Some(s)) if s.success());
         }
-        // SAFETY: our child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let end = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < end {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                thread::sleep(Duration::from_millis(200)); // its last stderr lines
-                return s.success();
-            }
-            thread::sleep(Duration::from_millis(100));
+        signal(self.child.id(), libc::SIGINT);
+        if let Some(s) = wait_exit(&mut self.child, Duration::from_secs(20)) {
+            thread::sleep(Duration::from_millis(200)); // its last stderr lines
+            return s.success();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -115,39 +111,23 @@ impl Drop for Agent {
     }
 }
 
-/// One series of a scrape: name, labels, value.
-pub type Series = (String, BTreeMap<String, String>, f64);
-
-pub fn scrape(port: u16) -> Result<Vec<Series>> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).context("metrics")?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let body = text.split_once("\r\n\r\n").context("metrics response")?.1;
-    Ok(body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, v) = l.rsplit_once(' ')?;
-            let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-            let labels = labels
-                .trim_end_matches('}')
-                .split("\",")
-                .filter_map(|kv| kv.split_once("=\""))
-                .map(|(k, v)| (k.to_string(), v.trim_end_matches('"').to_string()))
-                .collect();
-            Some((name.to_string(), labels, v.parse().ok()?))
-        })
-        .collect())
+/// The samples of the agent's /metrics (10 s at most; a malformed line is an error).
+pub fn scrape(port: u16) -> Result<Vec<Sample>> {
+    let body = try_http_get(
+        &format!("127.0.0.1:{port}"),
+        "/metrics",
+        Duration::from_secs(10),
+    )
+    .context("metrics")?;
+    try_parse_samples(&body).map_err(|e| anyhow!("metrics: {e}"))
 }
 
 /// Sum of a metric's series, optionally only those with label `k` = `v`.
-pub fn sum(m: &[Series], name: &str, label: Option<(&str, &str)>) -> f64 {
+pub fn sum(m: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
     m.iter()
-        .filter(|s| s.0 == name)
-        .filter(|s| label.is_none_or(|(k, v)| s.1.get(k).is_some_and(|x| x == v)))
-        .map(|s| s.2)
+        .filter(|s| s.name == name)
+        .filter(|s| label.is_none_or(|(k, v)| s.label(k) == Some(v)))
+        .map(|s| s.value)
         .fold(0.0, |a, b| a + b) // not sum(): an empty f64 sum is -0.0
 }
 
@@ -155,76 +135,41 @@ pub fn sum(m: &[Series], name: &str, label: Option<(&str, &str)>) -> f64 {
 pub type Pools = BTreeMap<(String, String), (u64, u64)>;
 
 /// The agent's pools in namespace `netns` (inode), from a scrape.
-pub fn agent_pools(m: &[Series], netns: u64) -> Pools {
+pub fn agent_pools(m: &[Sample], netns: u64) -> Pools {
     let mut out = Pools::new();
-    for (name, l, v) in m {
-        let tw = match name.as_str() {
+    for s in m {
+        let tw = match s.name.as_str() {
             "portex_pool_used_ports" => false,
             "portex_pool_time_wait_ports" => true,
             _ => continue,
         };
-        if l.get("netns").map(String::as_str) != Some(&netns.to_string())
-            || l.get("transport").map(String::as_str) != Some("tcp")
-        {
+        if s.label("netns") != Some(&netns.to_string()) || s.label("transport") != Some("tcp") {
             continue;
         }
-        let key = (l["source"].clone(), l["destination"].clone());
-        let e = out.entry(key).or_default();
-        *(if tw { &mut e.1 } else { &mut e.0 }) = *v as u64;
+        let label = |k: &str| s.label(k).unwrap_or_default().to_string();
+        let e = out
+            .entry((label("source"), label("destination")))
+            .or_default();
+        *(if tw { &mut e.1 } else { &mut e.0 }) = s.value as u64;
     }
     out.retain(|_, v| v.0 > 0);
     out
 }
 
-/// What `ss -tanH` in `ns` shows, by the rule of tests/src/lib.rs `ss_pools`: sockets
-/// holding a port of the range (not LISTEN, SYN-RECV, nor on a listening port).
-pub fn ss_pools(ns: &str, lo: u16, hi: u16) -> Result<Pools> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", ns, "ss", "-tanH"])
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "ss in {ns}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let split = |a: &str| -> Option<(IpAddr, u16)> {
-        let (ip, port) = a.rsplit_once(':')?;
-        let ip = ip.trim_start_matches('[').trim_end_matches(']');
-        let ip = ip
-            .strip_prefix("::ffff:")
-            .filter(|v4| v4.contains('.'))
-            .unwrap_or(ip);
-        Some((ip.parse().ok()?, port.parse().ok()?))
-    };
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .filter(|r| r.len() >= 5)
-        .collect();
-    let listening: HashSet<u16> = rows
-        .iter()
-        .filter(|r| r[0] == "LISTEN")
-        .filter_map(|r| split(r[3]).map(|a| a.1))
-        .collect();
-    let mut pools = Pools::new();
-    for r in rows
-        .iter()
-        .filter(|r| !matches!(r[0], "LISTEN" | "SYN-RECV" | "UNCONN"))
-    {
-        let (Some((lip, lport)), Some((rip, rport))) = (split(r[3]), split(r[4])) else {
-            continue;
-        };
-        if lport < lo || lport > hi || listening.contains(&lport) {
-            continue;
-        }
-        let key = (lip.to_string(), SocketAddr::new(rip, rport).to_string());
-        let e = pools.entry(key).or_default();
-        e.0 += 1;
-        e.1 += (r[0] == "TIME-WAIT") as u64;
-    }
-    Ok(pools)
+/// What `ss -tanH` in `ns` shows (portex_e2e::ss_pools: sockets holding a port of the
+/// range, not LISTEN, SYN-RECV, nor on a listening port), keyed as the agent's labels.
+pub fn ss_pools(ns: &Netns, lo: u16, hi: u16) -> Result<Pools> {
+    Ok(ns
+        .try_ss_pools(lo, hi)?
+        .into_iter()
+        .map(|((src, ip, port), counts)| {
+            let dest = match ip.parse::<IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, port).to_string(),
+                Err(_) => format!("{ip}:{port}"),
+            };
+            ((src, dest), counts)
+        })
+        .collect())
 }
 
 /// Per hash map of the agent: (name, entries, entries whose owner no longer exists).
@@ -256,11 +201,11 @@ pub fn map_occupancy(maps: &[MapRef]) -> Result<Vec<(String, u64, u64)>> {
 }
 
 /// Namespaces (inodes) the agent exports pools for that no longer exist.
-pub fn stale_netns(m: &[Series]) -> BTreeSet<u64> {
+pub fn stale_netns(m: &[Sample]) -> BTreeSet<u64> {
     let live = live_namespaces();
     m.iter()
-        .filter(|s| s.0 == "portex_pool_used_ports")
-        .filter_map(|s| s.1.get("netns")?.parse().ok())
+        .filter(|s| s.name == "portex_pool_used_ports")
+        .filter_map(|s| s.label("netns")?.parse().ok())
         .filter(|n| !live.contains(n))
         .collect()
 }

@@ -6,6 +6,7 @@ use std::{
 };
 
 use anyhow::Result;
+use portex_e2e::{Netns, cpu_ms, rss_kib, status_field};
 use serde_json::{Value, json};
 
 use super::{
@@ -13,7 +14,6 @@ use super::{
     load::{Counters, RANGE},
     probe::{self, Agent, Pools},
 };
-use crate::bench::{cpu_ms, rss_kib, status_kib};
 
 #[derive(Clone, Default)]
 pub struct Sample {
@@ -86,7 +86,7 @@ pub fn take(
     c: &Counters,
     prev: Option<&Sample>,
     (t, phase): (f64, &'static str),
-    keep: (&str, u64),
+    keep: (&Netns, u64),
 ) -> Result<Sample> {
     let pid = agent.pid();
     let mut s = Sample {
@@ -100,7 +100,7 @@ pub fn take(
         cpu_per_1k: f64::NAN,
         namespaces: c.namespaces.load(Relaxed),
         rss_kib: rss_kib(pid),
-        threads: status_kib(pid, "Threads:"),
+        threads: status_field(pid, "Threads:"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd"))?.count() as u64,
         maps: probe::map_occupancy(maps)?,
         ..Sample::default()
@@ -142,7 +142,10 @@ pub fn take(
     }
     s.metrics
         .insert("stderr_lines".into(), agent.stderr_lines() as f64);
-    s.pools = m.iter().filter(|x| x.0 == "portex_pool_used_ports").count();
+    s.pools = m
+        .iter()
+        .filter(|x| x.name == "portex_pool_used_ports")
+        .count();
     s.stale_netns = probe::stale_netns(&m);
     Ok(s)
 }

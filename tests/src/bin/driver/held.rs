@@ -124,22 +124,6 @@ pub(crate) fn churn(listen: SocketAddr, n: usize) {
     }
 }
 
-/// Opens `n` connections to a server it does not own (the agent's metrics port) and
-/// holds them idle until stdin closes: more than the server's open-file limit.
-pub(crate) fn hold_conns(dest: SocketAddr, n: usize) {
-    raise_nofile();
-    let mut held = Vec::new();
-    let mut failed = 0;
-    for _ in 0..n {
-        match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
-            Ok(s) => held.push(s),
-            Err(_) => failed += 1,
-        }
-    }
-    println!("held {} failed {failed}", held.len());
-    hold_until_stdin_closes();
-}
-
 /// As many short connections as `threads` clients can make in `seconds`, the server
 /// closing first (no client TIME_WAIT, so the pool never runs out). Prints the count.
 pub(crate) fn flood(listen: SocketAddr, seconds: f64, threads: usize) {

@@ -7,9 +7,10 @@
 //! The tests compare these lines with what portex reported for this pid.
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener},
-    thread,
+    net::SocketAddr,
 };
+
+use portex_e2e::{enter_netns, errno_of, hold_conns, hold_until_stdin_closes};
 
 mod failing;
 mod held;
@@ -57,7 +58,7 @@ fn main() {
         _ => rest,
     };
     if let Some(ns) = netns {
-        enter_netns(&ns);
+        enter_netns(&ns).unwrap_or_else(|e| panic!("{e}"));
     }
     println!("pid {}", std::process::id());
     let a: Vec<&str> = rest.iter().map(String::as_str).collect();
@@ -106,48 +107,6 @@ fn main() {
     }
     std::io::stdout().flush().unwrap();
 }
-/// Says "ready", then holds everything until stdin closes (the test is done looking).
-pub(crate) fn hold_until_stdin_closes() {
-    println!("ready");
-    std::io::stdout().flush().unwrap();
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
-}
-pub(crate) fn enter_netns(name: &str) {
-    let f = std::fs::File::open(format!("/var/run/netns/{name}")).expect("open netns");
-    use std::os::fd::AsRawFd;
-    // SAFETY: valid fd of a network namespace.
-    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-}
-pub(crate) fn errno_of(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or(-1)
-}
-/// A listener that accepts and holds every connection until the process exits.
-pub(crate) fn listen_and_hold(addr: SocketAddr) -> SocketAddr {
-    let l = TcpListener::bind(addr).expect("listen");
-    let local = l.local_addr().unwrap();
-    println!("listen {local}");
-    thread::spawn(move || {
-        let mut held = Vec::new();
-        for s in l.incoming().flatten() {
-            held.push(s);
-        }
-    });
-    local
-}
-pub(crate) fn raise_nofile() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid pointers to a rlimit.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = lim.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-    }
-}
 /// Says "ready" and waits for one line on stdin before it makes any socket, then runs
 /// the rest of its arguments as a new driver in this same process (exec keeps the pid
 /// and the network namespace): a test learns the pid before the first event.
@@ -156,10 +115,22 @@ pub(crate) fn after_go(rest: &[&str]) {
     std::io::stdout().flush().unwrap();
     let mut byte = [0u8; 1];
     let mut stdin = std::io::stdin().lock();
-    while stdin.read(&mut byte).map(|k| k == 1).unwrap_or(false) && byte[0] != b'\n' {}
+    loop {
+        match stdin.read(&mut byte) {
+            Ok(1) if byte[0] == b'\n' => break,
+            Ok(1) => {}
+            // Stdin closed without a go (the test gave up): make no socket at all.
+            _ => std::process::exit(0),
+        }
+    }
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(std::env::current_exe().unwrap())
         .args(rest)
         .exec();
     panic!("exec of the driver failed: {err}");
+}
+
+/// A listener that accepts and holds every connection until the process exits.
+pub(crate) fn listen_and_hold(addr: SocketAddr) -> SocketAddr {
+    portex_e2e::listen_and_hold(addr).expect("listen")
 }
