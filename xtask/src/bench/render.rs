@@ -1,0 +1,54 @@
+//! The summary as printed: a Markdown table.
+use serde_json::Value;
+
+/// The summary as a Markdown table (what the README shows).
+pub(super) fn table(table: &[Value]) -> String {
+    let mut s = String::from(
+        "| section | case | tracer / tool | result | ratio |\n|---|---|---|---|---|\n",
+    );
+    for r in table {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let line = match r["section"].as_str().unwrap_or("") {
+            "churn" => format!(
+                "| churn | {} | {} | {:.0} conn/s; workload {:.1} us CPU/conn ({:+.1}); tracer {:.2} ms CPU/1k conn; {} dropped | {:.3} |",
+                r["mode"].as_str().unwrap_or(""),
+                r["tracer"].as_str().unwrap_or(""),
+                f("median_per_sec"),
+                f("workload_cpu_us_per_conn"),
+                f("workload_cpu_added_us_per_conn"),
+                f("cpu_ms_per_1000_conn"),
+                r["dropped"],
+                f("ratio_to_untraced")
+            ),
+            "syscalls" => format!(
+                "| syscalls | getppid loop, 2 threads | {} | {:.0} calls/s | {:.3} |",
+                r["tracer"].as_str().unwrap_or(""),
+                f("median_per_sec"),
+                f("ratio_to_untraced")
+            ),
+            "status" => format!(
+                "| status | {} TIME_WAIT sockets | {} | {:.1} ms | {:.2} x ss |",
+                r["time_wait_sockets"],
+                r["tool"].as_str().unwrap_or(""),
+                f("median_ms"),
+                f("ratio_to_ss")
+            ),
+            "failure_latency" => format!(
+                "| failure -> event | {} failing connects | portex agent | p50 {:.2} ms, p99 {:.2} ms | |",
+                r["samples"],
+                f("p50_ms"),
+                f("p99_ms")
+            ),
+            "memory" => format!(
+                "| memory | {} ports held | portex agent | {:.1} MiB RSS (peak {:.1}) | |",
+                r["ports_held"],
+                f("agent_rss_mib"),
+                f("agent_peak_rss_mib")
+            ),
+            _ => continue,
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
