@@ -129,9 +129,10 @@ pub(crate) fn diagnose(
     }
     for p in pools.iter().filter(|p| !p.key.is_udp_pool()) {
         let util = p.utilisation();
-        let tw_dominates = p.used > 0
-            && p.time_wait * 2 >= p.used
-            && p.time_wait >= MIN_PATTERN.min(p.size / 2).max(1);
+        // TIME_WAIT ports connect() may take over are not a problem of this pool.
+        let held_tw = p.time_wait.saturating_sub(p.reusable);
+        let tw_dominates =
+            p.used > 0 && held_tw * 2 >= p.used && held_tw >= MIN_PATTERN.min(p.size / 2).max(1);
         if tw_dominates && util >= 0.5 {
             out.push(Diagnosis {
                 id: "client_closes_first",
@@ -139,7 +140,7 @@ pub(crate) fn diagnose(
                 summary: format!(
                     "{} of {} ports towards {} sit in TIME_WAIT: this side closes first, and each \
                      closed connection keeps its port for 60 s",
-                    p.time_wait,
+                    held_tw,
                     p.used,
                     p.key.label()
                 ),
@@ -168,7 +169,7 @@ pub(crate) fn diagnose(
                 });
             }
         }
-        let established_like = p.used - p.time_wait;
+        let established_like = p.used.saturating_sub(held_tw);
         if p.time_wait >= 4 * MIN_PATTERN && p.time_wait >= 4 * established_like.max(1) {
             out.push(Diagnosis {
                 id: "short_lived_connections",
@@ -250,6 +251,7 @@ mod tests {
             size,
             used,
             time_wait: tw,
+            reusable: 0,
             syn_sent: 0,
             established: used - tw,
             odd_ports: odd,

@@ -43,5 +43,6 @@ pub(crate) fn tcp(state: u8, local: &str, remote: &str, inode: u64) -> DiagSocke
         local: local.parse().unwrap(),
         remote: remote.parse().unwrap(),
         inode,
+        expires_ms: 0,
     }
 }

@@ -264,6 +264,8 @@ pub struct DiagSocket {
     pub remote: SocketAddr,
     /// Socket inode; 0 for TIME_WAIT sockets, which have no file.
     pub inode: u64,
+    /// Milliseconds left on the socket's timer (for TIME_WAIT: until it ends).
+    pub expires_ms: u32,
 }
 
 impl DiagSocket {
@@ -281,6 +283,11 @@ impl DiagSocket {
 
     pub(crate) fn in_time_wait(&self) -> bool {
         self.is_tcp() && self.state == portex_common::tcpstate::TIME_WAIT
+    }
+
+    /// How long a TIME_WAIT socket has been in TIME_WAIT (its timer runs 60 s).
+    pub(crate) fn time_wait_age_ms(&self) -> u64 {
+        crate::logic::pool::TIME_WAIT_MS.saturating_sub(self.expires_ms as u64)
     }
 
     /// A TCP socket in a state that holds its local port.

@@ -11,6 +11,11 @@ pub struct NetSettings {
     pub reserved: Vec<(u16, u16)>,
     /// net.ipv4.tcp_tw_reuse: 0 off, 1 on, 2 loopback only (the default).
     pub tw_reuse: u8,
+    /// net.ipv4.tcp_tw_reuse_delay (ms, since Linux 6.13; 1000 before): how old a
+    /// TIME_WAIT socket must be before connect() may take its port over.
+    pub tw_reuse_delay_ms: u32,
+    /// net.ipv4.tcp_timestamps != 0: reuse needs the timestamps of the old connection.
+    pub timestamps: bool,
     pub max_tw_buckets: u64,
     pub fin_timeout_s: u32,
 }
@@ -21,6 +26,8 @@ impl Default for NetSettings {
             range: DEFAULT_RANGE,
             reserved: Vec::new(),
             tw_reuse: 2,
+            tw_reuse_delay_ms: 1000,
+            timestamps: true,
             max_tw_buckets: 262_144,
             fin_timeout_s: 60,
         }

@@ -212,6 +212,7 @@ fn status_reports() -> Vec<NetnsReport> {
         local: "0.0.0.0:40001".parse().unwrap(),
         remote: "0.0.0.0:0".parse().unwrap(),
         inode: 40,
+        expires_ms: 0,
     });
     let owner = |s: &DiagSocket| match s.inode {
         0 => None,

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     logic::diagnose::{Diagnosis, Thresholds},
     logic::model::DiagSocket,
-    logic::pool::{Pool, ProcessUsage, usage_by_process},
+    logic::pool::{Pool, PortRules, ProcessUsage, usage_by_process},
     logic::sysctls::NetSettings,
 };
 
@@ -16,6 +16,9 @@ pub(crate) struct NetnsReport {
     pub is_current: bool,
     pub settings: NetSettings,
     pub tcp_held: u32,
+    /// The size of every TCP pool of the namespace (a destination without a pool has
+    /// this many free ports).
+    pub tcp_pool_size: u32,
     pub time_wait: u32,
     pub pools: Vec<Pool>,
     pub processes: Vec<ProcessUsage>,
@@ -35,12 +38,18 @@ impl NetnsReport {
     ) -> Self {
         let tcp_held = sockets.iter().filter(|s| s.holds_tcp_port()).count() as u32;
         let time_wait = sockets.iter().filter(|s| s.in_time_wait()).count() as u32;
+        let listeners = sockets
+            .iter()
+            .filter(|s| s.is_tcp_listener())
+            .map(|s| (s.local.ip(), s.local.port()));
+        let tcp_pool_size = PortRules::new(settings.clone(), listeners).tcp_size();
         NetnsReport {
             inode,
             name,
             is_current: inode == current,
             settings,
             tcp_held,
+            tcp_pool_size,
             time_wait,
             processes: usage_by_process(&pools),
             pools,
@@ -60,6 +69,7 @@ fn pool_json(p: &Pool) -> Value {
         "free": p.free(),
         "utilisation": (p.utilisation() * 10_000.0).round() / 10_000.0,
         "time_wait": p.time_wait,
+        "reusable": p.reusable,
         "syn_sent": p.syn_sent,
         "established": p.established,
         "holders": p.holders.iter().map(|h| json!({
@@ -101,9 +111,12 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
                     "ip_local_reserved_ports": s.reserved.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect::<Vec<_>>(),
                     "usable_ports": s.usable_ports(),
                     "tcp_tw_reuse": s.tw_reuse,
+                    "tcp_tw_reuse_delay_ms": s.tw_reuse_delay_ms,
+                    "tcp_timestamps": s.timestamps,
                     "tcp_max_tw_buckets": s.max_tw_buckets,
                     "tcp_fin_timeout": s.fin_timeout_s,
                 },
+                "tcp_pool_size": r.tcp_pool_size,
                 "tcp_ports_held": r.tcp_held,
                 "time_wait": r.time_wait,
                 "pools": r.pools.iter().take(limit).map(pool_json).collect::<Vec<_>>(),
@@ -143,11 +156,17 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
         let _ = writeln!(o, "network namespace {}{name}{here}", r.inode);
         let _ = writeln!(
             o,
-            "  ip_local_port_range {}-{} ({} usable ports), tcp_tw_reuse={}, {} TCP ports held, {} in TIME_WAIT",
+            "  ip_local_port_range {}-{} ({} usable ports), tcp_tw_reuse={} (delay {} ms{}), {} TCP ports held, {} in TIME_WAIT",
             s.range.0,
             s.range.1,
             s.usable_ports(),
             s.tw_reuse,
+            s.tw_reuse_delay_ms,
+            if s.timestamps {
+                ""
+            } else {
+                ", off: no TCP timestamps"
+            },
             r.tcp_held,
             r.time_wait
         );
@@ -156,8 +175,8 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
         } else {
             let _ = writeln!(
                 o,
-                "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9}  TOP HOLDERS",
-                "POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT"
+                "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9} {:>8}  TOP HOLDERS",
+                "POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT", "REUSABLE"
             );
             for p in r.pools.iter().take(limit) {
                 let mark = match th.severity(p.utilisation()) {
@@ -173,13 +192,14 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
                     .collect();
                 let _ = writeln!(
                     o,
-                    "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9}  {}",
+                    "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9} {:>8}  {}",
                     p.key.label(),
                     p.size,
                     p.used,
                     p.free(),
                     p.utilisation() * 100.0,
                     p.time_wait,
+                    p.reusable,
                     holders.join(", ")
                 );
             }

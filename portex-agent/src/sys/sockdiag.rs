@@ -213,6 +213,7 @@ fn parse_diag_msg(b: &[u8], protocol: u8) -> Option<DiagSocket> {
     let dport = u16::from_be_bytes([b[6], b[7]]);
     let src: [u8; 16] = b[8..24].try_into().ok()?;
     let dst: [u8; 16] = b[24..40].try_into().ok()?;
+    let expires_ms = u32::from_ne_bytes(b[52..56].try_into().ok()?);
     let inode = u32::from_ne_bytes(b[68..72].try_into().ok()?) as u64;
     let ip = |a: [u8; 16]| addr::ip_from(family as u16, &a);
     Some(DiagSocket {
@@ -221,6 +222,7 @@ fn parse_diag_msg(b: &[u8], protocol: u8) -> Option<DiagSocket> {
         local: SocketAddr::new(ip(src), sport),
         remote: SocketAddr::new(ip(dst), dport),
         inode,
+        expires_ms,
     })
 }
 

@@ -12,6 +12,14 @@ pub(crate) fn read() -> NetSettings {
         range: parse_range(&get("ip_local_port_range")).unwrap_or(d.range),
         reserved: parse_reserved(&get("ip_local_reserved_ports")),
         tw_reuse: get("tcp_tw_reuse").trim().parse().unwrap_or(d.tw_reuse),
+        tw_reuse_delay_ms: get("tcp_tw_reuse_delay")
+            .trim()
+            .parse()
+            .unwrap_or(d.tw_reuse_delay_ms),
+        timestamps: get("tcp_timestamps")
+            .trim()
+            .parse::<u8>()
+            .map_or(d.timestamps, |v| v != 0),
         max_tw_buckets: get("tcp_max_tw_buckets")
             .trim()
             .parse()

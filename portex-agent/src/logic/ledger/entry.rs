@@ -29,13 +29,17 @@ impl Tuple {
     pub(super) fn local(&self) -> SocketAddr {
         SocketAddr::new(addr::from_bytes(self.laddr), self.lport)
     }
+
+    pub(super) fn remote(&self) -> SocketAddr {
+        SocketAddr::new(addr::from_bytes(self.raddr), self.rport)
+    }
 }
 
-/// 12 bytes per connection.
+/// 16 bytes per connection.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Entry {
-    /// Boot-clock second it entered TIME_WAIT; 0 while the connection lives.
-    pub(super) tw_since_s: u32,
+    /// Boot-clock millisecond it entered TIME_WAIT; 0 while the connection lives.
+    pub(super) tw_since_ms: u64,
     /// 0 when unknown.
     pub(super) pid: u32,
     /// POOLED, BOUND, the state bits, and the reconciliation epoch that last saw it.
@@ -51,9 +55,10 @@ pub(super) const ESTABLISHED: u32 = 1 << 29;
 /// Seen by a reconciliation in a closing state (FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK,
 /// CLOSING): events announce no state between ESTABLISHED and CLOSE.
 pub(super) const CLOSING: u32 = 1 << 28;
-pub(super) const EPOCH: u32 = !(POOLED | BOUND | ESTABLISHED | CLOSING);
-/// Seconds a port stays in TIME_WAIT (TCP_TIMEWAIT_LEN).
-pub(super) const TW_S: u32 = 60;
+/// In TIME_WAIT for longer than tcp_tw_reuse_delay where reuse applies: connect()
+/// towards the same destination may take the port over, so the pool counts it free.
+pub(super) const REUSABLE: u32 = 1 << 27;
+pub(super) const EPOCH: u32 = !(POOLED | BOUND | ESTABLISHED | CLOSING | REUSABLE);
 
 impl Entry {
     pub(super) fn pooled(&self) -> bool {
@@ -69,12 +74,18 @@ impl Entry {
     }
 
     pub(super) fn in_time_wait(&self) -> bool {
-        self.tw_since_s != 0
+        self.tw_since_ms != 0
+    }
+
+    pub(super) fn reusable(&self) -> bool {
+        self.bits & REUSABLE != 0
     }
 
     /// How the connection uses its port, as the pool model counts it.
     pub(super) fn port_use(&self) -> PortUse {
-        if self.in_time_wait() {
+        if self.reusable() {
+            PortUse::TimeWaitReusable
+        } else if self.in_time_wait() {
             PortUse::TimeWait
         } else if self.bits & CLOSING != 0 {
             PortUse::Closing
@@ -95,7 +106,7 @@ pub(super) fn state_bits(u: PortUse) -> u32 {
     }
 }
 
-/// Boot-clock ns to seconds, never 0 (0 means "not in TIME_WAIT").
-pub(super) fn secs(ns: u64) -> u32 {
-    ((ns / 1_000_000_000) as u32).max(1)
+/// Boot-clock ns to ms, never 0 (0 means "not in TIME_WAIT").
+pub(super) fn ms(ns: u64) -> u64 {
+    (ns / 1_000_000).max(1)
 }

@@ -1,14 +1,18 @@
-//! Records applied to the ledger: connects fill pools, closes free them or start
-//! TIME_WAIT, failures are counted, TIME_WAIT ends after 60 s.
+//! Records applied to the ledger: connects fill pools (or take over a TIME_WAIT port),
+//! closes free them or start TIME_WAIT, failures are counted; TIME_WAIT ports become
+//! reusable after tcp_tw_reuse_delay where reuse applies, and end after 60 s.
 use super::{
     Ledger, PoolStats,
-    entry::{BOUND, ESTABLISHED, Entry, POOLED, TW_S, Tuple, secs},
+    entry::{BOUND, ESTABLISHED, Entry, POOLED, REUSABLE, Tuple, ms},
 };
 use crate::logic::{
     errno,
     model::{Action, Record, Transport},
-    pool::PoolKey,
+    pool::{PoolKey, TIME_WAIT_MS},
 };
+
+/// How often TIME_WAIT entries are checked for reuse and expiry (one pass over the table).
+const EXPIRE_EVERY_MS: u64 = 250;
 
 /// Ports a process bound with port 0 recently, to spot bind() before connect().
 const RECENT_BINDS: usize = 4096;
@@ -36,7 +40,34 @@ impl Ledger {
                 };
                 if let Some(e) = self.socks.get_mut(&t) {
                     e.bits |= established;
-                    return None;
+                    if !e.in_time_wait() {
+                        return None;
+                    }
+                    // A connect on a 4-tuple in TIME_WAIT: the kernel took the port over
+                    // (tcp_tw_reuse). The entry is a live connection again.
+                    let (was, reusable) = (e.pid, e.reusable());
+                    e.tw_since_ms = 0;
+                    e.bits &= !REUSABLE;
+                    e.pid = pid;
+                    if !e.pooled() {
+                        return None;
+                    }
+                    if let Some(old) = self.procs.get_mut(&was) {
+                        old.held = old.held.saturating_sub(1);
+                        old.time_wait = old.time_wait.saturating_sub(1);
+                    }
+                    let proc_ = self.procs.entry(pid).or_default();
+                    proc_.connects.add(now, 1);
+                    proc_.held += 1;
+                    let key = self.pool_key(&t);
+                    let p = self.pools.entry(key.clone()).or_default();
+                    p.time_wait = p.time_wait.saturating_sub(1);
+                    if reusable {
+                        p.reusable = p.reusable.saturating_sub(1);
+                        p.used += 1;
+                    }
+                    p.opens.add(now, 1);
+                    return Some(key);
                 }
                 let pooled = self.is_pooled(&t);
                 let epoch = self.ns.get(&netns).map(|n| n.epoch).unwrap_or(0);
@@ -51,7 +82,7 @@ impl Ledger {
                 self.socks.insert(
                     t,
                     Entry {
-                        tw_since_s: 0,
+                        tw_since_ms: 0,
                         pid,
                         bits,
                     },
@@ -85,7 +116,7 @@ impl Ledger {
                 }
                 let (pooled, owner, bound) = (e.pooled(), e.pid, e.bound());
                 if close.time_wait {
-                    e.tw_since_s = secs(r.ts_ns);
+                    e.tw_since_ms = ms(r.ts_ns);
                 } else {
                     self.socks.remove(&t);
                     if pooled && bound {
@@ -161,23 +192,48 @@ impl Ledger {
         }
     }
 
-    /// Ends TIME_WAIT entries older than 60 s: one pass over the table per second (a
-    /// few milliseconds at 250,000 entries), instead of a timer queue as large as the
-    /// table.
+    /// Moves TIME_WAIT entries on: reusable once older than the reuse delay where reuse
+    /// applies (their port is free again for connect() towards the same destination),
+    /// gone after 60 s. One pass over the table every 250 ms (a few milliseconds at
+    /// 250,000 entries), instead of timer queues as large as the table.
     pub(crate) fn expire(&mut self, now: u64) {
-        let now_s = secs(now);
-        if now_s == self.last_expire_s {
+        let now_ms = ms(now);
+        if now_ms < self.last_expire_ms + EXPIRE_EVERY_MS {
             return;
         }
-        self.last_expire_s = now_s;
+        self.last_expire_ms = now_ms;
         let mut ended: Vec<(Tuple, Entry)> = Vec::new();
+        let mut freed: Vec<Tuple> = Vec::new();
+        let (ns, ns_ids) = (&self.ns, &self.ns_ids);
         self.socks.retain(|t, e| {
-            let over = e.in_time_wait() && now_s >= e.tw_since_s + TW_S;
-            if over && e.pooled() {
-                ended.push((*t, *e));
+            if !e.in_time_wait() {
+                return true;
             }
-            !over
+            let age = now_ms.saturating_sub(e.tw_since_ms);
+            if age >= TIME_WAIT_MS {
+                if e.pooled() {
+                    ended.push((*t, *e));
+                }
+                return false;
+            }
+            if e.pooled()
+                && !e.reusable()
+                && ns
+                    .get(&ns_ids[t.ns as usize])
+                    .is_some_and(|n| n.rules.tw_reusable(t.local().ip(), t.remote().ip(), age))
+            {
+                e.bits |= REUSABLE;
+                freed.push(*t);
+            }
+            true
         });
+        for t in freed {
+            if let Some(p) = self.pools.get_mut(&self.pool_key(&t)) {
+                p.used = p.used.saturating_sub(1);
+                p.reusable += 1;
+                p.releases.add(now, 1);
+            }
+        }
         for (t, e) in ended {
             if e.bound() {
                 self.unbind(&t);
@@ -188,9 +244,13 @@ impl Ledger {
             }
             let key = self.pool_key(&t);
             if let Some(p) = self.pools.get_mut(&key) {
-                p.used = p.used.saturating_sub(1);
                 p.time_wait = p.time_wait.saturating_sub(1);
-                p.releases.add(now, 1);
+                if e.reusable() {
+                    p.reusable = p.reusable.saturating_sub(1);
+                } else {
+                    p.used = p.used.saturating_sub(1);
+                    p.releases.add(now, 1);
+                }
             }
         }
     }

@@ -44,6 +44,8 @@ struct PoolStats {
     size: u32,
     used: u32,
     time_wait: u32,
+    /// Of them, TIME_WAIT ports connect() may take over (not in `used`).
+    reusable: u32,
     opens: Rate,
     releases: Rate,
     closes: u64,
@@ -67,7 +69,7 @@ pub(crate) struct Ledger {
     procs: HashMap<u32, ProcStats>,
     /// Ports chosen by bind() per (namespace, source address), among pooled entries.
     bound: HashMap<(u32, [u8; 16]), u32>,
-    last_expire_s: u32,
+    last_expire_ms: u64,
 }
 
 impl Ledger {

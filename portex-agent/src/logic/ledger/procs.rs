@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rustc_hash::FxHashMap as HashMap;
 
 use super::Ledger;
-use crate::logic::{forecast::TIME_WAIT_S, rate::Rate};
+use crate::logic::{pool::TIME_WAIT_MS, rate::Rate};
 
 /// What the ledger knows of one process.
 #[derive(Clone, Debug, Default)]
@@ -55,7 +55,7 @@ impl Ledger {
             p.held > 0
                 || p.connects.per_sec(now) > 0.0
                 || p.closes.per_sec(now) > 0.0
-                || now.saturating_sub(p.last_failure_ns) < TIME_WAIT_S as u64 * 1_000_000_000
+                || now.saturating_sub(p.last_failure_ns) < TIME_WAIT_MS * 1_000_000
         });
     }
 }

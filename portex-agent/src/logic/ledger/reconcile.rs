@@ -6,7 +6,7 @@ use rustc_hash::FxHashSet as HashSet;
 
 use super::{
     Ledger, NsInfo,
-    entry::{BOUND, EPOCH, Entry, POOLED, Tuple, secs, state_bits},
+    entry::{BOUND, EPOCH, Entry, POOLED, REUSABLE, Tuple, ms, state_bits},
 };
 #[cfg(test)]
 use crate::logic::model::Owner;
@@ -72,6 +72,7 @@ impl Ledger {
         for (_, p) in self.pools.iter_mut().filter(|(k, _)| k.netns == netns) {
             p.used = 0;
             p.time_wait = 0;
+            p.reusable = 0;
             p.size = tcp_size;
         }
     }
@@ -99,8 +100,14 @@ impl Ledger {
         let tw = s.in_time_wait();
         let state = state_bits(PortUse::of_tcp(s.state));
         let pooled = self.is_pooled(&t);
+        let now_ms = ms(now);
+        let ns = &self.ns;
+        let reuse_applies = |age: u64| {
+            ns.get(&netns)
+                .is_some_and(|n| n.rules.tw_reusable(s.local.ip(), s.remote.ip(), age))
+        };
         let e = self.socks.entry(t).or_insert(Entry {
-            tw_since_s: 0,
+            tw_since_ms: 0,
             pid: 0,
             bits: 0,
         });
@@ -111,18 +118,24 @@ impl Ledger {
             e.pid = pid;
         }
         if !tw {
-            e.tw_since_s = 0;
-        } else if e.tw_since_s == 0 {
-            // Unknown start: it ends within 60 s of now at the latest.
-            e.tw_since_s = secs(now);
+            e.tw_since_ms = 0;
+        } else if e.tw_since_ms == 0 {
+            // Not seen closing: its timer says how long it has been in TIME_WAIT.
+            e.tw_since_ms = now_ms.saturating_sub(s.time_wait_age_ms()).max(1);
         }
-        e.bits = epoch | if pooled { POOLED } else { 0 } | (e.bits & BOUND) | state;
+        let reusable = pooled && tw && reuse_applies(now_ms.saturating_sub(e.tw_since_ms));
+        e.bits = epoch
+            | if pooled { POOLED } else { 0 }
+            | if reusable { REUSABLE } else { 0 }
+            | (e.bits & BOUND)
+            | state;
         if pooled {
             let key = self.pool_key(&t);
             let p = self.pools.entry(key).or_default();
             p.size = tcp_size;
-            p.used += 1;
+            p.used += !reusable as u32;
             p.time_wait += tw as u32;
+            p.reusable += reusable as u32;
         }
     }
 

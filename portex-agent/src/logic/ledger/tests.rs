@@ -109,6 +109,7 @@ fn reconciliation_corrects_drift_and_keeps_time_wait_owners() {
         local: SocketAddr::new("10.0.0.1".parse().unwrap(), port),
         remote: "10.0.0.9:80".parse().unwrap(),
         inode: if state == 6 { 0 } else { 99 },
+        expires_ms: 59_000,
     };
     let owner = |s: &DiagSocket| {
         (s.inode == 99).then(|| Owner {
@@ -257,4 +258,51 @@ fn status_and_the_ledger_see_the_same_pools_in_one_socket_table() {
     let live: Vec<_> = l.pool_views(S).into_iter().map(|v| v.pool).collect();
     assert_eq!(status.len(), 3, "{status:#?}");
     assert_eq!(live, status);
+}
+
+#[test]
+fn loopback_time_wait_becomes_reusable_after_the_delay_and_can_be_taken_over() {
+    let mut l = Ledger::new();
+    l.reconcile(NS, settings(), &[], |_| None, 0);
+    let lo = |action, port: u16, ts| {
+        let mut r = record(
+            action,
+            (7, 7, "cli"),
+            &format!("127.0.0.1:{port}"),
+            Some("127.0.0.1:5000"),
+        );
+        r.ts_ns = ts;
+        r
+    };
+    let k = PoolKey {
+        saddr: "127.0.0.1".parse().unwrap(),
+        daddr: "127.0.0.1".parse().unwrap(),
+        dport: 5000,
+        ..key()
+    };
+    for port in 40000..40004 {
+        l.apply(&lo(Action::Connect, port, S), Some(NS), S);
+        let mut c = lo(Action::Close, port, 2 * S);
+        c.close = close(port, true, 2 * S).close;
+        l.apply(&c, Some(NS), 2 * S);
+    }
+    l.expire(2 * S + S / 2);
+    assert_eq!(
+        l.pool_state(&k),
+        Some((4, 10, 4)),
+        "younger than the 1 s delay"
+    );
+    l.expire(3 * S + S / 10);
+    assert_eq!(
+        l.pool_state(&k),
+        Some((0, 10, 4)),
+        "reusable: free for connect()"
+    );
+    assert_eq!(l.pool_views(3 * S)[0].pool.reusable, 4);
+    // The kernel takes one over: a live connection on that 4-tuple again.
+    l.apply(&lo(Action::Connect, 40001, 4 * S), Some(NS), 4 * S);
+    assert_eq!(l.pool_state(&k), Some((1, 10, 3)));
+    // The other three end after 60 s; the live one stays.
+    l.expire(62 * S + S / 2);
+    assert_eq!(l.pool_state(&k), Some((1, 10, 0)));
 }

@@ -6,7 +6,7 @@ use crate::logic::{
     diagnose::{Severity, Thresholds},
     forecast::{Forecast, forecast},
     model::Owner,
-    pool::{Pool, PoolKey, Tally, pressure_order, utilisation},
+    pool::{Pool, PoolKey, TIME_WAIT_MS, Tally, pressure_order, utilisation},
 };
 
 /// A pool as the views show it.
@@ -88,7 +88,19 @@ impl Ledger {
         };
         // A pool with failures and no port in use has nothing to count.
         let pool = counted.unwrap_or_else(|| Pool::empty(key.clone(), size));
-        let f = forecast(size, pool.used, opens, releases, lifetime, tw_share);
+        let hold_ms = self
+            .ns
+            .get(&key.netns)
+            .map(|n| n.rules.tw_hold_ms(key.saddr, key.daddr))
+            .unwrap_or(TIME_WAIT_MS);
+        let f = forecast(
+            size,
+            pool.used,
+            (opens, releases),
+            lifetime,
+            tw_share,
+            hold_ms as f64 / 1000.0,
+        );
         Some(PoolView {
             pool,
             opens_per_s: opens,

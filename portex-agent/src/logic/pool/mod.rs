@@ -17,7 +17,7 @@ mod tests;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-pub(crate) use rules::{PortRules, TcpState, held_states_mask};
+pub(crate) use rules::{PortRules, TIME_WAIT_MS, TcpState, held_states_mask};
 pub(crate) use table::build_pools;
 pub(crate) use tally::{PortUse, Tally};
 
@@ -96,8 +96,14 @@ impl Holder {
 pub(crate) struct Pool {
     pub key: PoolKey,
     pub size: u32,
+    /// Ports connect() towards the key's destination cannot take now: live connections,
+    /// and TIME_WAIT sockets the kernel will not reuse yet (or at all).
     pub used: u32,
+    /// TIME_WAIT sockets, reusable ones included.
     pub time_wait: u32,
+    /// TIME_WAIT sockets older than tcp_tw_reuse_delay where reuse applies: connect()
+    /// takes their ports over, so they are not in `used`.
+    pub reusable: u32,
     pub syn_sent: u32,
     pub established: u32,
     /// Ports of odd parity among the used ones: connect() picks even ports first and
@@ -115,6 +121,7 @@ impl Pool {
             size,
             used: 0,
             time_wait: 0,
+            reusable: 0,
             syn_sent: 0,
             established: 0,
             odd_ports: 0,

@@ -7,6 +7,9 @@ use rustc_hash::FxHashSet;
 
 use crate::logic::sysctls::NetSettings;
 
+/// TCP_TIMEWAIT_LEN: how long a TIME_WAIT socket lives.
+pub(crate) const TIME_WAIT_MS: u64 = 60_000;
+
 /// TCP states in which a connection holds its local port (LISTEN and SYN_RECV hold the
 /// listener's port, not one of their own).
 const PORT_HOLDING: [u8; 8] = [
@@ -82,6 +85,35 @@ impl PortRules {
     /// Every TCP pool's size: the usable range minus the listening ports inside it.
     pub(crate) fn tcp_size(&self) -> u32 {
         self.tcp_size
+    }
+
+    /// Whether connect() may take over the port of a TIME_WAIT socket between these
+    /// addresses once it is older than the reuse delay (tcp_twsk_unique): tcp_tw_reuse
+    /// 1, or 2 when either address is loopback, and TCP timestamps on (the old
+    /// connection's timestamps are what make the reuse safe).
+    pub(crate) fn tw_reuse_applies(&self, local: IpAddr, remote: IpAddr) -> bool {
+        self.settings.timestamps
+            && match self.settings.tw_reuse {
+                1 => true,
+                2 => local.is_loopback() || remote.is_loopback(),
+                _ => false,
+            }
+    }
+
+    /// How long a TIME_WAIT socket between these addresses keeps its port from connect()
+    /// towards the same destination: the reuse delay where reuse applies, else the whole
+    /// TIME_WAIT (60 s).
+    pub(crate) fn tw_hold_ms(&self, local: IpAddr, remote: IpAddr) -> u64 {
+        if self.tw_reuse_applies(local, remote) {
+            self.settings.tw_reuse_delay_ms as u64
+        } else {
+            TIME_WAIT_MS
+        }
+    }
+
+    /// A TIME_WAIT socket `age_ms` old: is its port free again for connect()?
+    pub(crate) fn tw_reusable(&self, local: IpAddr, remote: IpAddr, age_ms: u64) -> bool {
+        self.tw_reuse_applies(local, remote) && age_ms >= self.settings.tw_reuse_delay_ms as u64
     }
 
     /// The UDP pool's size: the usable range (auto-bind needs a port no UDP socket holds).

@@ -41,7 +41,14 @@ pub(crate) fn build_pools(
                 daddr: s.remote.ip(),
                 dport: s.remote.port(),
             };
-            let u = PortUse::of_tcp(s.state);
+            let u = match PortUse::of_tcp(s.state) {
+                PortUse::TimeWait
+                    if rules.tw_reusable(s.local.ip(), s.remote.ip(), s.time_wait_age_ms()) =>
+                {
+                    PortUse::TimeWaitReusable
+                }
+                u => u,
+            };
             tally.add(&key, || rules.tcp_size(), s.local.port(), u, owner_of(s));
         } else if s.is_udp() {
             tally.add(

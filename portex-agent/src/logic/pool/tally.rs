@@ -15,6 +15,8 @@ pub(crate) enum PortUse {
     /// FIN_WAIT1/2, CLOSE_WAIT, LAST_ACK, CLOSING: still held, on its way out.
     Closing,
     TimeWait,
+    /// TIME_WAIT that connect() may take over (tcp_tw_reuse, older than the delay).
+    TimeWaitReusable,
     Udp,
 }
 
@@ -64,9 +66,11 @@ impl<H: Hash + Eq> Tally<H> {
                 .entry(key.clone())
                 .or_insert_with(|| (Pool::empty(key.clone(), size()), HashMap::default())),
         };
-        let tw = u == PortUse::TimeWait;
-        pool.used += 1;
+        let reusable = u == PortUse::TimeWaitReusable;
+        let tw = u == PortUse::TimeWait || reusable;
+        pool.used += !reusable as u32;
         pool.time_wait += tw as u32;
+        pool.reusable += reusable as u32;
         pool.syn_sent += (u == PortUse::SynSent) as u32;
         pool.established += (u == PortUse::Established) as u32;
         pool.odd_ports += (port % 2 == 1) as u32;

@@ -84,6 +84,7 @@ fn udp_has_one_pool_per_namespace() {
         local: l.parse().unwrap(),
         remote: r.parse().unwrap(),
         inode: 9,
+        expires_ms: 0,
     };
     let socks = vec![
         u("127.0.0.1:40000", "127.0.0.1:53"),
@@ -127,4 +128,54 @@ fn ownerless_holders_say_what_holds_the_ports() {
         name: "x\u{1b}[2J\u{202e}y".into(),
     });
     assert_eq!(named.label(), "7 x\\x1b[2J\\u{202e}y");
+}
+
+#[test]
+fn time_wait_reuse_follows_the_kernels_rule() {
+    let lo = "127.0.0.1".parse().unwrap();
+    let far = "10.0.0.9".parse().unwrap();
+    let mine = "10.0.0.1".parse().unwrap();
+    let rules = |reuse: u8, timestamps: bool| {
+        let s = NetSettings {
+            tw_reuse: reuse,
+            timestamps,
+            ..settings(40000, 40009)
+        };
+        PortRules::new(s, [])
+    };
+    // 2 (the default): loopback only; 1: always; 0: never; no timestamps: never.
+    assert!(rules(2, true).tw_reuse_applies(lo, lo));
+    assert!(!rules(2, true).tw_reuse_applies(mine, far));
+    assert!(rules(1, true).tw_reuse_applies(mine, far));
+    assert!(!rules(0, true).tw_reuse_applies(lo, lo));
+    assert!(!rules(1, false).tw_reuse_applies(mine, far));
+    // Reusable once older than the delay; held 60 s where reuse does not apply.
+    assert!(!rules(2, true).tw_reusable(lo, lo, 999));
+    assert!(rules(2, true).tw_reusable(lo, lo, 1000));
+    assert_eq!(rules(2, true).tw_hold_ms(lo, lo), 1000);
+    assert_eq!(rules(2, true).tw_hold_ms(mine, far), 60_000);
+}
+
+#[test]
+fn reusable_time_wait_ports_are_free_for_their_destination() {
+    let tw = |port: u16, age_ms: u32| DiagSocket {
+        expires_ms: 60_000 - age_ms,
+        ..tcp(6, &format!("127.0.0.1:{port}"), "127.0.0.1:5000", 0)
+    };
+    let socks = vec![tw(40000, 200), tw(40001, 1500), tw(40002, 30_000)];
+    let pools = build_pools(1, &settings(40000, 40009), &socks, |_| None);
+    let p = &pools[0];
+    assert_eq!((p.used, p.time_wait, p.reusable, p.free()), (1, 3, 2, 9));
+    // Over a veth (not loopback) with the default reuse=2, all three hold their port.
+    let far = |port: u16| DiagSocket {
+        expires_ms: 1_000,
+        ..tcp(6, &format!("10.0.0.1:{port}"), "10.0.0.2:5000", 0)
+    };
+    let pools = build_pools(
+        1,
+        &settings(40000, 40009),
+        &[far(40000), far(40001)],
+        |_| None,
+    );
+    assert_eq!((pools[0].used, pools[0].reusable), (2, 0));
 }

@@ -14,9 +14,11 @@ use portex_e2e::{enter_netns, errno_of, hold_conns, hold_until_stdin_closes};
 
 mod failing;
 mod held;
+mod oracle;
 
 use failing::*;
 use held::*;
+use oracle::*;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -92,6 +94,12 @@ fn main() {
             threads.parse().unwrap(),
         ),
         ["after-go", rest @ ..] => after_go(rest),
+        ["serve-close", addr] => serve_close(addr.parse().unwrap()),
+        ["tw-then-count", addr, n, max] => tw_then_count(
+            addr.parse().unwrap(),
+            n.parse().unwrap(),
+            max.parse().unwrap(),
+        ),
         ["linger-reset", addr, n] => linger_reset(addr.parse().unwrap(), n.parse().unwrap()),
         ["bind-mix", addr, no_port, plain] => bind_mix(
             addr.parse().unwrap(),
