@@ -280,3 +280,32 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
     drop(portex.stop());
     matrix(cases);
 }
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn tcp_max_tw_buckets_overflow_matches_the_kernel_and_is_diagnosed() {
+    if !require_root() {
+        return;
+    }
+    // Past tcp_max_tw_buckets the kernel destroys new TIME_WAIT sockets at once: their
+    // ports are free, and status says the kernel is discarding TIME_WAIT.
+    let ns = Netns::with_range("orover", LO, HI);
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    ns.sysctl("net.ipv4.tcp_max_tw_buckets", "5");
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", FILL, "100"]);
+    assert_eq!(filled(&client), 20);
+    let (_, v) = status_in(&ns, &[]);
+    let ids: Vec<&str> = v["namespaces"][0]["diagnoses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str())
+        .collect();
+    assert!(ids.contains(&"time_wait_overflow"), "{ids:?}");
+    let predicted = status_free(&ns, "127.0.0.1", "127.0.0.1", 5000);
+    matrix(vec![(
+        "20 TIME_WAIT with tcp_max_tw_buckets=5",
+        (predicted, kernel_count(client)),
+    )]);
+}

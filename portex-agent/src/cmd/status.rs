@@ -31,7 +31,11 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
         let pools = build_pools(ns.inode, &snap.settings, &snap.sockets, |s| {
             owners.get(&s.inode).cloned()
         });
-        let diagnoses = diagnose(&snap.settings, &pools, &th, &LiveFacts::default());
+        let facts = LiveFacts {
+            time_wait_overflows: snap.time_wait_overflows,
+            ..LiveFacts::default()
+        };
+        let diagnoses = diagnose(&snap.settings, &pools, &th, &facts);
         let id = (snap.netns.inode, snap.netns.name.clone());
         reports.push(NetnsReport::new(
             id,

@@ -62,11 +62,15 @@ impl Thresholds {
     }
 }
 
-/// Live facts only the event stream knows (empty for a one-shot status).
+/// Facts beyond the socket table and the sysctls.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct LiveFacts {
-    /// pid -> connects whose source port a bind(port 0) of that pid chose.
+    /// pid -> connects whose source port a bind(port 0) of that pid chose (only the
+    /// event stream knows).
     pub bind_then_connect: Vec<(u32, u64)>,
+    /// TCPTimeWaitOverflow of the namespace (/proc/net/netstat): TIME_WAIT sockets the
+    /// kernel destroyed at once because tcp_max_tw_buckets was reached.
+    pub time_wait_overflows: u64,
 }
 
 fn holder_pids(p: &Pool) -> Vec<u32> {
@@ -215,6 +219,23 @@ pub(crate) fn diagnose(
             ));
         }
     }
+    if live.time_wait_overflows > 0 {
+        out.push(Diagnosis {
+            id: "time_wait_overflow",
+            severity: Severity::Warning,
+            summary: format!(
+                "the kernel destroyed {} TIME_WAIT sockets at once (tcp_max_tw_buckets = {} reached, \
+                 counter TCPTimeWaitOverflow): ports came back early, so pools look emptier than \
+                 the traffic that fills them, and late segments of those connections meet a new one",
+                live.time_wait_overflows, settings.max_tw_buckets
+            ),
+            fix: "make the side that closes first produce fewer TIME_WAIT sockets (keep-alive, \
+                  connection pools, let servers close first), or raise net.ipv4.tcp_max_tw_buckets"
+                .into(),
+            pool: None,
+            pids: Vec::new(),
+        });
+    }
     out.sort_by_key(|d| std::cmp::Reverse(d.severity));
     out
 }
@@ -332,6 +353,7 @@ mod tests {
         assert!(d.is_empty());
         let live = LiveFacts {
             bind_then_connect: vec![(77, 500)],
+            ..LiveFacts::default()
         };
         let d = diagnose(&s, &[], &Thresholds::default(), &live);
         assert_eq!(d[0].pids, vec![77]);
@@ -346,5 +368,21 @@ mod tests {
             &LiveFacts::default(),
         );
         assert!(d.is_empty());
+    }
+
+    #[test]
+    fn time_wait_overflow_is_diagnosed() {
+        let live = LiveFacts {
+            time_wait_overflows: 12,
+            ..LiveFacts::default()
+        };
+        let d = diagnose(&NetSettings::default(), &[], &Thresholds::default(), &live);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].id, "time_wait_overflow");
+        assert!(
+            d[0].summary.contains("12 TIME_WAIT sockets"),
+            "{}",
+            d[0].summary
+        );
     }
 }

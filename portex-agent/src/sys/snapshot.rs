@@ -13,20 +13,26 @@ pub(crate) struct NetnsSnapshot {
     pub netns: Netns,
     pub settings: NetSettings,
     pub sockets: Vec<DiagSocket>,
+    /// TCPTimeWaitOverflow: TIME_WAIT sockets destroyed at tcp_max_tw_buckets.
+    pub time_wait_overflows: u64,
 }
 
 /// Reads one namespace (settings and TCP + UDP sockets).
 pub(crate) fn read(ns: &Netns) -> Result<NetnsSnapshot> {
-    let (settings, sockets) = netns::in_netns(ns, || -> Result<_> {
+    let (settings, sockets, time_wait_overflows) = netns::in_netns(ns, || -> Result<_> {
         let settings = crate::sys::sysctls::read();
+        // thread-self: /proc/net follows the thread group leader, not this (setns) thread.
+        let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
+        let overflows = netstat_counter(&netstat, "TcpExt", "TCPTimeWaitOverflow").unwrap_or(0);
         let mut sockets = sockdiag::dump(sockdiag::TCP)?;
         sockets.extend(sockdiag::dump(sockdiag::UDP)?);
-        Ok((settings, sockets))
+        Ok((settings, sockets, overflows))
     })??;
     Ok(NetnsSnapshot {
         netns: ns.clone(),
         settings,
         sockets,
+        time_wait_overflows,
     })
 }
 
@@ -40,4 +46,36 @@ pub(crate) fn namespaces(all: bool) -> Result<Vec<Netns>> {
     // This namespace first.
     v.sort_by_key(|n| (n.inode != here.inode, n.inode));
     Ok(v)
+}
+
+/// One counter of /proc/net/netstat or /proc/net/snmp: a line of names after "Group:",
+/// then a line of values after the same prefix.
+pub(crate) fn netstat_counter(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let i = names.split_whitespace().position(|n| n == name);
+        if let Some(i) = i {
+            return values.split_whitespace().nth(i)?.parse().ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_one_netstat_counter() {
+        let text = "TcpExt: SyncookiesSent TW TCPTimeWaitOverflow\nTcpExt: 0 35543 7\nIpExt: InNoRoutes\nIpExt: 0\n";
+        assert_eq!(
+            super::netstat_counter(text, "TcpExt", "TCPTimeWaitOverflow"),
+            Some(7)
+        );
+        assert_eq!(super::netstat_counter(text, "TcpExt", "Nothing"), None);
+        assert_eq!(super::netstat_counter("", "TcpExt", "TW"), None);
+        assert_eq!(
+            super::netstat_counter("TcpExt: TW\nTcpExt: x\n", "TcpExt", "TW"),
+            None
+        );
+    }
 }
