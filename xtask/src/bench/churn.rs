@@ -27,6 +27,9 @@ struct PerTracer {
     /// Workload CPU (clients and servers), us per connection.
     work_us: Vec<f64>,
     dropped: u64,
+    /// Kernel events and tracepoint runs the kernel skipped, over every round.
+    events: u64,
+    skipped: u64,
 }
 
 impl PerTracer {
@@ -38,6 +41,8 @@ impl PerTracer {
             cpu: vec![],
             work_us: vec![],
             dropped: 0,
+            events: 0,
+            skipped: 0,
         }
     }
 
@@ -48,6 +53,8 @@ impl PerTracer {
             self.cpu.push(s.cpu / (s.conns / 1000.0));
         }
         self.dropped += s.dropped;
+        self.events += s.events;
+        self.skipped += s.skipped;
     }
 
     /// The summary row, against the untraced workload CPU per connection.
@@ -59,7 +66,13 @@ impl PerTracer {
         "cpu_ms_per_1000_conn": median(self.cpu.clone()),
         "workload_cpu_us_per_conn": median(self.work_us.clone()),
         "workload_cpu_added_us_per_conn": median(self.work_us.clone()) - base_work,
-        "dropped": self.dropped})
+        "dropped": self.dropped,
+        "kernel_runs_skipped": self.skipped,
+        "skipped_per_million_events": if self.events > 0 {
+            self.skipped as f64 * 1e6 / self.events as f64
+        } else {
+            f64::NAN
+        }})
     }
 }
 
@@ -73,6 +86,9 @@ struct Sample {
     /// Workload CPU, us per connection.
     work_us: f64,
     dropped: u64,
+    /// portex's kernel events and the tracepoint runs the kernel skipped (0 for others).
+    events: u64,
+    skipped: u64,
 }
 
 pub(super) fn run(ctx: &Ctx, r: &mut Report) -> Result<()> {
@@ -206,6 +222,8 @@ fn one_run(ctx: &Ctx, r: &mut Report, m: &Mode, t: Tracer, round: usize) -> Resu
         cpu,
         work_us,
         dropped,
+        events: stopped.as_ref().and_then(|s| s.events).unwrap_or(0),
+        skipped: stopped.as_ref().and_then(|s| s.skipped).unwrap_or(0),
     })
 }
 

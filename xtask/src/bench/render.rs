@@ -10,7 +10,7 @@ pub(super) fn table(table: &[Value]) -> String {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let line = match r["section"].as_str().unwrap_or("") {
             "churn" => format!(
-                "| churn | {} | {} | {:.0} conn/s; workload {:.1} us CPU/conn ({:+.1}); tracer {:.2} ms CPU/1k conn; {} dropped | {:.3} |",
+                "| churn | {} | {} | {:.0} conn/s; workload {:.1} us CPU/conn ({:+.1}); tracer {:.2} ms CPU/1k conn; {} dropped{} | {:.3} |",
                 r["mode"].as_str().unwrap_or(""),
                 r["tracer"].as_str().unwrap_or(""),
                 f("median_per_sec"),
@@ -18,6 +18,16 @@ pub(super) fn table(table: &[Value]) -> String {
                 f("workload_cpu_added_us_per_conn"),
                 f("cpu_ms_per_1000_conn"),
                 r["dropped"],
+                // Runs the kernel skipped (recursion_misses), for portex's tracers.
+                if f("skipped_per_million_events").is_nan() {
+                    String::new()
+                } else {
+                    format!(
+                        " (of them {} skipped runs: {:.1} per million kernel events)",
+                        r["kernel_runs_skipped"],
+                        f("skipped_per_million_events")
+                    )
+                },
                 f("ratio_to_untraced")
             ),
             "syscalls" => format!(

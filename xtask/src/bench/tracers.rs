@@ -144,6 +144,8 @@ pub(super) struct Stopped {
     /// From portex's summary line; None when it printed none.
     pub(super) events: Option<u64>,
     dropped: Option<u64>,
+    /// Tracepoint runs the kernel skipped (recursion_misses), part of `dropped`.
+    pub(super) skipped: Option<u64>,
     /// Connection lines tcplife printed (its header left out).
     pub(super) lines: Option<u64>,
 }
@@ -176,22 +178,26 @@ impl Stopped {
 
     pub(super) fn json(&self) -> Value {
         json!({"exit": self.exit, "kernel_events": self.events, "dropped": self.dropped,
-            "output_lines": self.lines})
+            "kernel_runs_skipped": self.skipped, "output_lines": self.lines})
     }
 }
 
-/// `portex: N kernel events, M lines rendered; dropped: D (...)`: (N, D).
-fn parse_summary(line: &str) -> Option<(u64, u64)> {
+/// `portex: N kernel events, M lines rendered; dropped: D (..., kernel runs skipped S)`:
+/// (N, D, S).
+fn parse_summary(line: &str) -> Option<(u64, u64, u64)> {
     let rest = line.strip_prefix("portex: ")?;
     let (n, rest) = rest.split_once(" kernel events, ")?;
-    let dropped = rest
-        .split_once("dropped: ")?
-        .1
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
-    Some((n.trim().parse().ok()?, dropped))
+    let number_after = |marker: &str| -> Option<u64> {
+        rest.split_once(marker)?
+            .1
+            .split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse()
+            .ok()
+    };
+    let dropped = number_after("dropped: ")?;
+    let skipped = number_after("kernel runs skipped ").unwrap_or(0);
+    Some((n.trim().parse().ok()?, dropped, skipped))
 }
 
 /// SIGINT, wait (killed after EXIT_WITHIN), then read what it said on the way out.
@@ -229,10 +235,10 @@ pub(super) fn stop(r: Running) -> Result<Stopped> {
         },
     };
     // The stderr thread ends at EOF (the process is gone): this reads all of it.
-    let (mut events, mut dropped, mut last_line) = (None, None, None);
+    let (mut events, mut dropped, mut skipped, mut last_line) = (None, None, None, None);
     while let Ok(l) = stderr.recv_timeout(Duration::from_secs(5)) {
         match parse_summary(&l) {
-            Some((n, d)) => (events, dropped) = (Some(n), Some(d)),
+            Some((n, d, s)) => (events, dropped, skipped) = (Some(n), Some(d), Some(s)),
             None if !l.trim().is_empty() => last_line = Some(l),
             None => {}
         }
@@ -256,6 +262,7 @@ pub(super) fn stop(r: Running) -> Result<Stopped> {
         last_line,
         events,
         dropped,
+        skipped,
         lines,
     })
 }
