@@ -157,6 +157,7 @@ impl Account {
                         size: v.pool.size,
                         used: v.pool.used,
                         time_wait: v.pool.time_wait,
+                        reusable: v.pool.reusable,
                         seconds_to_full: v.forecast.seconds_to_full,
                     }
                 })

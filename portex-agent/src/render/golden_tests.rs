@@ -276,6 +276,7 @@ fn metrics_page() -> String {
                 size: 9,
                 used: 8,
                 time_wait: 3,
+                reusable: 1,
                 seconds_to_full: Some(1.5),
             }],
             holders: vec![HolderGauge {

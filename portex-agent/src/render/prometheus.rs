@@ -14,6 +14,8 @@ pub(crate) struct PoolGauge {
     pub size: u32,
     pub used: u32,
     pub time_wait: u32,
+    /// Of them, TIME_WAIT ports connect() may take over (not in `used`).
+    pub reusable: u32,
     pub seconds_to_full: Option<f64>,
 }
 
@@ -224,8 +226,13 @@ pub(crate) fn render(page: &Page) -> String {
         ),
         (
             "portex_pool_time_wait_ports",
-            "Of them, in TIME_WAIT.",
+            "Sockets in TIME_WAIT towards the destination (reusable ones included).",
             |p: &PoolGauge| p.time_wait,
+        ),
+        (
+            "portex_pool_reusable_ports",
+            "TIME_WAIT ports connect() may take over (tcp_tw_reuse, older than tcp_tw_reuse_delay); not counted as used.",
+            |p: &PoolGauge| p.reusable,
         ),
     ] {
         head(&mut o, name, "gauge", help);
@@ -293,6 +300,7 @@ mod tests {
             size: 4,
             used: 4,
             time_wait: 0,
+            reusable: 0,
             seconds_to_full: Some(0.0),
         });
         m.snapshot.holders.push(HolderGauge {

@@ -134,13 +134,14 @@ pub fn sum(m: &[Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
 /// Pools by (source, destination): (held ports, of them TIME_WAIT); empty ones left out.
 pub type Pools = BTreeMap<(String, String), (u64, u64)>;
 
-/// The agent's pools in namespace `netns` (inode), from a scrape.
+/// The agent's pools in namespace `netns` (inode), from a scrape: sockets holding a port
+/// (used, plus the TIME_WAIT ports reuse makes free again, which `ss` still lists).
 pub fn agent_pools(m: &[Sample], netns: u64) -> Pools {
     let mut out = Pools::new();
     for s in m {
-        let tw = match s.name.as_str() {
-            "portex_pool_used_ports" => false,
-            "portex_pool_time_wait_ports" => true,
+        let (held, tw) = match s.name.as_str() {
+            "portex_pool_used_ports" | "portex_pool_reusable_ports" => (true, false),
+            "portex_pool_time_wait_ports" => (false, true),
             _ => continue,
         };
         if s.label("netns") != Some(&netns.to_string()) || s.label("transport") != Some("tcp") {
@@ -150,7 +151,11 @@ pub fn agent_pools(m: &[Sample], netns: u64) -> Pools {
         let e = out
             .entry((label("source"), label("destination")))
             .or_default();
-        *(if tw { &mut e.1 } else { &mut e.0 }) = s.value as u64;
+        if tw {
+            e.1 = s.value as u64;
+        } else if held {
+            e.0 += s.value as u64;
+        }
     }
     out.retain(|_, v| v.0 > 0);
     out
