@@ -17,6 +17,8 @@ mod fs;
 mod metrics;
 mod netns;
 #[cfg(feature = "schema")]
+mod oracle;
+#[cfg(feature = "schema")]
 mod portex;
 mod procs;
 mod sockets;
@@ -28,6 +30,8 @@ pub use events::*;
 pub use fs::*;
 pub use metrics::*;
 pub use netns::*;
+#[cfg(feature = "schema")]
+pub use oracle::*;
 #[cfg(feature = "schema")]
 pub use portex::*;
 pub use procs::*;

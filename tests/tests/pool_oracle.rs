@@ -6,74 +6,38 @@
 //! The TIME_WAIT cases fill the pool with client-side TIME_WAIT (this side closes
 //! first), read the prediction, then count. "Before the delay" sets tcp_tw_reuse_delay
 //! to 5 s and counts at once; "after" sets it to 1 s and waits 1.5 s.
-use std::{process::Command, thread, time::Duration};
+use std::process::Command;
 
 use portex_e2e::*;
 
-const LO: u16 = 41000;
-const HI: u16 = 41019;
-const FILL: &str = "20";
-
-/// How long after the fill the prediction is read and the count made.
-#[derive(Clone, Copy, Debug)]
-enum When {
-    BeforeDelay,
-    AfterDelay,
-}
-
-impl When {
-    fn apply(self, ns: &Netns) {
-        let delay = match self {
-            When::BeforeDelay => "5000",
-            When::AfterDelay => "1000",
-        };
-        ns.sysctl("net.ipv4.tcp_tw_reuse_delay", delay);
-    }
-
-    fn wait(self) {
-        if let When::AfterDelay = self {
-            thread::sleep(Duration::from_millis(1500));
-        }
-    }
-}
-
-/// Free ports `portex status` predicts in `ns` for connect() from `src` to `dst`: the
-/// pool's free ports, or the namespace's TCP pool size when no socket is in that pool.
-fn status_free(ns: &Netns, src: &str, dst: &str, port: u16) -> u64 {
-    let (_, v) = status_in(ns, &["--limit", "1000"]);
-    let n = &v["namespaces"][0];
-    let pool = n["pools"].as_array().unwrap().iter().find(|p| {
-        p["source_ip"] == src && p["destination_ip"] == dst && p["destination_port"] == port
-    });
-    match pool {
-        Some(p) => p["free"].as_u64().unwrap(),
-        None => n["tcp_pool_size"].as_u64().unwrap(),
-    }
-}
-
-/// The kernel's answer: the driver's "connects K" after `Held::go`.
-fn kernel_count(client: Held) -> u64 {
-    let d = client.go();
-    d.facts("connects")
-        .first()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no count: {:?}", d.lines))
-}
-
-fn filled(client: &Held) -> u64 {
-    client.driven.facts("filled")[0].parse().unwrap()
-}
-
 /// Client and server in one namespace over loopback.
 fn loopback(tag: &str, reuse: &str, when: When) -> (u64, u64) {
+    over_loopback(
+        tag,
+        reuse,
+        when,
+        ("127.0.0.1:5000", "127.0.0.1:5000"),
+        ("127.0.0.1", "127.0.0.1"),
+    )
+}
+
+/// The same with the addresses given: (server listens, client connects to), and the
+/// pool's (source, destination) as status shows them.
+fn over_loopback(
+    tag: &str,
+    reuse: &str,
+    when: When,
+    (listen, dest): (&str, &str),
+    (src, dst): (&str, &str),
+) -> (u64, u64) {
     let ns = Netns::with_range(tag, LO, HI);
     ns.sysctl("net.ipv4.tcp_tw_reuse", reuse);
     when.apply(&ns);
-    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
-    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", FILL, "100"]);
+    let _server = ns.spawn(&["serve-close", listen]);
+    let client = ns.spawn(&["tw-then-count", dest, FILL, "100"]);
     assert_eq!(filled(&client), 20);
     when.wait();
-    let predicted = status_free(&ns, "127.0.0.1", "127.0.0.1", 5000);
+    let predicted = status_free(&ns, src, dst, 5000);
     (predicted, kernel_count(client))
 }
 
@@ -133,23 +97,6 @@ fn veth(tag: &str, reuse: &str, when: When) -> (u64, u64) {
     (predicted, kernel_count(client))
 }
 
-/// Runs the cases and requires prediction == kernel for each; prints the matrix.
-fn matrix(cases: Vec<(&str, (u64, u64))>) {
-    let table: Vec<String> = cases
-        .iter()
-        .map(|(name, (p, k))| format!("{name}: predicted {p}, kernel {k}"))
-        .collect();
-    eprintln!("{}", table.join("\n"));
-    for (name, (p, k)) in &cases {
-        assert_eq!(
-            p,
-            k,
-            "{name}: portex predicted {p} free ports, connect() got {k}\n{}",
-            table.join("\n")
-        );
-    }
-}
-
 #[test]
 #[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn time_wait_over_loopback_matches_the_kernel_for_every_reuse_setting() {
@@ -178,6 +125,36 @@ fn time_wait_over_loopback_matches_the_kernel_for_every_reuse_setting() {
     assert!(cases.iter().any(|(_, (_, k))| *k == 0));
     assert!(cases.iter().any(|(_, (_, k))| *k >= 20));
     matrix(cases);
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn ipv6_and_ipv4_mapped_time_wait_match_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    let v6 = ("[::1]:5000", "[::1]:5000");
+    // A dual-stack (AF_INET6) client socket talking IPv4: one pool with IPv4 clients.
+    let mapped = ("127.0.0.1:5000", "[::ffff:127.0.0.1]:5000");
+    let v4 = ("127.0.0.1", "127.0.0.1");
+    matrix(vec![
+        (
+            "IPv6 loopback reuse=2 before delay",
+            over_loopback("or6b", "2", When::BeforeDelay, v6, ("::1", "::1")),
+        ),
+        (
+            "IPv6 loopback reuse=2 after delay",
+            over_loopback("or6a", "2", When::AfterDelay, v6, ("::1", "::1")),
+        ),
+        (
+            "IPv6 loopback reuse=0 after delay",
+            over_loopback("or60", "0", When::AfterDelay, v6, ("::1", "::1")),
+        ),
+        (
+            "IPv4-mapped reuse=2 after delay",
+            over_loopback("ormap", "2", When::AfterDelay, mapped, v4),
+        ),
+    ]);
 }
 
 #[test]
@@ -226,59 +203,6 @@ fn an_empty_range_and_a_listener_inside_it_match_the_kernel() {
         ("empty range", empty),
         ("listener inside the range, 5 TIME_WAIT", listener),
     ]);
-}
-
-#[test]
-#[cfg_attr(portex_unprivileged, ignore = "needs root")]
-fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
-    if !require_root() {
-        return;
-    }
-    let dir = TmpDir::new("oracle-agent");
-    let portex = Portex::agent_to(
-        &dir.join("events.ndjson"),
-        &["--metrics", "127.0.0.1:0", "--metrics-pool-min", "0"],
-    );
-    let metrics = portex.metrics_addr();
-    let mut cases = Vec::new();
-    for (tag, reuse) in [("oral0", "0"), ("oral2", "2")] {
-        let ns = Netns::with_range(tag, LO, HI);
-        ns.sysctl("net.ipv4.tcp_tw_reuse", reuse);
-        When::AfterDelay.apply(&ns);
-        let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
-        let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", FILL, "100"]);
-        assert_eq!(filled(&client), 20);
-        When::AfterDelay.wait();
-        let netns = ns.inode().to_string();
-        let gauge = |s: &[Sample], name: &str| {
-            s.iter()
-                .find(|x| {
-                    x.name == name
-                        && x.label("netns") == Some(netns.as_str())
-                        && x.label("destination") == Some("127.0.0.1:5000")
-                })
-                .map(|x| x.value)
-        };
-        // The gauges are published every second: wait for one taken after the delay.
-        thread::sleep(Duration::from_millis(1200));
-        let (ok, s) = samples_until(&metrics, Duration::from_secs(10), |s| {
-            gauge(s, "portex_pool_used_ports").is_some()
-        });
-        assert!(ok, "no gauge for the pool of {tag}");
-        let size = gauge(&s, "portex_pool_size_ports").unwrap();
-        let used = gauge(&s, "portex_pool_used_ports").unwrap();
-        let predicted = (size - used) as u64;
-        cases.push((
-            if reuse == "0" {
-                "live ledger, reuse=0"
-            } else {
-                "live ledger, reuse=2 loopback"
-            },
-            (predicted, kernel_count(client)),
-        ));
-    }
-    drop(portex.stop());
-    matrix(cases);
 }
 
 #[test]

@@ -1,0 +1,60 @@
+//! The live ledger (`portex agent`'s pool gauges) against the kernel, in its own test
+//! binary: the agent keys namespaces by inode and learns of a deleted one at its next
+//! reconciliation (10 s), so namespaces that other tests create and delete meanwhile
+//! (and whose inodes the kernel hands out again) must not run beside it.
+use std::{thread, time::Duration};
+
+use portex_e2e::*;
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
+    if !require_root() {
+        return;
+    }
+    let dir = TmpDir::new("oracle-agent");
+    let portex = Portex::agent_to(
+        &dir.join("events.ndjson"),
+        &["--metrics", "127.0.0.1:0", "--metrics-pool-min", "0"],
+    );
+    let metrics = portex.metrics_addr();
+    let mut cases = Vec::new();
+    // Both namespaces live until the end, so neither inode is handed out again.
+    let mut namespaces = Vec::new();
+    for (tag, reuse) in [("oral0", "0"), ("oral2", "2")] {
+        namespaces.push(Netns::with_range(tag, LO, HI));
+        let ns = namespaces.last().unwrap();
+        ns.sysctl("net.ipv4.tcp_tw_reuse", reuse);
+        When::AfterDelay.apply(ns);
+        let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+        let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", FILL, "100"]);
+        assert_eq!(filled(&client), 20);
+        When::AfterDelay.wait();
+        let netns = ns.inode().to_string();
+        let gauge = |s: &[Sample], name: &str| {
+            s.iter()
+                .find(|x| {
+                    x.name == name
+                        && x.label("netns") == Some(netns.as_str())
+                        && x.label("destination") == Some("127.0.0.1:5000")
+                })
+                .map(|x| x.value)
+        };
+        // The gauges are published every second: wait for one taken after the delay.
+        thread::sleep(Duration::from_millis(1200));
+        let (ok, s) = samples_until(&metrics, Duration::from_secs(10), |s| {
+            gauge(s, "portex_pool_used_ports").is_some()
+        });
+        assert!(ok, "no gauge for the pool of {tag}");
+        let size = gauge(&s, "portex_pool_size_ports").unwrap();
+        let used = gauge(&s, "portex_pool_used_ports").unwrap();
+        let name = if reuse == "0" {
+            "live ledger, loopback reuse=0 after delay"
+        } else {
+            "live ledger, loopback reuse=2 after delay"
+        };
+        cases.push((name, ((size - used) as u64, kernel_count(client))));
+    }
+    drop(portex.stop());
+    matrix(cases);
+}
