@@ -170,8 +170,14 @@ fn status_thresholds_set_the_severity_shown_and_the_exit_status() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (got, text, err) = ns.exec(&args);
         assert_eq!(got, Some(code), "text {flags:?}: {err}");
+        // The first line is the verdict: the fullest pool and its severity.
+        assert!(
+            text.starts_with(&format!("verdict: {status}: fullest pool {pool_label} ")),
+            "{text}"
+        );
         let line = text
             .lines()
+            .skip(1)
             .find(|l| l.contains(pool_label))
             .unwrap_or_else(|| panic!("{text}"));
         assert!(line.starts_with(mark), "{flags:?}: {line:?}");

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     logic::diagnose::{Diagnosis, Thresholds},
     logic::model::DiagSocket,
-    logic::pool::{Pool, PortRules, ProcessUsage, usage_by_process},
+    logic::pool::{Pool, PortRules, ProcessUsage, sustainable_per_s, tw_hold_ms, usage_by_process},
     logic::sysctls::NetSettings,
 };
 
@@ -135,6 +135,7 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
         .collect();
     let v = json!({
         "status": status,
+        "verdict": verdict(reports).map(|v| v.json(th)),
         "thresholds": { "warning": th.warning, "critical": th.critical },
         "namespaces": ns,
     });
@@ -143,8 +144,92 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
     s
 }
 
+/// The fullest pool of all namespaces, in one line: what the on-call engineer reads first.
+struct Verdict<'a> {
+    report: &'a NetnsReport,
+    pool: &'a Pool,
+    /// How long a TIME_WAIT port of this pool stays unusable, ms.
+    hold_ms: u64,
+}
+
+fn verdict(reports: &[NetnsReport]) -> Option<Verdict<'_>> {
+    reports
+        .iter()
+        .flat_map(|r| r.pools.iter().map(move |p| (r, p)))
+        .max_by(|a, b| a.1.utilisation().total_cmp(&b.1.utilisation()))
+        .map(|(report, pool)| Verdict {
+            report,
+            pool,
+            hold_ms: tw_hold_ms(&report.settings, pool.key.saddr, pool.key.daddr),
+        })
+}
+
+impl Verdict<'_> {
+    fn text(&self, th: &Thresholds) -> String {
+        let p = self.pool;
+        let sev = th
+            .severity(p.utilisation())
+            .map(|s| s.as_str())
+            .unwrap_or("ok");
+        let mut line = format!(
+            "verdict: {sev}: fullest pool {} (network namespace {}): {} of {} ports free ({:.0}% used)",
+            p.key.label(),
+            self.report.inode,
+            p.free(),
+            p.size,
+            p.utilisation() * 100.0
+        );
+        if !p.key.is_udp_pool() {
+            let _ = write!(
+                line,
+                "; it sustains ~{} new connections/s if this side closes first (a TIME_WAIT port is held {})",
+                rate(sustainable_per_s(p.size, self.hold_ms)),
+                if self.hold_ms >= 1000 && self.hold_ms.is_multiple_of(1000) {
+                    format!("{} s", self.hold_ms / 1000)
+                } else {
+                    format!("{} ms", self.hold_ms)
+                }
+            );
+        }
+        line
+    }
+
+    fn json(&self, th: &Thresholds) -> Value {
+        let p = self.pool;
+        json!({
+            "netns": self.report.inode,
+            "pool": p.key.label(),
+            "severity": th.severity(p.utilisation()).map(|s| s.as_str()).unwrap_or("ok"),
+            "free": p.free(),
+            "size": p.size,
+            "utilisation": (p.utilisation() * 10_000.0).round() / 10_000.0,
+            "time_wait_hold_ms": self.hold_ms,
+            "sustainable_client_close_per_s": if p.key.is_udp_pool() {
+                Value::Null
+            } else {
+                json!((sustainable_per_s(p.size, self.hold_ms) * 10.0).round() / 10.0)
+            },
+        })
+    }
+}
+
+/// "0.1", "20", "471": a decimal only where it matters.
+fn rate(r: f64) -> String {
+    if r < 10.0 {
+        format!("{r:.1}")
+    } else {
+        format!("{r:.0}")
+    }
+}
+
 pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
     let mut o = String::new();
+    match verdict(reports) {
+        Some(v) => {
+            let _ = writeln!(o, "{}\n", v.text(th));
+        }
+        None => o.push_str("verdict: ok: no ephemeral port in use\n\n"),
+    }
     for r in reports {
         let s = &r.settings;
         let name = r
@@ -218,4 +303,38 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
         o.push('\n');
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logic::{fixtures::tcp, pool::build_pools};
+
+    #[test]
+    fn the_verdict_names_the_fullest_pool_and_its_sustainable_rate() {
+        let settings = NetSettings {
+            range: (40000, 40019),
+            ..NetSettings::default()
+        };
+        // 15 live connections over loopback (reuse=2 applies: 1 s hold), 2 elsewhere.
+        let mut socks: Vec<DiagSocket> = (0..15)
+            .map(|i| tcp(1, &format!("127.0.0.1:{}", 40000 + i), "127.0.0.1:5000", 1))
+            .collect();
+        socks.push(tcp(1, "10.0.0.1:40000", "10.0.0.9:80", 2));
+        socks.push(tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 3));
+        let pools = build_pools(7, &settings, &socks, |_| None);
+        let report = NetnsReport::new((7, None), 7, settings, &socks, pools, Vec::new());
+        let reports = [report];
+        let th = Thresholds::default();
+        let v = verdict(&reports).unwrap();
+        assert_eq!(v.hold_ms, 1000);
+        assert_eq!(
+            v.text(&th),
+            "verdict: ok: fullest pool tcp 127.0.0.1 -> 127.0.0.1:5000 (network namespace 7): \
+             5 of 20 ports free (75% used); it sustains ~20 new connections/s if this side \
+             closes first (a TIME_WAIT port is held 1 s)"
+        );
+        assert_eq!(v.json(&th)["sustainable_client_close_per_s"], 20.0);
+        assert!(verdict(&[]).is_none());
+    }
 }

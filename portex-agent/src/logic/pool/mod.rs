@@ -17,7 +17,9 @@ mod tests;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
-pub(crate) use rules::{PortRules, TIME_WAIT_MS, TcpState, held_states_mask};
+pub(crate) use rules::{
+    PortRules, TIME_WAIT_MS, TcpState, held_states_mask, sustainable_per_s, tw_hold_ms,
+};
 pub(crate) use table::build_pools;
 pub(crate) use tally::{PortUse, Tally};
 

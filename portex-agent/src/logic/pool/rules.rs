@@ -92,23 +92,14 @@ impl PortRules {
     /// 1, or 2 when either address is loopback, and TCP timestamps on (the old
     /// connection's timestamps are what make the reuse safe).
     pub(crate) fn tw_reuse_applies(&self, local: IpAddr, remote: IpAddr) -> bool {
-        self.settings.timestamps
-            && match self.settings.tw_reuse {
-                1 => true,
-                2 => local.is_loopback() || remote.is_loopback(),
-                _ => false,
-            }
+        tw_reuse_applies(&self.settings, local, remote)
     }
 
     /// How long a TIME_WAIT socket between these addresses keeps its port from connect()
     /// towards the same destination: the reuse delay where reuse applies, else the whole
     /// TIME_WAIT (60 s).
     pub(crate) fn tw_hold_ms(&self, local: IpAddr, remote: IpAddr) -> u64 {
-        if self.tw_reuse_applies(local, remote) {
-            self.settings.tw_reuse_delay_ms as u64
-        } else {
-            TIME_WAIT_MS
-        }
+        tw_hold_ms(&self.settings, local, remote)
     }
 
     /// A TIME_WAIT socket `age_ms` old: is its port free again for connect()?
@@ -120,6 +111,31 @@ impl PortRules {
     pub(crate) fn udp_size(&self) -> u32 {
         self.settings.usable_ports()
     }
+}
+
+/// PortRules::tw_reuse_applies for a namespace's settings alone.
+fn tw_reuse_applies(settings: &NetSettings, local: IpAddr, remote: IpAddr) -> bool {
+    settings.timestamps
+        && match settings.tw_reuse {
+            1 => true,
+            2 => local.is_loopback() || remote.is_loopback(),
+            _ => false,
+        }
+}
+
+/// PortRules::tw_hold_ms for a namespace's settings alone.
+pub(crate) fn tw_hold_ms(settings: &NetSettings, local: IpAddr, remote: IpAddr) -> u64 {
+    if tw_reuse_applies(settings, local, remote) {
+        settings.tw_reuse_delay_ms as u64
+    } else {
+        TIME_WAIT_MS
+    }
+}
+
+/// New connections per second a pool of `size` ports sustains when this side closes
+/// each first: every port is held for the TIME_WAIT hold (Little's law).
+pub(crate) fn sustainable_per_s(size: u32, hold_ms: u64) -> f64 {
+    size as f64 * 1000.0 / hold_ms.max(1) as f64
 }
 
 fn ephemeral(settings: &NetSettings, port: u16) -> bool {
