@@ -58,7 +58,10 @@ pub(super) const CLOSING: u32 = 1 << 28;
 /// In TIME_WAIT for longer than tcp_tw_reuse_delay where reuse applies: connect()
 /// towards the same destination may take the port over, so the pool counts it free.
 pub(super) const REUSABLE: u32 = 1 << 27;
-pub(super) const EPOCH: u32 = !(POOLED | BOUND | ESTABLISHED | CLOSING | REUSABLE);
+/// Whether this TIME_WAIT can become reusable has been decided (reuse does not apply to
+/// its addresses, or it became reusable): the expiry pass does not ask again.
+pub(super) const REUSE_DECIDED: u32 = 1 << 26;
+pub(super) const EPOCH: u32 = !(POOLED | BOUND | ESTABLISHED | CLOSING | REUSABLE | REUSE_DECIDED);
 
 impl Entry {
     pub(super) fn pooled(&self) -> bool {

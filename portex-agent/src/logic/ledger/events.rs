@@ -3,12 +3,12 @@
 //! reusable after tcp_tw_reuse_delay where reuse applies, and end after 60 s.
 use super::{
     Ledger, PoolStats,
-    entry::{BOUND, ESTABLISHED, Entry, POOLED, REUSABLE, Tuple, ms},
+    entry::{BOUND, ESTABLISHED, Entry, POOLED, REUSABLE, REUSE_DECIDED, Tuple, ms},
 };
 use crate::logic::{
     errno,
     model::{Action, Record, Transport},
-    pool::{PoolKey, TIME_WAIT_MS},
+    pool::{PoolKey, PortRules, TIME_WAIT_MS},
 };
 
 /// How often TIME_WAIT entries are checked for reuse and expiry (one pass over the table).
@@ -47,7 +47,7 @@ impl Ledger {
                     // (tcp_tw_reuse). The entry is a live connection again.
                     let (was, reusable) = (e.pid, e.reusable());
                     e.tw_since_ms = 0;
-                    e.bits &= !REUSABLE;
+                    e.bits &= !(REUSABLE | REUSE_DECIDED);
                     e.pid = pid;
                     if !e.pooled() {
                         return None;
@@ -204,7 +204,12 @@ impl Ledger {
         self.last_expire_ms = now_ms;
         let mut ended: Vec<(Tuple, Entry)> = Vec::new();
         let mut freed: Vec<Tuple> = Vec::new();
-        let (ns, ns_ids) = (&self.ns, &self.ns_ids);
+        // Each namespace's rules by Tuple::ns, looked up once per pass, not per entry.
+        let rules: Vec<Option<&PortRules>> = self
+            .ns_ids
+            .iter()
+            .map(|id| self.ns.get(id).map(|n| &n.rules))
+            .collect();
         self.socks.retain(|t, e| {
             if !e.in_time_wait() {
                 return true;
@@ -216,14 +221,14 @@ impl Ledger {
                 }
                 return false;
             }
-            if e.pooled()
-                && !e.reusable()
-                && ns
-                    .get(&ns_ids[t.ns as usize])
-                    .is_some_and(|n| n.rules.tw_reusable(t.local().ip(), t.remote().ip(), age))
-            {
-                e.bits |= REUSABLE;
-                freed.push(*t);
+            let undecided = e.pooled() && !e.reusable() && e.bits & REUSE_DECIDED == 0;
+            if let Some(r) = rules[t.ns as usize].filter(|_| undecided) {
+                if !r.tw_reuse_applies(t.local().ip(), t.remote().ip()) {
+                    e.bits |= REUSE_DECIDED;
+                } else if age >= r.settings.tw_reuse_delay_ms as u64 {
+                    e.bits |= REUSABLE | REUSE_DECIDED;
+                    freed.push(*t);
+                }
             }
             true
         });

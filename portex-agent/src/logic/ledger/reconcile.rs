@@ -6,7 +6,7 @@ use rustc_hash::FxHashSet as HashSet;
 
 use super::{
     Ledger, NsInfo,
-    entry::{BOUND, EPOCH, Entry, POOLED, REUSABLE, Tuple, ms, state_bits},
+    entry::{BOUND, EPOCH, Entry, POOLED, REUSABLE, REUSE_DECIDED, Tuple, ms, state_bits},
 };
 #[cfg(test)]
 use crate::logic::model::Owner;
@@ -126,7 +126,11 @@ impl Ledger {
         let reusable = pooled && tw && reuse_applies(now_ms.saturating_sub(e.tw_since_ms));
         e.bits = epoch
             | if pooled { POOLED } else { 0 }
-            | if reusable { REUSABLE } else { 0 }
+            | if reusable {
+                REUSABLE | REUSE_DECIDED
+            } else {
+                0
+            }
             | (e.bits & BOUND)
             | state;
         if pooled {
