@@ -233,3 +233,51 @@ fn tcp_max_tw_buckets_overflow_matches_the_kernel_and_is_diagnosed() {
         (predicted, kernel_count(client)),
     )]);
 }
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn udp_auto_bind_matches_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    // UDP auto-bind needs a port no UDP socket holds, whatever the destination: one pool
+    // per namespace. 5 connected UDP sockets held, then connect() until EAGAIN.
+    let ns = Netns::with_range("orudp", LO, HI);
+    let _held = ns.spawn(&["hold-udp", "127.0.0.1:5353", "5"]);
+    let (_, v) = status_in(&ns, &[]);
+    let udp = v["namespaces"][0]["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["transport"] == "udp")
+        .unwrap_or_else(|| panic!("no udp pool: {v:#}"));
+    let predicted = udp["free"].as_u64().unwrap();
+    let d = ns.drive(&["exhaust-udp", "127.0.0.1:5353", "100"]);
+    let kernel = d.facts("connect ok").len() as u64;
+    assert!(
+        d.facts("connect err").iter().all(|e| e == "11"),
+        "{:?}",
+        d.lines
+    );
+    matrix(vec![("UDP, 5 sockets held", (predicted, kernel))]);
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn reserved_ports_match_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    // ip_local_reserved_ports inside the range: connect() never picks them.
+    let ns = Netns::with_range("orres", LO, HI);
+    ns.sysctl("net.ipv4.ip_local_reserved_ports", "41000-41004,41010");
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "5", "100"]);
+    assert_eq!(filled(&client), 5);
+    let predicted = status_free(&ns, "127.0.0.1", "127.0.0.1", 5000);
+    matrix(vec![(
+        "6 reserved ports, 5 TIME_WAIT",
+        (predicted, kernel_count(client)),
+    )]);
+}

@@ -38,10 +38,29 @@ impl Ledger {
                 } else {
                     0
                 };
+                let recently_bound = self
+                    .procs
+                    .get(&pid)
+                    .is_some_and(|p| p.recent_binds.contains(&r.source.port()));
                 if let Some(e) = self.socks.get_mut(&t) {
                     e.bits |= established;
                     if !e.in_time_wait() {
-                        return None;
+                        if !(recently_bound && e.pooled() && !e.bound()) {
+                            return None;
+                        }
+                        // Seeded by a reconciliation (a namespace read for the first
+                        // time) before its connect was applied: its bind() is known
+                        // only now, and takes the port from every other destination.
+                        e.bits |= BOUND;
+                        let key = self.pool_key(&t);
+                        *self.bound.entry((t.ns, t.laddr)).or_default() += 1;
+                        if let Some(p) = self.pools.get_mut(&key) {
+                            p.bound_here += 1;
+                        }
+                        if let Some(p) = self.procs.get_mut(&pid) {
+                            p.bind_then_connect += 1;
+                        }
+                        return Some(key);
                     }
                     // A connect on a 4-tuple in TIME_WAIT: the kernel took the port over
                     // (tcp_tw_reuse). The entry is a live connection again.

@@ -306,3 +306,20 @@ fn loopback_time_wait_becomes_reusable_after_the_delay_and_can_be_taken_over() {
     l.expire(62 * S + S / 2);
     assert_eq!(l.pool_state(&k), Some((1, 10, 0)));
 }
+
+#[test]
+fn a_bind_learned_after_the_seed_still_takes_the_port_from_other_pools() {
+    // The namespace was read (first event) after the connection existed: its entry
+    // comes from the table, its bind() and connect() events after.
+    let mut l = Ledger::new();
+    let seeded = tcp(1, "10.0.0.1:40003", "10.0.0.9:80", 5);
+    l.reconcile(NS, settings(), &[seeded], |_| None, S);
+    let mut b = rec(Action::Bind, 40003, 0, S);
+    b.destination = None;
+    l.apply_bind(&b, S);
+    l.apply(&rec(Action::Connect, 40003, 80, S), Some(NS), S);
+    l.apply(&rec(Action::Connect, 40004, 81, S), Some(NS), S);
+    let k81 = PoolKey { dport: 81, ..key() };
+    assert_eq!(l.pool_state(&k81), Some((1, 9, 0)));
+    assert_eq!(l.pool_state(&key()), Some((1, 10, 0)));
+}
