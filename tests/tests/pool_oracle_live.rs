@@ -39,15 +39,7 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
         assert_eq!(filled(&client), 20);
         When::AfterDelay.wait();
         let netns = ns.inode().to_string();
-        let gauge = |s: &[Sample], name: &str| {
-            s.iter()
-                .find(|x| {
-                    x.name == name
-                        && x.label("netns") == Some(netns.as_str())
-                        && x.label("destination") == Some("127.0.0.1:5000")
-                })
-                .map(|x| x.value)
-        };
+        let gauge = |s: &[Sample], name: &str| pool_gauge(s, name, &netns);
         // The gauges are published every second: wait for one taken after the delay.
         thread::sleep(Duration::from_millis(1200));
         let (ok, s) = samples_until(&metrics, Duration::from_secs(10), |s| {
@@ -73,15 +65,7 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
     let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
     let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "1", "100"]);
     let netns = ns.inode().to_string();
-    let gauge = |s: &[Sample], name: &str| {
-        s.iter()
-            .find(|x| {
-                x.name == name
-                    && x.label("netns") == Some(netns.as_str())
-                    && x.label("destination") == Some("127.0.0.1:5000")
-            })
-            .map(|x| x.value)
-    };
+    let gauge = |s: &[Sample], name: &str| pool_gauge(s, name, &netns);
     thread::sleep(Duration::from_millis(1200));
     let (ok, s) = samples_until(&metrics, Duration::from_secs(10), |s| {
         gauge(s, "portex_pool_used_ports") == Some(1.0)
@@ -98,4 +82,15 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
     assert_eq!(status_says, kernel + 5);
     drop(portex.stop());
     matrix(cases);
+}
+
+/// One gauge of the pool towards 127.0.0.1:5000 in namespace `netns` (inode), if exported.
+fn pool_gauge(s: &[Sample], name: &str, netns: &str) -> Option<f64> {
+    s.iter()
+        .find(|x| {
+            x.name == name
+                && x.label("netns") == Some(netns)
+                && x.label("destination") == Some("127.0.0.1:5000")
+        })
+        .map(|x| x.value)
 }

@@ -44,6 +44,13 @@ fn close(sport: u16, tw: bool, ts: u64) -> Record {
     r
 }
 
+/// The record of a bind(port 0) by pid 7 that got `port`.
+fn bind_port_zero(l: &mut Ledger, port: u16) {
+    let mut b = rec(Action::Bind, port, 0, S);
+    b.destination = None;
+    l.apply_bind(&b, S);
+}
+
 fn ledger() -> Ledger {
     let mut l = Ledger::new();
     l.reconcile(NS, settings(), &[], |_| None, 0);
@@ -181,9 +188,7 @@ fn pressure_fires_once_per_threshold_and_rearms() {
 #[test]
 fn bind_then_connect_is_counted_per_process() {
     let mut l = ledger();
-    let mut b = rec(Action::Bind, 40003, 0, S);
-    b.destination = None;
-    l.apply_bind(&b, S);
+    bind_port_zero(&mut l, 40003);
     l.apply(&rec(Action::Connect, 40003, 80, S), Some(NS), S);
     l.apply(&rec(Action::Connect, 40004, 80, S), Some(NS), S);
     assert_eq!(l.processes()[&7].bind_then_connect, 1);
@@ -192,9 +197,7 @@ fn bind_then_connect_is_counted_per_process() {
 #[test]
 fn a_port_bind_chose_shrinks_the_other_pools_of_that_address() {
     let mut l = ledger();
-    let mut b = rec(Action::Bind, 40003, 0, S);
-    b.destination = None;
-    l.apply_bind(&b, S);
+    bind_port_zero(&mut l, 40003);
     l.apply(&rec(Action::Connect, 40003, 80, S), Some(NS), S);
     l.apply(&rec(Action::Connect, 40004, 81, S), Some(NS), S);
     let k81 = PoolKey { dport: 81, ..key() };
@@ -314,9 +317,7 @@ fn a_bind_learned_after_the_seed_still_takes_the_port_from_other_pools() {
     let mut l = Ledger::new();
     let seeded = tcp(1, "10.0.0.1:40003", "10.0.0.9:80", 5);
     l.reconcile(NS, settings(), &[seeded], |_| None, S);
-    let mut b = rec(Action::Bind, 40003, 0, S);
-    b.destination = None;
-    l.apply_bind(&b, S);
+    bind_port_zero(&mut l, 40003);
     l.apply(&rec(Action::Connect, 40003, 80, S), Some(NS), S);
     l.apply(&rec(Action::Connect, 40004, 81, S), Some(NS), S);
     let k81 = PoolKey { dport: 81, ..key() };
