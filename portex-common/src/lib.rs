@@ -65,6 +65,9 @@ pub mod tcpstate {
     pub const LISTEN: u8 = 10;
     pub const CLOSING: u8 = 11;
     pub const NEW_SYN_RECV: u8 = 12;
+    /// Not a state of a socket: the sock_diag request bit for sockets bind() gave a
+    /// port that neither listen nor connect (Linux 6.5+; they are reported as CLOSE).
+    pub const BOUND_INACTIVE: u8 = 13;
 }
 
 /// Sizes of the per-thread in-flight maps' values (portex-ebpf's ConnectCtx and

@@ -207,6 +207,112 @@ fn an_empty_range_and_a_listener_inside_it_match_the_kernel() {
 
 #[test]
 #[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_closed_listeners_time_wait_inside_the_range_matches_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    // A server on 41007 (inside the range) closes first 80 times, then its listener
+    // closes: its TIME_WAIT sockets keep the bind bucket, so connect() never picks 41007
+    // until they end. status infers the port from the 80 peers (the clients bind ports
+    // outside the range) and shows it once, not as 80 one-socket pools.
+    let ns = Netns::with_range("orgone", LO, HI);
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let inside = ns.spawn(&["serve-first-close", "127.0.0.1:41007"]);
+    let d = ns.drive(&["connect-from", "127.0.0.1:41007", "50000", "80"]);
+    assert_eq!(d.facts("connected"), ["80"]);
+    drop(inside);
+    let (_, v) = status_in(&ns, &["--limit", "1000"]);
+    let n = &v["namespaces"][0];
+    assert_eq!(n["bound_ports_in_range"], serde_json::json!([41007]), "{n}");
+    let pools = n["pools"].as_array().unwrap();
+    assert!(pools.is_empty(), "no pool per server connection: {pools:?}");
+    let predicted = status_free(&ns, "127.0.0.1", "127.0.0.1", 5000);
+    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "0", "100"]);
+    matrix(vec![(
+        "listener inside the range closed, 80 server TIME_WAIT left",
+        (predicted, kernel_count(client)),
+    )]);
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn bound_only_sockets_match_the_kernel() {
+    if !require_root() {
+        return;
+    }
+    // 5 sockets bound to port 0 that neither listen nor connect: bind() took 5 ports
+    // from every destination (sock_diag lists them as BOUND_INACTIVE).
+    let ns = Netns::with_range("orbound", LO, HI);
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let _bound = ns.spawn(&["bind-only", "127.0.0.1", "5"]);
+    let (_, v) = status_in(&ns, &[]);
+    let n = &v["namespaces"][0];
+    assert_eq!(
+        n["bound_only_ports_in_range"].as_array().unwrap().len(),
+        5,
+        "{n}"
+    );
+    let predicted = status_free(&ns, "127.0.0.1", "127.0.0.1", 5000);
+    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "0", "100"]);
+    matrix(vec![(
+        "5 bound-only sockets",
+        (predicted, kernel_count(client)),
+    )]);
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_per_socket_port_range_is_the_documented_bound_of_the_error() {
+    if !require_root() {
+        return;
+    }
+    // IP_LOCAL_PORT_RANGE narrows the range of one socket; sock_diag does not show it,
+    // so portex predicts for sockets without it. For a socket with its own range of R
+    // ports, the kernel allows at most R, and portex's figure is off by at most
+    // (namespace range - R): here 20 - 10.
+    let ns = Netns::with_range("orsockrange", LO, HI);
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let predicted = status_free(&ns, "127.0.0.1", "127.0.0.1", 5000);
+    let (lo, hi) = (LO.to_string(), (LO + 9).to_string());
+    let d = ns.drive(&["count-with-range", "127.0.0.1:5000", &lo, &hi, "100"]);
+    if !d.facts("unsupported").is_empty() {
+        eprintln!("IP_LOCAL_PORT_RANGE not supported by this kernel: case skipped");
+        return;
+    }
+    let kernel: u64 = d.facts("connects")[0].parse().unwrap();
+    eprintln!("per-socket range of 10 ports: predicted {predicted}, kernel {kernel} (bound 10)");
+    assert_eq!(predicted, 20);
+    assert_eq!(kernel, 10);
+    assert!(predicted - kernel <= 10);
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_client_closing_faster_than_its_pool_sustains_is_diagnosed() {
+    if !require_root() {
+        return;
+    }
+    // 20 connections closed first by the client within a second, reuse off: ~2/s against
+    // a ceiling of 20 ports / 60 s. status names it, with tcp_tw_reuse=1 as the fix, and
+    // the kernel agrees the pool is spent.
+    let ns = Netns::with_range("orrate", LO, HI);
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", FILL, "100"]);
+    let (_, v) = status_in(&ns, &[]);
+    let diagnoses = v["namespaces"][0]["diagnoses"].as_array().unwrap().clone();
+    let d = diagnoses
+        .iter()
+        .find(|d| d["id"] == "rate_above_sustainable")
+        .unwrap_or_else(|| panic!("no rate diagnosis: {diagnoses:?}"));
+    assert_eq!(d["severity"], "critical");
+    assert!(d["fix"].as_str().unwrap().contains("tcp_tw_reuse=1"), "{d}");
+    assert_eq!(kernel_count(client), 0);
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
 fn tcp_max_tw_buckets_overflow_matches_the_kernel_and_is_diagnosed() {
     if !require_root() {
         return;

@@ -80,6 +80,45 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
     ));
     eprintln!("status for the same pool: {status_says} (its documented error: the 5 bound ports)");
     assert_eq!(status_says, kernel + 5);
+    // A listener inside the range that closed with 80 server TIME_WAIT left: the ledger
+    // infers the port at its next reconciliation (every 10 s) and takes it from the pool.
+    namespaces.push(Netns::with_range("oralg", LO, HI));
+    let ns = namespaces.last().unwrap();
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let inside = ns.spawn(&["serve-first-close", "127.0.0.1:41007"]);
+    let d = ns.drive(&["connect-from", "127.0.0.1:41007", "50000", "80"]);
+    assert_eq!(d.facts("connected"), ["80"]);
+    drop(inside);
+    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "1", "100"]);
+    let netns = ns.inode().to_string();
+    let gauge = |s: &[Sample], name: &str| pool_gauge(s, name, &netns);
+    let (_, s) = samples_until(&metrics, Duration::from_secs(25), |s| {
+        gauge(s, "portex_pool_size_ports").is_some_and(|size| size < 20.0)
+            && gauge(s, "portex_pool_used_ports") == Some(1.0)
+    });
+    let size = gauge(&s, "portex_pool_size_ports").unwrap_or(0.0);
+    cases.push((
+        "live ledger, listener inside the range closed, 80 server TIME_WAIT left",
+        ((size - 1.0) as u64, kernel_count(client)),
+    ));
+    // Bound-only sockets: seen at reconciliation (sock_diag's BOUND_INACTIVE).
+    namespaces.push(Netns::with_range("oralo", LO, HI));
+    let ns = namespaces.last().unwrap();
+    let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
+    let _bound = ns.spawn(&["bind-only", "127.0.0.1", "5"]);
+    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "1", "100"]);
+    let netns = ns.inode().to_string();
+    let gauge = |s: &[Sample], name: &str| pool_gauge(s, name, &netns);
+    let (_, s) = samples_until(&metrics, Duration::from_secs(25), |s| {
+        gauge(s, "portex_pool_size_ports").is_some_and(|size| size < 20.0)
+            && gauge(s, "portex_pool_used_ports") == Some(1.0)
+    });
+    let size = gauge(&s, "portex_pool_size_ports").unwrap_or(0.0);
+    cases.push((
+        "live ledger, 5 bound-only sockets",
+        ((size - 1.0) as u64, kernel_count(client)),
+    ));
     drop(portex.stop());
     matrix(cases);
 }

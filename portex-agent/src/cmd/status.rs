@@ -3,6 +3,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     cmd::cli::StatusArgs,
+    logic::demand::recent_close_rates,
     logic::diagnose::{LiveFacts, diagnose},
     logic::pool::build_pools,
     render::status::{NetnsReport, render_json, render_text},
@@ -33,6 +34,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
         });
         let facts = LiveFacts {
             time_wait_overflows: snap.time_wait_overflows,
+            close_rates: recent_close_rates(ns.inode, &snap.settings, &snap.sockets),
             ..LiveFacts::default()
         };
         let diagnoses = diagnose(&snap.settings, &pools, &th, &facts);

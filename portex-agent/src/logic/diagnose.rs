@@ -25,7 +25,8 @@ impl Severity {
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Diagnosis {
     /// Stable identifier: narrow_port_range, pool_exhaustion, client_closes_first,
-    /// short_lived_connections, tcp_tw_reuse_off, bind_before_connect.
+    /// short_lived_connections, tcp_tw_reuse_off, bind_before_connect,
+    /// time_wait_overflow, rate_above_sustainable.
     pub id: &'static str,
     pub severity: Severity,
     pub summary: String,
@@ -71,6 +72,9 @@ pub(crate) struct LiveFacts {
     /// TCPTimeWaitOverflow of the namespace (/proc/net/netstat): TIME_WAIT sockets the
     /// kernel destroyed at once because tcp_max_tw_buckets was reached.
     pub time_wait_overflows: u64,
+    /// Per pool, connections this side closed first per second recently
+    /// (demand::recent_close_rates, or the live ledger's rates).
+    pub close_rates: Vec<(PoolKey, f64)>,
 }
 
 fn holder_pids(p: &Pool) -> Vec<u32> {
@@ -219,6 +223,11 @@ pub(crate) fn diagnose(
             ));
         }
     }
+    out.extend(crate::logic::demand::rate_below_demand(
+        settings,
+        pools,
+        &live.close_rates,
+    ));
     if live.time_wait_overflows > 0 {
         out.push(Diagnosis {
             id: "time_wait_overflow",

@@ -5,6 +5,7 @@ pub(crate) mod addr;
 pub(crate) mod arming;
 pub(crate) mod clock;
 pub(crate) mod decode;
+pub(crate) mod demand;
 pub(crate) mod diagnose;
 pub(crate) mod errno;
 pub(crate) mod filter;

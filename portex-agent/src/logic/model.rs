@@ -281,6 +281,18 @@ impl DiagSocket {
         self.is_tcp() && self.state == portex_common::tcpstate::LISTEN
     }
 
+    /// A TCP socket bind() gave a port that has neither listened nor connected
+    /// (sock_diag lists them, in state CLOSE, when asked for BOUND_INACTIVE).
+    pub(crate) fn is_tcp_bound_only(&self) -> bool {
+        self.is_tcp() && self.state == portex_common::tcpstate::CLOSE && self.local.port() != 0
+    }
+
+    /// A TCP socket whose port bind() or listen() took: connect() never picks that port
+    /// again while it lives, for any destination.
+    pub(crate) fn binds_tcp_port(&self) -> bool {
+        self.is_tcp_listener() || self.is_tcp_bound_only()
+    }
+
     pub(crate) fn in_time_wait(&self) -> bool {
         self.is_tcp() && self.state == portex_common::tcpstate::TIME_WAIT
     }

@@ -104,7 +104,9 @@ impl Tracker {
             })?;
             let udp = (udp_used, settings.usable_ports());
             let mut listeners = Vec::new();
-            sockdiag::for_each(TCP, 1 << tcpstate::LISTEN, &mut |s| {
+            // Listeners and bound-only sockets: their ports are no pool's.
+            let binds = 1 << tcpstate::LISTEN | 1 << tcpstate::BOUND_INACTIVE;
+            sockdiag::for_each(TCP, binds, &mut |s| {
                 listeners.push((s.local.ip(), s.local.port()))
             })?;
             ledger.reconcile_begin(ns.inode, settings, listeners.into_iter());

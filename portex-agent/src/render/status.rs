@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use crate::{
     logic::diagnose::{Diagnosis, Thresholds},
     logic::model::DiagSocket,
-    logic::pool::{Pool, PortRules, ProcessUsage, sustainable_per_s, tw_hold_ms, usage_by_process},
+    logic::pool::{
+        Pool, ProcessUsage, sustainable_per_s, table_rules, tw_hold_ms, usage_by_process,
+    },
     logic::sysctls::NetSettings,
 };
 
@@ -19,6 +21,14 @@ pub(crate) struct NetnsReport {
     /// The size of every TCP pool of the namespace (a destination without a pool has
     /// this many free ports).
     pub tcp_pool_size: u32,
+    /// Listening ports inside the range: one port less for every TCP pool.
+    pub listening_in_range: Vec<u16>,
+    /// Ports inside the range that bind() gave sockets that neither listen nor connect
+    /// (not listening too): the same.
+    pub bound_only_in_range: Vec<u16>,
+    /// Ports inside the range that servers bound and whose listener closed (inferred:
+    /// pool::table_rules); one port less for every TCP pool until their connections end.
+    pub bound_in_range: Vec<u16>,
     pub time_wait: u32,
     pub pools: Vec<Pool>,
     pub processes: Vec<ProcessUsage>,
@@ -38,18 +48,30 @@ impl NetnsReport {
     ) -> Self {
         let tcp_held = sockets.iter().filter(|s| s.holds_tcp_port()).count() as u32;
         let time_wait = sockets.iter().filter(|s| s.in_time_wait()).count() as u32;
-        let listeners = sockets
-            .iter()
-            .filter(|s| s.is_tcp_listener())
-            .map(|s| (s.local.ip(), s.local.port()));
-        let tcp_pool_size = PortRules::new(settings.clone(), listeners).tcp_size();
+        let rules = table_rules(&settings, sockets);
+        let in_range = |pick: fn(&DiagSocket) -> bool| {
+            let mut v: Vec<u16> = sockets
+                .iter()
+                .filter(|s| pick(s) && rules.ephemeral(s.local.port()))
+                .map(|s| s.local.port())
+                .collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let listening = in_range(DiagSocket::is_tcp_listener);
+        let mut bound_only = in_range(DiagSocket::is_tcp_bound_only);
+        bound_only.retain(|p| listening.binary_search(p).is_err());
         NetnsReport {
             inode,
             name,
             is_current: inode == current,
             settings,
             tcp_held,
-            tcp_pool_size,
+            tcp_pool_size: rules.tcp_size(),
+            listening_in_range: listening,
+            bound_only_in_range: bound_only,
+            bound_in_range: rules.bound_in_range().to_vec(),
             time_wait,
             processes: usage_by_process(&pools),
             pools,
@@ -117,6 +139,9 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
                     "tcp_fin_timeout": s.fin_timeout_s,
                 },
                 "tcp_pool_size": r.tcp_pool_size,
+                "listening_ports_in_range": r.listening_in_range,
+                "bound_only_ports_in_range": r.bound_only_in_range,
+                "bound_ports_in_range": r.bound_in_range,
                 "tcp_ports_held": r.tcp_held,
                 "time_wait": r.time_wait,
                 "pools": r.pools.iter().take(limit).map(pool_json).collect::<Vec<_>>(),
@@ -213,6 +238,53 @@ impl Verdict<'_> {
     }
 }
 
+/// "listening and bound ports in range: 3 (listening: 41007, 41009; listener closed:
+/// 41008)": the ports bind() took, once, instead of a pool per server connection.
+fn server_ports_line(r: &NetnsReport) -> Option<String> {
+    let n = r.listening_in_range.len() + r.bound_only_in_range.len() + r.bound_in_range.len();
+    if n == 0 {
+        return None;
+    }
+    let list = |ports: &[u16]| {
+        let mut s: Vec<String> = ports.iter().take(5).map(u16::to_string).collect();
+        if ports.len() > 5 {
+            s.push(format!("{} more", ports.len() - 5));
+        }
+        s.join(", ")
+    };
+    let mut parts = Vec::new();
+    if !r.listening_in_range.is_empty() {
+        parts.push(format!("listening: {}", list(&r.listening_in_range)));
+    }
+    if !r.bound_only_in_range.is_empty() {
+        parts.push(format!(
+            "bound, not listening: {}",
+            list(&r.bound_only_in_range)
+        ));
+    }
+    if !r.bound_in_range.is_empty() {
+        parts.push(format!(
+            "listener closed, connections left: {}",
+            list(&r.bound_in_range)
+        ));
+    }
+    Some(format!(
+        "listening and bound ports in range: {n} ({}); each is one port less in every TCP pool",
+        parts.join("; ")
+    ))
+}
+
+/// The pools past --limit in one line: how many, and the most any of them uses.
+fn omitted_line(pools: &[Pool], limit: usize) -> Option<String> {
+    let rest = pools.get(limit..).filter(|r| !r.is_empty())?;
+    let used: u64 = rest.iter().map(|p| p.used as u64).sum();
+    Some(format!(
+        "... and {} more pools holding {used} ports, none using more than {} (--limit N lists more)",
+        rest.len(),
+        rest.iter().map(|p| p.used).max().unwrap_or(0)
+    ))
+}
+
 /// "0.1", "20", "471": a decimal only where it matters.
 fn rate(r: f64) -> String {
     if r < 10.0 {
@@ -255,6 +327,9 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
             r.tcp_held,
             r.time_wait
         );
+        if let Some(line) = server_ports_line(r) {
+            let _ = writeln!(o, "  {line}");
+        }
         if r.pools.is_empty() {
             let _ = writeln!(o, "  no ephemeral ports in use");
         } else {
@@ -288,12 +363,8 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
                     holders.join(", ")
                 );
             }
-            if r.pools.len() > limit {
-                let _ = writeln!(
-                    o,
-                    "  ... and {} more pools (--limit)",
-                    r.pools.len() - limit
-                );
+            if let Some(line) = omitted_line(&r.pools, limit) {
+                let _ = writeln!(o, "  {line}");
             }
         }
         for d in &r.diagnoses {
@@ -336,5 +407,43 @@ mod tests {
         );
         assert_eq!(v.json(&th)["sustainable_client_close_per_s"], 20.0);
         assert!(verdict(&[]).is_none());
+    }
+
+    #[test]
+    fn bind_taken_ports_are_one_line_and_quiet_pools_are_summed() {
+        let settings = NetSettings {
+            range: (40000, 40999),
+            ..NetSettings::default()
+        };
+        let mut socks = vec![
+            tcp(10, "0.0.0.0:40007", "0.0.0.0:0", 1),
+            tcp(7, "10.0.0.1:40008", "0.0.0.0:0", 2),
+        ];
+        socks.extend(
+            (0..70).map(|i| tcp(6, "10.0.0.1:40009", &format!("10.0.0.5:{}", 50000 + i), 0)),
+        );
+        socks.extend((0..5).map(|i| {
+            tcp(
+                1,
+                &format!("10.0.0.1:{}", 40100 + i),
+                &format!("10.0.0.{i}:80"),
+                9,
+            )
+        }));
+        let pools = build_pools(7, &settings, &socks, |_| None);
+        let r = NetnsReport::new((7, None), 7, settings, &socks, pools, Vec::new());
+        assert_eq!(r.tcp_pool_size, 997);
+        assert_eq!(
+            server_ports_line(&r).unwrap(),
+            "listening and bound ports in range: 3 (listening: 40007; bound, not listening: \
+             40008; listener closed, connections left: 40009); each is one port less in every \
+             TCP pool"
+        );
+        assert_eq!(r.pools.len(), 5);
+        assert_eq!(
+            omitted_line(&r.pools, 2).unwrap(),
+            "... and 3 more pools holding 3 ports, none using more than 1 (--limit N lists more)"
+        );
+        assert!(omitted_line(&r.pools, 5).is_none());
     }
 }

@@ -37,6 +37,9 @@ use entry::{Entry, Tuple};
 struct NsInfo {
     rules: PortRules,
     epoch: u32,
+    /// (local port, peer port) of the unlistened sockets of the reconciliation under
+    /// way: its end infers from them the ports of servers whose listener closed.
+    peers: Vec<(u16, u16)>,
 }
 
 #[derive(Default)]

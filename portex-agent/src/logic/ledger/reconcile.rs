@@ -12,7 +12,7 @@ use super::{
 use crate::logic::model::Owner;
 use crate::logic::{
     model::DiagSocket,
-    pool::{PortRules, PortUse},
+    pool::{PortRules, PortUse, servers_without_listener},
     sysctls::NetSettings,
 };
 
@@ -31,7 +31,7 @@ impl Ledger {
     ) {
         let listeners = sockets
             .iter()
-            .filter(|s| s.is_tcp_listener())
+            .filter(|s| s.binds_tcp_port())
             .map(|s| (s.local.ip(), s.local.port()));
         self.reconcile_begin(netns, settings, listeners);
         for s in sockets {
@@ -60,14 +60,21 @@ impl Ledger {
         settings: NetSettings,
         listeners: impl Iterator<Item = (IpAddr, u16)>,
     ) {
-        let rules = PortRules::new(settings, listeners);
+        let old = self.ns.get(&netns);
+        // The ports inferred last time stay until this pass's end says otherwise.
+        let bound = old.map(|n| n.rules.bound_in_range().to_vec());
+        let rules = PortRules::new(settings, listeners).with_bound(bound.unwrap_or_default());
         let tcp_size = rules.tcp_size();
-        let epoch = self
-            .ns
-            .get(&netns)
-            .map(|n| (n.epoch + 1) & EPOCH)
-            .unwrap_or(1);
-        self.ns.insert(netns, NsInfo { rules, epoch });
+        let epoch = old.map(|n| (n.epoch + 1) & EPOCH).unwrap_or(1);
+        let peers = Vec::new();
+        self.ns.insert(
+            netns,
+            NsInfo {
+                rules,
+                epoch,
+                peers,
+            },
+        );
         self.ns_idx(netns);
         for (_, p) in self.pools.iter_mut().filter(|(k, _)| k.netns == netns) {
             p.used = 0;
@@ -91,9 +98,12 @@ impl Ledger {
         if !s.holds_tcp_port() {
             return;
         }
-        let Some(info) = self.ns.get(&netns) else {
+        let Some(info) = self.ns.get_mut(&netns) else {
             return;
         };
+        if info.rules.unlistened(s.local) {
+            info.peers.push((s.local.port(), s.remote.port()));
+        }
         let (epoch, tcp_size) = (info.epoch, info.rules.tcp_size());
         let idx = self.ns_idx(netns);
         let t = Tuple::new(idx, s.local, s.remote);
@@ -145,11 +155,20 @@ impl Ledger {
 
     /// Removes what the kernel no longer has (TIME_WAIT recycled early, missed closes).
     pub(crate) fn reconcile_end(&mut self, netns: u64) {
-        let Some(epoch) = self.ns.get(&netns).map(|n| n.epoch) else {
+        let Some(info) = self.ns.get_mut(&netns) else {
             return;
         };
+        let epoch = info.epoch;
+        let peers = std::mem::take(&mut info.peers);
+        let bound = servers_without_listener(peers, info.rules.settings.usable_ports());
         let idx = self.ns_idx(netns);
         self.socks.retain(|t, e| t.ns != idx || e.epoch() == epoch);
+        if let Some(info) = self.ns.get_mut(&netns)
+            && info.rules.bound_in_range() != bound.as_slice()
+        {
+            info.rules = info.rules.clone().with_bound(bound);
+            self.repool(netns, idx);
+        }
         self.recount_bound();
         self.pools
             .retain(|k, p| k.netns != netns || p.used > 0 || p.opens.total > 0 || p.failures > 0);
@@ -180,6 +199,41 @@ impl Ledger {
         self.pools.retain(|k, _| !gone.contains(&k.netns));
         self.recount_bound();
         self.recount_procs();
+    }
+
+    /// Decides again which of the namespace's entries are pooled (its rules changed) and
+    /// recounts its pools from them.
+    fn repool(&mut self, netns: u64, idx: u32) {
+        let Some(info) = self.ns.get(&netns) else {
+            return;
+        };
+        let (rules, tcp_size) = (info.rules.clone(), info.rules.tcp_size());
+        for (_, p) in self.pools.iter_mut().filter(|(k, _)| k.netns == netns) {
+            p.used = 0;
+            p.time_wait = 0;
+            p.reusable = 0;
+            p.size = tcp_size;
+        }
+        let mut counts: Vec<(Tuple, bool, bool)> = Vec::new();
+        for (t, e) in self.socks.iter_mut().filter(|(t, _)| t.ns == idx) {
+            let pooled = rules.client_side(t.local());
+            e.bits = if pooled {
+                e.bits | POOLED
+            } else {
+                e.bits & !POOLED
+            };
+            if pooled {
+                counts.push((*t, e.in_time_wait(), e.reusable()));
+            }
+        }
+        for (t, tw, reusable) in counts {
+            let key = self.pool_key(&t);
+            let p = self.pools.entry(key).or_default();
+            p.size = tcp_size;
+            p.used += !reusable as u32;
+            p.time_wait += tw as u32;
+            p.reusable += reusable as u32;
+        }
     }
 
     fn recount_procs(&mut self) {

@@ -324,3 +324,25 @@ fn a_bind_learned_after_the_seed_still_takes_the_port_from_other_pools() {
     assert_eq!(l.pool_state(&k81), Some((1, 9, 0)));
     assert_eq!(l.pool_state(&key()), Some((1, 10, 0)));
 }
+
+#[test]
+fn a_closed_listeners_connections_become_one_bound_port_at_reconciliation() {
+    let mut l = Ledger::new();
+    let s = NetSettings {
+        range: (40000, 40999),
+        ..Default::default()
+    };
+    // 100 TIME_WAIT of a server on 40005 whose listener closed, one client connection.
+    let mut table: Vec<DiagSocket> = (0..100)
+        .map(|i| tcp(6, "10.0.0.1:40005", &format!("10.0.0.7:{}", 50000 + i), 0))
+        .collect();
+    table.push(tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 0));
+    l.reconcile(NS, s.clone(), &table, |_| None, S);
+    let views = l.pool_views(S);
+    assert_eq!(views.len(), 1, "one client pool, no pool per peer");
+    let key = &views[0].pool.key;
+    assert_eq!(l.pool_state(key), Some((1, 999, 0)));
+    // Its connections gone, the port is every pool's again.
+    l.reconcile(NS, s, &table[100..], |_| None, 2 * S);
+    assert_eq!(l.pool_state(key), Some((1, 1000, 0)));
+}

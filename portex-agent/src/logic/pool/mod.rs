@@ -20,7 +20,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 pub(crate) use rules::{
     PortRules, TIME_WAIT_MS, TcpState, held_states_mask, sustainable_per_s, tw_hold_ms,
 };
-pub(crate) use table::build_pools;
+pub(crate) use table::{build_pools, servers_without_listener, table_rules};
 pub(crate) use tally::{PortUse, Tally};
 
 use crate::logic::model::{Owner, Transport};

@@ -38,11 +38,18 @@ pub(crate) fn held_states_mask() -> u32 {
     PORT_HOLDING.iter().fold(0, |m, &s| m | 1 << s)
 }
 
-/// One namespace's rules: its sysctls and the ports its listeners hold.
+/// One namespace's rules: its sysctls, the ports its listeners and bound-only sockets
+/// hold ("listeners" below: bind() took the port either way), and the ports that bind()
+/// took for sockets whose listener is gone (accepted connections and their
+/// TIME_WAIT keep the listener's bind bucket, which connect() never picks).
 #[derive(Clone, Debug)]
 pub(crate) struct PortRules {
     pub(crate) settings: NetSettings,
     listeners: FxHashSet<(IpAddr, u16)>,
+    /// Listening (or bound-only) ports inside the range, sorted.
+    listening: Vec<u16>,
+    /// Ports inside the range bound without a listener now, sorted (see with_bound).
+    bound: Vec<u16>,
     tcp_size: u32,
 }
 
@@ -52,17 +59,47 @@ impl PortRules {
         listeners: impl IntoIterator<Item = (IpAddr, u16)>,
     ) -> Self {
         let listeners: FxHashSet<(IpAddr, u16)> = listeners.into_iter().collect();
-        let mut ports: Vec<u16> = listeners.iter().map(|l| l.1).collect();
-        ports.sort_unstable();
-        ports.dedup();
+        let mut listening: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.1)
+            .filter(|&p| ephemeral(&settings, p))
+            .collect();
+        listening.sort_unstable();
+        listening.dedup();
         // Each listening port inside the range is one port less for every destination.
-        let exclusive = ports.iter().filter(|&&p| ephemeral(&settings, p)).count() as u32;
-        let tcp_size = settings.usable_ports().saturating_sub(exclusive);
+        let tcp_size = settings
+            .usable_ports()
+            .saturating_sub(listening.len() as u32);
         PortRules {
             settings,
             listeners,
+            listening,
+            bound: Vec::new(),
             tcp_size,
         }
+    }
+
+    /// The same rules with `ports` (replacing any given before) known to be bound by
+    /// bind() though no listener holds them now: like a listening port, each is one port less for every destination and
+    /// its sockets belong to no connect() pool.
+    pub(crate) fn with_bound(mut self, ports: impl IntoIterator<Item = u16>) -> Self {
+        let mut bound: Vec<u16> = ports
+            .into_iter()
+            .filter(|&p| self.ephemeral(p) && self.listening.binary_search(&p).is_err())
+            .collect();
+        bound.sort_unstable();
+        bound.dedup();
+        self.tcp_size = self
+            .settings
+            .usable_ports()
+            .saturating_sub((self.listening.len() + bound.len()) as u32);
+        self.bound = bound;
+        self
+    }
+
+    /// Ports inside the range that bind() holds with no listener now (sorted).
+    pub(crate) fn bound_in_range(&self) -> &[u16] {
+        &self.bound
     }
 
     /// connect() may pick this port: inside ip_local_port_range, not reserved.
@@ -74,6 +111,13 @@ impl PortRules {
     /// ephemeral and no listener holds it (accepted sockets share their listener's port).
     /// Hash lookups, not a scan: the ledger asks on every event.
     pub(crate) fn client_side(&self, local: SocketAddr) -> bool {
+        self.unlistened(local)
+            && (self.bound.is_empty() || self.bound.binary_search(&local.port()).is_err())
+    }
+
+    /// An ephemeral port no listener holds: client_side before the ports bound without
+    /// a listener are taken out (what their inference looks at).
+    pub(crate) fn unlistened(&self, local: SocketAddr) -> bool {
         let port = local.port();
         let listens_on = |ip: IpAddr| self.listeners.contains(&(ip, port));
         self.ephemeral(port)
@@ -82,7 +126,7 @@ impl PortRules {
                 || listens_on(IpAddr::V6(Ipv6Addr::UNSPECIFIED)))
     }
 
-    /// Every TCP pool's size: the usable range minus the listening ports inside it.
+    /// Every TCP pool's size: the usable range minus the listening and bound ports inside it.
     pub(crate) fn tcp_size(&self) -> u32 {
         self.tcp_size
     }

@@ -14,13 +14,7 @@ pub(crate) fn build_pools(
     sockets: &[DiagSocket],
     owner_of: impl Fn(&DiagSocket) -> Option<Owner>,
 ) -> Vec<Pool> {
-    let rules = PortRules::new(
-        settings.clone(),
-        sockets
-            .iter()
-            .filter(|s| s.is_tcp_listener())
-            .map(|s| (s.local.ip(), s.local.port())),
-    );
+    let rules = table_rules(settings, sockets);
     let mut tally: Tally<Option<Owner>> = Tally::default();
     let udp = PoolKey {
         netns,
@@ -61,4 +55,49 @@ pub(crate) fn build_pools(
         }
     }
     tally.finish(|o| o.clone())
+}
+
+/// A port reached from at least this many distinct peer ports is a server's port whose
+/// listener is gone: its accepted connections (and their TIME_WAIT) keep the bind bucket.
+/// A client's port reaches one destination per pool, and clients talk to service ports:
+/// 64 distinct destination ports on one local port at once is a server's fan-in.
+pub(crate) const SERVER_PEER_PORTS: usize = 64;
+
+/// The namespace's rules as its socket table shows them: listeners, and the ports bound
+/// by servers whose listener closed (sock_diag does not say which bind bucket a socket
+/// sits in, so these are inferred: see SERVER_PEER_PORTS). If the inference would take
+/// more than an eighth of the range, it is a client reaching many destinations instead,
+/// and nothing is inferred.
+pub(crate) fn table_rules(settings: &NetSettings, sockets: &[DiagSocket]) -> PortRules {
+    let rules = PortRules::new(
+        settings.clone(),
+        sockets
+            .iter()
+            .filter(|s| s.binds_tcp_port())
+            .map(|s| (s.local.ip(), s.local.port())),
+    );
+    let peers = sockets
+        .iter()
+        .filter(|s| s.holds_tcp_port() && rules.unlistened(s.local))
+        .map(|s| (s.local.port(), s.remote.port()))
+        .collect();
+    let bound = servers_without_listener(peers, settings.usable_ports());
+    rules.with_bound(bound)
+}
+
+/// From (local port, peer port) of the sockets that look client-side, the local ports
+/// that are servers' with their listener gone (SERVER_PEER_PORTS peers or more), unless
+/// that would be more than an eighth of the `usable` ports.
+pub(crate) fn servers_without_listener(mut peers: Vec<(u16, u16)>, usable: u32) -> Vec<u16> {
+    peers.sort_unstable();
+    peers.dedup();
+    let bound: Vec<u16> = peers
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() >= SERVER_PEER_PORTS)
+        .map(|run| run[0].0)
+        .collect();
+    if bound.len() as u32 > usable / 8 {
+        return Vec::new();
+    }
+    bound
 }

@@ -179,3 +179,48 @@ fn reusable_time_wait_ports_are_free_for_their_destination() {
     );
     assert_eq!((pools[0].used, pools[0].reusable), (2, 0));
 }
+
+#[test]
+fn a_closed_listeners_time_wait_is_one_bound_port_not_a_pool_per_peer() {
+    // A server on 40005 closed first 100 times, then its listener closed: 100 TIME_WAIT
+    // sockets from 100 peer ports keep the bind bucket. One client connection elsewhere.
+    let mut socks: Vec<DiagSocket> = (0..100)
+        .map(|i| tcp(6, "10.0.0.1:40005", &format!("10.0.0.7:{}", 50000 + i), 0))
+        .collect();
+    socks.push(tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 4));
+    let s = settings(40000, 40999);
+    let pools = build_pools(1, &s, &socks, |_| None);
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!((pools[0].size, pools[0].used), (999, 1));
+    let rules = table_rules(&s, &socks);
+    assert_eq!(rules.bound_in_range(), &[40005]);
+    assert_eq!(rules.tcp_size(), 999);
+}
+
+#[test]
+fn a_client_reaching_many_destinations_is_not_taken_for_a_server() {
+    // One local port towards 100 backends, all on port 443: a client's pools.
+    let socks: Vec<DiagSocket> = (0..100)
+        .map(|i| tcp(6, "10.0.0.1:40005", &format!("10.0.1.{i}:443"), 0))
+        .collect();
+    let pools = build_pools(1, &settings(40000, 40999), &socks, |_| None);
+    assert_eq!(pools.len(), 100);
+    assert!(pools.iter().all(|p| p.size == 1000 && p.used == 1));
+    // Towards 100 backends on 100 ports, and every port of a small range in use: that
+    // would infer the whole range, so nothing is inferred.
+    let socks: Vec<DiagSocket> = (0..8u16)
+        .flat_map(|port| {
+            (0..100).map(move |i| {
+                tcp(
+                    6,
+                    &format!("10.0.0.1:{}", 40000 + port),
+                    &format!("10.0.1.{i}:{}", 20000 + i),
+                    0,
+                )
+            })
+        })
+        .collect();
+    let rules = table_rules(&settings(40000, 40007), &socks);
+    assert!(rules.bound_in_range().is_empty());
+    assert_eq!(rules.tcp_size(), 8);
+}

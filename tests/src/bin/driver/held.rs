@@ -225,3 +225,20 @@ pub(crate) fn bind_mix(listen: SocketAddr, no_port: usize, plain: usize) {
     }
     hold_until_stdin_closes();
 }
+
+/// `n` TCP sockets bound to port 0 on `ip`, neither listening nor connected; held.
+pub(crate) fn bind_only(ip: std::net::IpAddr, n: usize) {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let s = Socket::new(
+            Domain::for_address(SocketAddr::new(ip, 0)),
+            Type::STREAM,
+            None,
+        )
+        .unwrap();
+        s.bind(&SockAddr::from(SocketAddr::new(ip, 0))).unwrap();
+        println!("bound {}", s.local_addr().unwrap().as_socket().unwrap());
+        held.push(s);
+    }
+    hold_until_stdin_closes();
+}

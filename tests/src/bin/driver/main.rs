@@ -84,6 +84,13 @@ fn main() {
             live_a.parse().unwrap(),
             live_b.parse().unwrap(),
         ),
+        ["count-with-range", addr, lo, hi, max] => count_with_range(
+            addr.parse().unwrap(),
+            lo.parse().unwrap(),
+            hi.parse().unwrap(),
+            max.parse().unwrap(),
+        ),
+        ["bind-only", ip, n] => bind_only(ip.parse().unwrap(), n.parse().unwrap()),
         ["bind-connect", addr, n] => bind_connect(addr.parse().unwrap(), n.parse().unwrap()),
         ["churn", addr, n] => churn(addr.parse().unwrap(), n.parse().unwrap()),
         ["refused", addr] => refused(addr.parse().unwrap()),
@@ -95,6 +102,12 @@ fn main() {
         ),
         ["after-go", rest @ ..] => after_go(rest),
         ["serve-close", addr] => serve_close(addr.parse().unwrap()),
+        ["serve-first-close", addr] => serve_first_close(addr.parse().unwrap()),
+        ["connect-from", addr, first, n] => connect_from(
+            addr.parse().unwrap(),
+            first.parse().unwrap(),
+            n.parse().unwrap(),
+        ),
         ["tw-then-count", addr, n, max] => tw_then_count(
             addr.parse().unwrap(),
             n.parse().unwrap(),

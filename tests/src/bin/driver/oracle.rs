@@ -74,3 +74,90 @@ pub(crate) fn tw_then_count(dest: SocketAddr, n: usize, max: usize) {
         let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
     }
 }
+
+/// Until stdin closes, accepts and closes each connection at once (an active close
+/// here: the TIME_WAIT is the server's, in its listener's bind bucket).
+pub(crate) fn serve_first_close(listen: SocketAddr) {
+    let l = TcpListener::bind(listen).expect("listen");
+    println!("listen {}", l.local_addr().unwrap());
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
+    let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
+}
+
+/// `n` connections to `dest` from source ports `first`, `first + 1`, ... (bound
+/// explicitly, so they come from outside the namespace's range), each read until the
+/// server closes and then closed (a passive close: no TIME_WAIT on this side). Prints
+/// "connected K".
+pub(crate) fn connect_from(dest: SocketAddr, first: u16, n: u16) {
+    let mut done = 0;
+    for i in 0..n {
+        let sock = socket2::Socket::new(
+            socket2::Domain::for_address(dest),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        let src = SocketAddr::new(dest.ip(), first + i);
+        if sock.bind(&src.into()).is_err() || sock.connect(&dest.into()).is_err() {
+            continue;
+        }
+        let mut s: TcpStream = sock.into();
+        let mut buf = [0u8; 64];
+        while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+        done += 1;
+    }
+    thread::sleep(Duration::from_millis(50));
+    println!("connected {done}");
+}
+
+/// Connects to `dest` with IP_LOCAL_PORT_RANGE (Linux 6.3+) set to `lo`..=`hi` on each
+/// socket until the first failure (at most `max`); prints "connects K" and the error,
+/// or "unsupported" when the kernel lacks the option.
+pub(crate) fn count_with_range(dest: SocketAddr, lo: u16, hi: u16, max: usize) {
+    use std::os::fd::AsRawFd;
+    const IP_LOCAL_PORT_RANGE: libc::c_int = 51;
+    let mut held = Vec::new();
+    let err = loop {
+        if held.len() >= max {
+            break None;
+        }
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(dest),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        let range: u32 = lo as u32 | (hi as u32) << 16;
+        // SAFETY: a valid socket and a u32 option value of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                IP_LOCAL_PORT_RANGE,
+                &range as *const u32 as *const libc::c_void,
+                size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            println!("unsupported");
+            return;
+        }
+        match s.connect(&dest.into()) {
+            Ok(()) => held.push(s),
+            Err(e) => break Some(errno_of(&e)),
+        }
+    };
+    println!("connects {}", held.len());
+    if let Some(e) = err {
+        println!("connect err {e}");
+    }
+    for s in &held {
+        let _ = s.set_linger(Some(Duration::ZERO));
+    }
+}
