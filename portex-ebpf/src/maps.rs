@@ -53,6 +53,19 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 1;
 
+/// Per CPU, when a failure last forced a wake-up of the reader (boot ns).
+#[map]
+pub static LAST_URGENT_WAKE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+/// Failures force a wake-up at most this often per CPU (ns); the ones in between wait
+/// for the next wake-up or the reader's timer. A forced wake-up queues an irq_work whose
+/// self-IPI arrives while the program still runs: the softirqs run on its way out
+/// (network receive, with its own inet_sock_set_state) find this CPU's BPF slot taken,
+/// and the kernel skips those runs (recursion_misses). During an exhaustion, thousands
+/// of failures a second did that. 0 forces every time.
+#[unsafe(no_mangle)]
+pub static URGENT_WAKE_GAP_NS: u64 = 1_000_000;
+
 /// Non-zero: report sockets this host accepted (server side). They hold the listening
 /// port, not an ephemeral one; at 0 (the agent's default) their transitions leave the
 /// program at the first check and never reach a map or the ring buffer.

@@ -245,9 +245,13 @@ fn report(
     if t.old == tcpstate::SYN_SENT && !closing {
         claim_connect(t.skaddr, &mut info);
     }
-    // A SYN_SENT -> CLOSE without connect() around it (io_uring, or a SYN that timed
-    // out) is rare and matters: wake the reader at once, as for syscall failures.
-    let urgent = closing && t.old == tcpstate::SYN_SENT && t.sport == 0;
+    // A port allocation failure (SYN_SENT -> CLOSE with no port) matters: wake the
+    // reader at once, unless a connect() hook is around it (its exit wakes the reader
+    // with the errno, a moment later: one wake-up per failure, not two).
+    let urgent = closing
+        && t.old == tcpstate::SYN_SENT
+        && t.sport == 0
+        && connect_in_flight(current_tid()).is_none();
     emit(urgent, |ev| {
         ev.kind = kind::STATE;
         ev.ts_ns = now_ns();

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use portex_common::{Event, SockInfo, TASK_COMM_LEN, counter};
 
-use crate::maps::{EVENTS, WAKEUP_BYTES, count};
+use crate::maps::{EVENTS, LAST_URGENT_WAKE, URGENT_WAKE_GAP_NS, WAKEUP_BYTES, count};
 
 pub fn now_ns() -> u64 {
     // SAFETY: helper without arguments.
@@ -35,7 +35,8 @@ pub fn current_tid() -> u32 {
 }
 
 /// Reserves a record, lets `fill` write it, and submits it. `urgent` events (failures)
-/// wake the reader at once; others wake it only when WAKEUP_BYTES are waiting.
+/// wake the reader at once unless one did less than URGENT_WAKE_GAP_NS ago on this CPU;
+/// others wake it only when WAKEUP_BYTES are waiting.
 #[inline(always)]
 pub fn emit(urgent: bool, fill: impl FnOnce(&mut Event)) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -50,12 +51,32 @@ pub fn emit(urgent: bool, fill: impl FnOnce(&mut Event)) {
     }
     // SAFETY: reading a global the loader may have set.
     let batch = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-    let flags = if urgent || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= batch {
+    let flags = if (urgent && urgent_wake_due()) || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= batch
+    {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(flags as u64);
+}
+
+/// Whether this CPU's last forced wake-up is URGENT_WAKE_GAP_NS old (and records now).
+#[inline(always)]
+fn urgent_wake_due() -> bool {
+    // SAFETY: reading a global the loader may have set.
+    let gap = unsafe { core::ptr::read_volatile(&URGENT_WAKE_GAP_NS) };
+    let Some(last) = LAST_URGENT_WAKE.get_ptr_mut(0) else {
+        return true;
+    };
+    let now = now_ns();
+    // SAFETY: this CPU's slot; programs on one CPU do not run concurrently.
+    unsafe {
+        if now.wrapping_sub(*last) < gap {
+            return false;
+        }
+        *last = now;
+    }
+    true
 }
 
 /// The calling task into an event's process fields (syscall events).
