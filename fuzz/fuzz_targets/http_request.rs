@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         None => data,
     };
     // Only a GET is served.
-    if matches!(r, Route::Metrics | Route::Root) {
+    if matches!(r, Route::Metrics | Route::Health | Route::Root) {
         let line = std::str::from_utf8(line).expect("a routed request line is text");
         assert_eq!(line.split_ascii_whitespace().next(), Some("GET"));
     }

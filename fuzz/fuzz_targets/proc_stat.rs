@@ -1,13 +1,14 @@
 //! /proc/<pid>/stat as the agent reads it: `untrusted::decode` of the raw bytes (a
-//! process names itself with any bytes), `owners::parse_stat`, and the ways an untrusted
-//! name is shown (terminal text, Prometheus label value).
+//! process names itself with any bytes), `owners::parse_stat`, the numeric fields of
+//! the agent's own process_* metrics (`self_stats::parse_stat_fields`), and the ways an
+//! untrusted name is shown (terminal text, Prometheus label value).
 #![no_main]
 
 use std::borrow::Cow;
 
 use libfuzzer_sys::fuzz_target;
 use portex_agent::fuzzing::{
-    parse_stat,
+    parse_stat, parse_stat_fields,
     untrusted::{self, is_bidi_control},
 };
 
@@ -28,6 +29,11 @@ fuzz_target!(|data: &[u8]| {
 
     if let Some((name, _start)) = parse_stat(&text) {
         assert!(text.contains(&format!("({name})")));
+    }
+    // The numbers come after the last ')': nothing a name holds can shift them.
+    if let Some(f) = parse_stat_fields(&text) {
+        let close = text.rfind(')').expect("a stat line has a comm");
+        assert_eq!(parse_stat_fields(&text[close..]), Some(f));
     }
 
     let mut shown = String::new();

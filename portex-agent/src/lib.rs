@@ -26,6 +26,7 @@ pub mod fuzzing {
         cmd::cli::{AgentArgs, Cli, Command},
         logic::{
             decode::{DecodeError, decode},
+            self_stats::{StatFields, parse_btime, parse_max_open_files, parse_stat_fields},
             sysctls::{DEFAULT_RANGE, NetSettings, parse_range, parse_reserved},
         },
         pipeline::tracker::parse_sockstat_tcp,

@@ -1,7 +1,8 @@
-//! The agent's /metrics: an HTTP GET, and the Prometheus text format read sample by
-//! sample.
+//! The agent's /metrics and /healthz: an HTTP GET, the Prometheus text format read
+//! sample by sample, and promtool's verdict on it.
 use std::{
     io::{self, Read, Write},
+    process::{Command, Stdio},
     time::Duration,
 };
 
@@ -10,6 +11,11 @@ use crate::wait_for;
 /// GET `path` from `addr`: the body. An error when nothing answered within `timeout`
 /// (connection refused, closed without an answer, or too slow).
 pub fn try_http_get(addr: &str, path: &str, timeout: Duration) -> io::Result<String> {
+    try_http_get_status(addr, path, timeout).map(|(_, body)| body)
+}
+
+/// GET `path` from `addr`: the status code and the body.
+pub fn try_http_get_status(addr: &str, path: &str, timeout: Duration) -> io::Result<(u16, String)> {
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(timeout))?;
     write!(
@@ -19,9 +25,50 @@ pub fn try_http_get(addr: &str, path: &str, timeout: Duration) -> io::Result<Str
     let mut out = Vec::new();
     s.read_to_end(&mut out)?;
     let out = String::from_utf8_lossy(&out).into_owned();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no HTTP response"))
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no HTTP response: {out:?}"),
+        )
+    };
+    let (head, body) = out.split_once("\r\n\r\n").ok_or_else(bad)?;
+    // "HTTP/1.1 200 OK"
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_string()))
+}
+
+/// `promtool check metrics` (Debian package prometheus) on `body`: Err with what it
+/// printed when it finds a fault (bad names, units, types, label sets, lint).
+pub fn promtool_check(body: &str) -> Result<(), String> {
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("promtool (Debian package prometheus): {e}"))?;
+    check
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(body.as_bytes())
+        .map_err(|e| format!("writing to promtool: {e}"))?;
+    let out = check
+        .wait_with_output()
+        .map_err(|e| format!("promtool: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "promtool check metrics:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 /// GET `path` from `addr`; None when nothing answered (connection refused, closed

@@ -112,3 +112,80 @@ pub fn free_port() -> io::Result<u16> {
         .local_addr()?
         .port())
 }
+
+/// One thread of another process held stopped (ptrace seize + interrupt: only that
+/// thread stops, the rest of the process runs on) until dropped. Dropped on the thread
+/// that stopped it: ptrace belongs to the tracing thread.
+pub struct ThreadStopped {
+    tid: i32,
+}
+
+impl ThreadStopped {
+    /// Stops the thread named `comm` of process `pid`, waiting up to 10 s for it to
+    /// have that name (a new thread names itself when it first runs).
+    pub fn named(pid: u32, comm: &str) -> io::Result<ThreadStopped> {
+        let mut tid = None;
+        wait_for(Duration::from_secs(10), || {
+            tid = thread_named(pid, comm);
+            tid.is_some()
+        });
+        let tid =
+            tid.ok_or_else(|| io::Error::other(format!("no thread {comm} in process {pid}")))?;
+        // SAFETY: ptrace requests on a thread id with null address and data.
+        let seized = unsafe {
+            libc::ptrace(
+                libc::PTRACE_SEIZE,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+        if seized != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stopped = ThreadStopped { tid };
+        // SAFETY: as above, on the thread just seized.
+        let rc = unsafe {
+            libc::ptrace(
+                libc::PTRACE_INTERRUPT,
+                tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut status = 0;
+        // SAFETY: waits for the tracee to report its stop; `status` is a valid pointer.
+        if unsafe { libc::waitpid(tid, &mut status, libc::__WALL) } != tid {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stopped)
+    }
+}
+
+impl Drop for ThreadStopped {
+    fn drop(&mut self) {
+        // SAFETY: detaching the thread this tracer seized; it runs on.
+        unsafe {
+            libc::ptrace(
+                libc::PTRACE_DETACH,
+                self.tid,
+                std::ptr::null_mut::<libc::c_void>(),
+                std::ptr::null_mut::<libc::c_void>(),
+            )
+        };
+    }
+}
+
+/// The id of the thread named `comm` of process `pid`.
+fn thread_named(pid: u32, comm: &str) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == comm)
+        })
+        .and_then(|t| t.file_name().to_str()?.parse().ok())
+}

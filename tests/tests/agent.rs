@@ -1,7 +1,6 @@
 //! Issue "Agent mode": metrics scraped by a real Prometheus, containers, and accepted
 //! connections. (The file sink and stdout: agent_output.rs.)
 use std::{
-    io::Write,
     net::TcpStream,
     process::{Command, Stdio},
     time::Duration,
@@ -24,26 +23,7 @@ fn prometheus_scrapes_the_failure_counter_of_an_exhaustion() {
 
     // promtool agrees with the exposition.
     let body = http_get(&metrics, "/metrics").unwrap_or_default();
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package prometheus)");
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    promtool_check(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
 
     // A real Prometheus scrapes it; its HTTP API finds the counter.
     let dir = TmpDir::new("prom");

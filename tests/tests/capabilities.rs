@@ -52,10 +52,14 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         set.iter().map(|c| format!(",+{c}")).collect::<String>()
     );
     let ns = Netns::with_range("caps", 40000, 40009);
-    // Four connections held from before the agent starts: 4 of 10 ports.
+    // Four connections held from before the agent starts: 4 of 10 ports. The metrics
+    // name processes, not pids: this one gets a name of its own.
+    let old_name = format!("pxcap{}", std::process::id());
     let old = nobody(
         &ns,
         &[
+            "--name",
+            &old_name,
             "pool-mix",
             "127.0.0.1:7460",
             "127.0.0.1:7461",
@@ -110,13 +114,13 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
     });
     let inode = ns.inode();
     let labels = format!(
-        "netns=\"{inode}\",transport=\"tcp\",source=\"127.0.0.1\",destination=\"127.0.0.1:7460\""
+        "netns=\"{inode}\",transport=\"tcp\",source_address=\"127.0.0.1\",destination_address=\"127.0.0.1\",destination_port=\"7460\""
     );
-    let old_pid = format!("pid=\"{}\"", old.driven.pid);
+    let old_label = format!("process_name=\"{old_name}\"");
     // Gauges are published every second; the owner of old sockets is looked up at the
     // first reconciliation (10 s).
     let (_, body) = scrape_until(&addr, Duration::from_secs(25), |body| {
-        body.contains(&old_pid)
+        body.contains(&old_label)
     });
     let gauge = |name: &str| -> Option<u64> {
         metric(&body, &format!("{name}{{{labels}}}")).map(|v| v as u64)
@@ -124,7 +128,7 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
     let pool = gauge("portex_pool_size_ports").zip(gauge("portex_pool_used_ports"));
     let holder = body
         .lines()
-        .any(|l| l.starts_with("portex_process_ports_held{") && l.contains(&old_pid));
+        .any(|l| l.starts_with("portex_process_held_ports{") && l.contains(&old_label));
     let events = portex.events_now(new.driven.pid);
     let netns = seen_new && events.iter().all(|e| e["portex"]["netns"] == inode);
     drop((new, old));

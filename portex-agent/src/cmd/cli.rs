@@ -46,8 +46,8 @@ pub struct AgentArgs {
     /// Where events go: a file (appended, created 0640), or - for stdout. [default: -]
     #[arg(long, value_name = "PATH")]
     pub output: Option<String>,
-    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9633 (a bare port
-    /// binds to 127.0.0.1); off by default.
+    /// Serve Prometheus metrics at http://ADDR/metrics and a health check at /healthz,
+    /// e.g. 127.0.0.1:9633 (a bare port binds to 127.0.0.1); off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<String>,
     /// Rotate the output file at this size (e.g. 64M). [default: never]
@@ -72,7 +72,8 @@ pub struct AgentArgs {
     /// Export at most this many pools (at most 10000). [default: 20]
     #[arg(long, value_name = "N")]
     pub metrics_max_pools: Option<u64>,
-    /// Export at most this many processes (at most 10000). [default: 10]
+    /// Name at most this many process groups (name and container) in the metrics, the
+    /// rest summed as "other" (at most 10000). [default: 10]
     #[arg(long, value_name = "N")]
     pub metrics_top_processes: Option<u64>,
     /// The connect/bind syscall tracepoints: on, off, or auto (attached while a pool is

@@ -12,11 +12,14 @@ pub(crate) mod filter;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub(crate) mod forecast;
+pub(crate) mod health;
 pub(crate) mod ledger;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod model;
 pub(crate) mod pool;
 pub(crate) mod rate;
+pub(crate) mod self_stats;
 pub(crate) mod sysctls;
+pub(crate) mod top_holders;
 pub(crate) mod untrusted;

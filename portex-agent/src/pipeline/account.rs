@@ -1,18 +1,21 @@
 //! The account stage: the ledger (through the tracker), the metrics the output thread
 //! counts, the gauges it publishes every second, and auto mode's arming decision.
-use std::sync::Arc;
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use super::{hooks::HookSwitch, metrics::Metrics, tracker::Tracker};
 use crate::{
     logic::{
         arming::{ARM_AT, Arming},
         errno,
-        ledger::Pressure,
+        ledger::{Pressure, ProcStats},
         limits,
         model::{Cause, Record},
-        rate::Rate,
+        top_holders::{HolderGroup, top_groups},
     },
-    render::prometheus::{HolderGauge, PoolGauge, Snapshot},
+    render::prometheus::{PoolGauge, Snapshot},
 };
 
 /// Which pools and processes become metrics (bounded cardinality).
@@ -41,7 +44,9 @@ pub(crate) struct Account {
     pub(crate) pool_metrics: PoolMetricOptions,
     /// `--syscall-hooks auto`: the decision, and where to send it.
     pub(crate) arming: Option<(Arming, Arc<HookSwitch>)>,
-    kernel_rate: Rate,
+    /// Container id of each process holding ports, by pid, with the process's start
+    /// time (a reused pid is read again): read once per process, not every second.
+    containers: HashMap<u32, (u64, Option<String>)>,
     last_publish: u64,
     port_failure_seen: bool,
     last_arming_check: u64,
@@ -53,22 +58,19 @@ impl Account {
             metrics: None,
             pool_metrics: PoolMetricOptions::default(),
             arming: None,
-            kernel_rate: Rate::default(),
+            containers: HashMap::new(),
             last_publish: 0,
             port_failure_seen: false,
             last_arming_check: 0,
         }
     }
 
-    /// Between batches: TIME_WAIT expiry and reconciliation, the event rate, and the
-    /// gauges once a second.
-    pub(crate) fn tick(&mut self, tracker: Option<&mut Tracker>, now: u64, events: usize) {
+    /// Between batches: TIME_WAIT expiry and reconciliation, and the gauges once a
+    /// second.
+    pub(crate) fn tick(&mut self, tracker: Option<&mut Tracker>, now: u64) {
         let mut tracker = tracker;
         if let Some(t) = tracker.as_deref_mut() {
             t.tick(now);
-        }
-        if events > 0 {
-            self.kernel_rate.add(now, events as u32);
         }
         if now.saturating_sub(self.last_publish) >= 1_000_000_000 {
             self.publish(tracker, now);
@@ -134,10 +136,7 @@ impl Account {
         let Some(m) = self.metrics.clone() else {
             return;
         };
-        let mut snap = Snapshot {
-            events_per_second: self.kernel_rate.per_sec(now),
-            ..Snapshot::default()
-        };
+        let mut snap = Snapshot::default();
         if let Some(t) = tracker {
             let o = self.pool_metrics;
             snap.tracked_sockets = t.ledger.tracked_sockets() as u64;
@@ -152,8 +151,9 @@ impl Account {
                     PoolGauge {
                         netns: k.netns,
                         transport: k.transport.as_str(),
-                        source: k.saddr.to_string(),
-                        destination: std::net::SocketAddr::new(k.daddr, k.dport).to_string(),
+                        source_address: k.saddr.to_string(),
+                        destination_address: k.daddr.to_string(),
+                        destination_port: k.dport,
                         size: v.pool.size,
                         used: v.pool.used,
                         time_wait: v.pool.time_wait,
@@ -162,27 +162,51 @@ impl Account {
                     }
                 })
                 .collect();
-            let mut procs: Vec<(u32, String, u32, u32)> = t
-                .ledger
-                .processes()
-                .iter()
-                .filter(|(pid, p)| **pid != 0 && p.held > 0)
-                .map(|(pid, p)| (*pid, p.name.clone(), p.held, p.time_wait))
-                .collect();
-            procs.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
-            procs.truncate(o.top_processes);
-            snap.holders = procs
-                .into_iter()
-                .map(|(pid, comm, held, time_wait)| HolderGauge {
-                    pid,
-                    comm,
-                    container_id: crate::sys::containers::of_pid(pid).map(|c| c.id),
-                    held,
-                    time_wait,
-                })
-                .collect();
+            snap.holders = self.holders(t, o.top_processes);
         }
         *m.snapshot.lock().unwrap() = snap;
+    }
+
+    /// The top `n` groups of processes holding ports (logic::top_holders).
+    fn holders(&mut self, t: &Tracker, n: usize) -> Vec<HolderGroup> {
+        if n == 0 {
+            self.containers.clear();
+            return Vec::new();
+        }
+        // pid 0: TIME_WAIT sockets whose owner is not known.
+        let procs: Vec<(u32, &ProcStats)> = t
+            .ledger
+            .processes()
+            .iter()
+            .filter(|(pid, p)| **pid != 0 && p.held > 0)
+            .map(|(pid, p)| (*pid, p))
+            .collect();
+        let live: HashSet<u32> = procs.iter().map(|(pid, _)| *pid).collect();
+        self.containers.retain(|pid, _| live.contains(pid));
+        let cache = &mut self.containers;
+        let rows = procs.into_iter().map(|(pid, p)| HolderGroup {
+            name: p.name.clone(),
+            container_id: container_of(cache, pid, p.start),
+            held: p.held,
+            time_wait: p.time_wait,
+        });
+        top_groups(rows, n)
+    }
+}
+
+/// The container of `pid`, read once per process (by start time).
+fn container_of(
+    cache: &mut HashMap<u32, (u64, Option<String>)>,
+    pid: u32,
+    start: u64,
+) -> Option<String> {
+    match cache.get(&pid) {
+        Some((s, c)) if *s == start => c.clone(),
+        _ => {
+            let c = crate::sys::containers::of_pid(pid).map(|c| c.id);
+            cache.insert(pid, (start, c.clone()));
+            c
+        }
     }
 }
 

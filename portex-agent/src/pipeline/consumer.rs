@@ -4,6 +4,7 @@
 use std::{
     sync::{
         Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
         mpsc::{Receiver, RecvTimeoutError},
     },
     time::Duration,
@@ -15,7 +16,11 @@ use super::{
     enrich::{Enrich, resolve_socket},
     tracker::Tracker,
 };
-use crate::{logic::lifecycle::interpret, sys::clock::boot_now_ns, sys::reader::Batch};
+use crate::{
+    logic::lifecycle::interpret,
+    sys::clock::{boot_now_ns, monotonic_ns},
+    sys::reader::Batch,
+};
 
 pub(crate) struct Consumer {
     pub(crate) enrich: Enrich,
@@ -24,6 +29,8 @@ pub(crate) struct Consumer {
     pub(crate) emit: Option<Emit>,
     /// The pool ledger; None when the user turned it off.
     pub(crate) ledger: Option<Arc<Mutex<Tracker>>>,
+    /// When this loop last came round (clock::monotonic_ns), for the health check.
+    pub(crate) beat: Arc<AtomicU64>,
 }
 
 impl Consumer {
@@ -31,6 +38,8 @@ impl Consumer {
     /// ledger between batches.
     pub(crate) fn run(&mut self, rx: Receiver<Batch>) -> Result<(), Stop> {
         loop {
+            // At least every 250 ms (the timeout below) when all is well.
+            self.beat.store(monotonic_ns(), Ordering::Relaxed);
             let batch = match rx.recv_timeout(Duration::from_millis(250)) {
                 Ok(b) => Some(b),
                 Err(RecvTimeoutError::Timeout) => None,
@@ -40,8 +49,7 @@ impl Consumer {
             let ledger = self.ledger.clone();
             // Held for one batch: `top` reads the ledger between batches.
             let mut tracker = ledger.as_ref().map(|l| l.lock().unwrap());
-            let events = batch.as_ref().map(|b| b.len()).unwrap_or(0);
-            self.account.tick(tracker.as_deref_mut(), now, events);
+            self.account.tick(tracker.as_deref_mut(), now);
             if let Some(batch) = batch {
                 for ev in batch.iter() {
                     interpret(ev, |mut r| {

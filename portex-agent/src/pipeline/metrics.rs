@@ -1,7 +1,8 @@
 //! The agent's metrics state. Counters are read where they live (the kernel's per-CPU
 //! array, the reader, the sink) at scrape time; what only the output thread knows
 //! (events by action, failures, pressure) it counts here, and the pool and process
-//! gauges are a snapshot it publishes every second.
+//! gauges are a snapshot it publishes every second. The agent's own process figures are
+//! read from /proc at scrape time, and the health check reads the threads' heartbeats.
 use std::{
     collections::BTreeMap,
     sync::{
@@ -11,8 +12,9 @@ use std::{
 };
 
 use crate::{
+    logic::health::{Health, judge},
     render::prometheus::{self, Page, Snapshot},
-    sys::{ebpf::Probe, reader::Counts, sink::SinkCounts},
+    sys::{clock::monotonic_ns, ebpf::Probe, reader::Counts, self_stats, sink::SinkCounts},
 };
 
 /// Where the counters live, attached once the programs are loaded.
@@ -20,6 +22,8 @@ pub(crate) struct Sources {
     pub(crate) probe: Arc<Probe>,
     pub(crate) counts: Arc<Counts>,
     pub(crate) sink: Option<Arc<SinkCounts>>,
+    /// The output thread's heartbeat (the reader's is in `counts`).
+    pub(crate) output_beat: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -48,6 +52,7 @@ impl Metrics {
             failures: self.failures.lock().unwrap().clone(),
             pool_pressure: self.pool_pressure.lock().unwrap().clone(),
             snapshot: self.snapshot.lock().unwrap().clone(),
+            own: self_stats::read(),
             ..Page::default()
         };
         if let Some(s) = self.sources.lock().unwrap().as_ref() {
@@ -65,5 +70,16 @@ impl Metrics {
             }
         }
         prometheus::render(&page)
+    }
+
+    /// Whether the pipeline's threads still come round (logic::health).
+    pub(crate) fn health(&self) -> Health {
+        let beats = self.sources.lock().unwrap().as_ref().map(|s| {
+            [
+                ("reader", s.counts.reader_beat_ns.load(Ordering::Relaxed)),
+                ("output", s.output_beat.load(Ordering::Relaxed)),
+            ]
+        });
+        judge(monotonic_ns(), beats.as_ref().map_or(&[][..], |b| &b[..]))
     }
 }

@@ -43,6 +43,7 @@ use crate::{
         diagnose::Thresholds,
     },
     sys::{
+        clock::monotonic_ns,
         ebpf::{LoadOptions, Probe},
         reader::{self, Counts},
     },
@@ -69,6 +70,8 @@ pub(crate) struct Pipeline {
     ledger: Option<Arc<Mutex<Tracker>>>,
     /// Lines rendered (0 without a render stage).
     pub(crate) written: Arc<AtomicU64>,
+    /// When the output thread last came round (clock::monotonic_ns).
+    pub(crate) output_beat: Arc<AtomicU64>,
     consumer: Option<JoinHandle<Result<(), Stop>>>,
     reader: Option<JoinHandle<()>>,
     reader_done: Option<oneshot::Receiver<Result<()>>>,
@@ -81,6 +84,11 @@ impl Pipeline {
         let (probe, ring) = Probe::load(&opts.load)?;
         let probe = Arc::new(probe);
         let counts = Arc::new(Counts::default());
+        // Both threads start with a fresh heartbeat; each stamps its own from then on.
+        let output_beat = Arc::new(AtomicU64::new(monotonic_ns()));
+        counts
+            .reader_beat_ns
+            .store(monotonic_ns(), Ordering::Relaxed);
         let switch = Arc::new(HookSwitch::default());
         let (tx, rx) = sync_channel(QUEUE_BATCHES);
         let (stop, stop_rx) = watch::channel(false);
@@ -110,6 +118,7 @@ impl Pipeline {
             account,
             emit,
             ledger: ledger.clone(),
+            beat: output_beat.clone(),
         };
         let consumer = std::thread::Builder::new()
             .name("portex-emit".into())
@@ -120,6 +129,7 @@ impl Pipeline {
             counts,
             ledger,
             written,
+            output_beat,
             consumer: Some(consumer),
             reader: Some(reader),
             reader_done: Some(reader_done),

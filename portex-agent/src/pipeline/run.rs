@@ -61,6 +61,7 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
             probe: p.probe.clone(),
             counts: p.counts.clone(),
             sink: setup.sink_counts.clone(),
+            output_beat: p.output_beat.clone(),
         });
     }
     eprintln!(

@@ -1,16 +1,22 @@
-//! Prometheus text exposition. Pure: the values come in a Page. Label sets are
-//! bounded: actions, errnos and causes are small enums; pools appear only above a
-//! utilisation floor and only the top N; processes only the top N holders. No label
-//! carries an ephemeral port.
+//! Prometheus text exposition. Pure: the values come in a Page. Names follow the
+//! Prometheus conventions: base units as suffixes (`_seconds`, `_bytes`, and `_ports`
+//! for counts of ports), `_total` on counters, no per-second gauge where `rate()` over a
+//! counter says the same. Label sets are bounded: actions, errnos and causes are small
+//! enums; pools appear only above a utilisation floor and only the top N; processes only
+//! as the top N groups of (name, container) plus `other` (logic::top_holders), never by
+//! pid. No label carries an ephemeral port.
 use std::{collections::BTreeMap, fmt::Write};
+
+use crate::logic::{self_stats::SelfStats, top_holders::HolderGroup};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct PoolGauge {
     pub netns: u64,
     pub transport: &'static str,
-    pub source: String,
-    /// "ip:port" of the destination service.
-    pub destination: String,
+    pub source_address: String,
+    /// The destination service: its address (no brackets for IPv6) and port.
+    pub destination_address: String,
+    pub destination_port: u16,
     pub size: u32,
     pub used: u32,
     pub time_wait: u32,
@@ -19,22 +25,12 @@ pub(crate) struct PoolGauge {
     pub seconds_to_full: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
-pub(crate) struct HolderGauge {
-    pub pid: u32,
-    pub comm: String,
-    pub container_id: Option<String>,
-    pub held: u32,
-    pub time_wait: u32,
-}
-
 /// What the output thread publishes for scrapes.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Snapshot {
     pub pools: Vec<PoolGauge>,
-    pub holders: Vec<HolderGauge>,
+    pub holders: Vec<HolderGroup>,
     pub tracked_sockets: u64,
-    pub events_per_second: f64,
 }
 
 /// Everything one scrape shows, read where each value lives (pipeline::metrics).
@@ -58,6 +54,8 @@ pub(crate) struct Page {
     pub(crate) failures: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     pub(crate) pool_pressure: BTreeMap<&'static str, u64>,
     pub(crate) snapshot: Snapshot,
+    /// The agent's own process (the standard process_* metrics).
+    pub(crate) own: SelfStats,
 }
 
 /// Label values are escaped as the exposition format requires, and control characters
@@ -192,13 +190,6 @@ pub(crate) fn render(page: &Page) -> String {
     let snap = &page.snapshot;
     head(
         &mut o,
-        "portex_events_per_second",
-        "gauge",
-        "Kernel events per second over the last seconds.",
-    );
-    let _ = writeln!(o, "portex_events_per_second {:.3}", snap.events_per_second);
-    head(
-        &mut o,
         "portex_tracked_sockets",
         "gauge",
         "Sockets holding a port in the ledger.",
@@ -206,11 +197,12 @@ pub(crate) fn render(page: &Page) -> String {
     let _ = writeln!(o, "portex_tracked_sockets {}", snap.tracked_sockets);
     let pool_labels = |p: &PoolGauge| {
         format!(
-            "netns=\"{}\",transport=\"{}\",source=\"{}\",destination=\"{}\"",
+            "netns=\"{}\",transport=\"{}\",source_address=\"{}\",destination_address=\"{}\",destination_port=\"{}\"",
             p.netns,
             p.transport,
-            esc(&p.source),
-            esc(&p.destination)
+            esc(&p.source_address),
+            esc(&p.destination_address),
+            p.destination_port
         )
     };
     for (name, help, get) in [
@@ -242,37 +234,36 @@ pub(crate) fn render(page: &Page) -> String {
     }
     head(
         &mut o,
-        "portex_pool_seconds_to_full",
+        "portex_pool_time_to_full_seconds",
         "gauge",
-        "Forecast: seconds until the pool is empty at the current rates.",
+        "Forecast: seconds until the pool is empty at the current rates (absent when it is not filling up).",
     );
     for p in &snap.pools {
         if let Some(s) = p.seconds_to_full {
             let _ = writeln!(
                 o,
-                "portex_pool_seconds_to_full{{{}}} {s:.1}",
+                "portex_pool_time_to_full_seconds{{{}}} {s:.1}",
                 pool_labels(p)
             );
         }
     }
-    let holder_labels = |h: &HolderGauge| {
+    let holder_labels = |h: &HolderGroup| {
         format!(
-            "pid=\"{}\",comm=\"{}\",container_id=\"{}\"",
-            h.pid,
-            esc(&h.comm),
+            "process_name=\"{}\",container_id=\"{}\"",
+            esc(&h.name),
             esc(h.container_id.as_deref().unwrap_or(""))
         )
     };
     for (name, help, get) in [
         (
-            "portex_process_ports_held",
-            "Ports held by the top processes.",
-            (|h: &HolderGauge| h.held) as fn(&HolderGauge) -> u32,
+            "portex_process_held_ports",
+            "Ports held by the processes of one name in one container: the top groups, the rest as process_name=\"other\".",
+            (|h: &HolderGroup| h.held) as fn(&HolderGroup) -> u32,
         ),
         (
             "portex_process_time_wait_ports",
-            "Ports in TIME_WAIT held by the top processes.",
-            |h: &HolderGauge| h.time_wait,
+            "Of them, ports in TIME_WAIT.",
+            |h: &HolderGroup| h.time_wait,
         ),
     ] {
         head(&mut o, name, "gauge", help);
@@ -280,44 +271,135 @@ pub(crate) fn render(page: &Page) -> String {
             let _ = writeln!(o, "{name}{{{}}} {}", holder_labels(h), get(h));
         }
     }
+    own_process(&mut o, &page.own);
     o
+}
+
+/// The standard process_* metrics, with the names, types and help texts of the
+/// official client libraries, so that dashboards made for any exporter work.
+fn own_process(o: &mut String, s: &SelfStats) {
+    let float = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| v.to_string());
+    let int = |v: Option<u64>| v.map(|v| v.to_string());
+    for (name, kind, help, v) in [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            float(s.cpu_seconds),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            int(s.resident_memory_bytes),
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            int(s.virtual_memory_bytes),
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+            float(s.start_time_seconds),
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            int(s.open_fds),
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            int(s.max_fds),
+        ),
+    ] {
+        if let Some(v) = v {
+            head(o, name, kind, help);
+            let _ = writeln!(o, "{name} {v}");
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_counters_and_bounded_gauges() {
+    fn page() -> Page {
         let mut m = Page::default();
         m.failures
             .insert(("EADDRNOTAVAIL", "port_range_exhausted", "tcp"), 3);
         m.snapshot.pools.push(PoolGauge {
             netns: 1,
             transport: "tcp",
-            source: "10.0.0.1".into(),
-            destination: "10.0.0.9:80".into(),
+            source_address: "10.0.0.1".into(),
+            destination_address: "fd00::9".into(),
+            destination_port: 80,
             size: 4,
             used: 4,
             time_wait: 0,
             reusable: 0,
             seconds_to_full: Some(0.0),
         });
-        m.snapshot.holders.push(HolderGauge {
-            pid: 7,
-            comm: "a\"b".into(),
+        m.snapshot.holders.push(HolderGroup {
+            name: "a\"b".into(),
             container_id: None,
             held: 4,
             time_wait: 0,
         });
-        let t = render(&m);
+        m.own = SelfStats {
+            cpu_seconds: Some(2.5),
+            resident_memory_bytes: Some(4096),
+            virtual_memory_bytes: None,
+            start_time_seconds: Some(1764000000.25),
+            open_fds: Some(9),
+            max_fds: Some(1024),
+        };
+        m
+    }
+
+    #[test]
+    fn renders_counters_and_bounded_gauges() {
+        let t = render(&page());
         assert!(t.contains("portex_failures_total{errno=\"EADDRNOTAVAIL\",cause=\"port_range_exhausted\",transport=\"tcp\"} 3"), "{t}");
-        assert!(t.contains("portex_pool_used_ports{netns=\"1\",transport=\"tcp\",source=\"10.0.0.1\",destination=\"10.0.0.9:80\"} 4"));
-        assert!(t.contains("comm=\"a\\\"b\""));
+        assert!(t.contains("portex_pool_used_ports{netns=\"1\",transport=\"tcp\",source_address=\"10.0.0.1\",destination_address=\"fd00::9\",destination_port=\"80\"} 4"), "{t}");
+        assert!(
+            t.contains("portex_process_held_ports{process_name=\"a\\\"b\",container_id=\"\"} 4"),
+            "{t}"
+        );
+        assert!(!t.contains("pid="), "{t}");
         // Every sample line belongs to a declared family.
         for l in t.lines().filter(|l| !l.starts_with('#')) {
             let name = l.split(['{', ' ']).next().unwrap();
             assert!(t.contains(&format!("# TYPE {name} ")), "{name}");
         }
+    }
+
+    #[test]
+    fn the_agents_own_process_metrics_are_the_standard_ones() {
+        let t = render(&page());
+        for line in [
+            "# TYPE process_cpu_seconds_total counter",
+            "process_cpu_seconds_total 2.5",
+            "process_resident_memory_bytes 4096",
+            "process_start_time_seconds 1764000000.25",
+            "process_open_fds 9",
+            "process_max_fds 1024",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line}\n{t}");
+        }
+        // A figure that could not be read is left out, with its HELP and TYPE.
+        assert!(!t.contains("process_virtual_memory_bytes"), "{t}");
+        let empty = render(&Page::default());
+        assert!(
+            !empty
+                .lines()
+                .any(|l| l.starts_with("process_") || l.starts_with("# TYPE process_")),
+            "{empty}"
+        );
     }
 }

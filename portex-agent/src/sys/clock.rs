@@ -17,6 +17,12 @@ pub(crate) fn boot_now_ns() -> u64 {
     read_clock(libc::CLOCK_BOOTTIME)
 }
 
+/// Now on CLOCK_MONOTONIC, which does not run while the host is suspended: the clock
+/// of heartbeats (a resumed host has not stalled).
+pub(crate) fn monotonic_ns() -> u64 {
+    read_clock(libc::CLOCK_MONOTONIC)
+}
+
 /// Measures realtime - boottime now.
 pub(crate) fn wall_clock() -> WallClock {
     let boot = read_clock(libc::CLOCK_BOOTTIME);

@@ -1,4 +1,6 @@
-//! A minimal HTTP/1.1 server for the Prometheus scrape: GET /metrics, nothing else.
+//! A minimal HTTP/1.1 server for the Prometheus scrape and the liveness probe: GET
+//! /metrics, GET /healthz (also /-/healthy, Prometheus's own spelling): 200 while the
+//! pipeline's threads come round, 503 once one has stalled (logic::health). Nothing else.
 //!
 //! Anyone on the host can connect to it, so it must not let a local user stall the
 //! agent: at most `MAX_CLIENTS` connections are served at once (more are closed at once
@@ -28,6 +30,7 @@ const MAX_HEAD: usize = 4096;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Route {
     Metrics,
+    Health,
     Root,
     NotFound,
     /// Not an HTTP request line at all.
@@ -50,6 +53,7 @@ pub fn route(head: &[u8]) -> Route {
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/metrics") => Route::Metrics,
+        ("GET", "/healthz" | "/-/healthy") => Route::Health,
         ("GET", "/") => Route::Root,
         _ => Route::NotFound,
     }
@@ -105,10 +109,19 @@ async fn handle(mut s: TcpStream, metrics: Arc<Metrics>) -> std::io::Result<()> 
             "text/plain; version=0.0.4; charset=utf-8",
             metrics.render(),
         ),
+        Route::Health => {
+            let h = metrics.health();
+            let status = if h.is_alive() {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            (status, "text/plain; charset=utf-8", h.line())
+        }
         Route::Root => (
             "200 OK",
             "text/plain; charset=utf-8",
-            "portex: see /metrics\n".to_string(),
+            "portex: see /metrics and /healthz\n".to_string(),
         ),
         Route::NotFound => (
             "404 Not Found",
@@ -165,9 +178,32 @@ mod tests {
         );
         assert_eq!(route(b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"), Route::Metrics);
         assert_eq!(route(b"GET / HTTP/1.1\r\n"), Route::Root);
+        assert_eq!(route(b"GET /healthz HTTP/1.1\r\n\r\n"), Route::Health);
+        assert_eq!(route(b"GET /-/healthy HTTP/1.1\r\n\r\n"), Route::Health);
+        assert_eq!(route(b"GET /healthz/x HTTP/1.1\r\n"), Route::NotFound);
+        assert_eq!(route(b"POST /healthz HTTP/1.1\r\n"), Route::NotFound);
         assert_eq!(route(b"POST /metrics HTTP/1.1\r\n"), Route::NotFound);
         assert_eq!(route(b"GET /metrics"), Route::BadRequest);
         assert_eq!(route(b""), Route::BadRequest);
         assert_eq!(route(b"\xff\xfe GET"), Route::BadRequest);
+    }
+
+    #[test]
+    fn the_packaged_probes_ask_the_health_check() {
+        let ds = include_str!("../../../packaging/kubernetes/daemonset.yaml");
+        let paths: Vec<&str> = ds
+            .lines()
+            .filter(|l| l.contains("httpGet"))
+            .filter_map(|l| l.split("path: ").nth(1)?.split([',', ' ']).next())
+            .collect();
+        assert_eq!(
+            paths,
+            ["/healthz", "/healthz"],
+            "startup and liveness probes"
+        );
+        for p in paths {
+            let req = format!("GET {p} HTTP/1.1\r\nUser-Agent: kube-probe/1.31\r\n\r\n");
+            assert_eq!(route(req.as_bytes()), Route::Health);
+        }
     }
 }

@@ -10,6 +10,7 @@ pub(crate) mod netns;
 pub(crate) mod owners;
 pub(crate) mod procinfo;
 pub(crate) mod reader;
+pub(crate) mod self_stats;
 pub(crate) mod sink;
 pub(crate) mod snapshot;
 pub(crate) mod sockdiag;

@@ -27,6 +27,8 @@ pub(crate) struct Counts {
     pub decode_errors: AtomicU64,
     /// Events handed to the consumer and not yet consumed.
     pub in_flight: AtomicU64,
+    /// When the reader last came round (clock::monotonic_ns), for the health check.
+    pub reader_beat_ns: AtomicU64,
 }
 
 /// Events waiting for the consumer, at most: the bound is in events (112 bytes each,
@@ -93,6 +95,10 @@ pub(crate) async fn run(
 
 /// Moves everything in the ring into batches. Returns false when the consumer is gone.
 fn drain(ring: &mut RingBuf<MapData>, tx: &SyncSender<Batch>, counts: &Arc<Counts>) -> bool {
+    // Every round drains (at least every DRAIN_EVERY): a heartbeat.
+    counts
+        .reader_beat_ns
+        .store(crate::sys::clock::monotonic_ns(), Ordering::Relaxed);
     const BATCH: usize = 1024;
     let mut batch = Vec::with_capacity(64);
     while let Some(item) = ring.next() {

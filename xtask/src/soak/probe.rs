@@ -147,9 +147,21 @@ pub fn agent_pools(m: &[Sample], netns: u64) -> Pools {
         if s.label("netns") != Some(&netns.to_string()) || s.label("transport") != Some("tcp") {
             continue;
         }
-        let label = |k: &str| s.label(k).unwrap_or_default().to_string();
+        let label = |k: &str| s.label(k).unwrap_or_default();
+        // Keyed as ss_pools keys: the destination as one socket address.
+        let dest = match (
+            label("destination_address").parse::<IpAddr>(),
+            label("destination_port").parse::<u16>(),
+        ) {
+            (Ok(ip), Ok(port)) => SocketAddr::new(ip, port).to_string(),
+            _ => format!(
+                "{}:{}",
+                label("destination_address"),
+                label("destination_port")
+            ),
+        };
         let e = out
-            .entry((label("source"), label("destination")))
+            .entry((label("source_address").to_string(), dest))
             .or_default();
         if tw {
             e.1 = s.value as u64;
