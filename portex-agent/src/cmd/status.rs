@@ -15,6 +15,8 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
     let th = args.thresholds.thresholds()?;
     let here = crate::sys::netns::current()?.inode;
     let owners = crate::sys::owners::socket_owners();
+    // Who holds TIME_WAIT ports only a running portex knows.
+    let running = crate::sys::tw_owners_file::read_running();
     let mut reports = Vec::new();
     for ns in snapshot::namespaces(args.all_netns)? {
         let snap = match snapshot::read(&ns) {
@@ -29,9 +31,12 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
             }
             Err(e) => return Err(e).context("reading this network namespace"),
         };
-        let pools = build_pools(ns.inode, &snap.settings, &snap.sockets, |s| {
+        let mut pools = build_pools(ns.inode, &snap.settings, &snap.sockets, |s| {
             owners.get(&s.inode).cloned()
         });
+        let tw_named = running
+            .as_ref()
+            .map(|(known, _)| pools.iter_mut().map(|p| known.name_in(p)).sum::<u32>());
         let facts = LiveFacts {
             time_wait_overflows: snap.time_wait_overflows,
             close_rates: recent_close_rates(ns.inode, &snap.settings, &snap.sockets),
@@ -39,14 +44,9 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
         };
         let diagnoses = diagnose(&snap.settings, &pools, &th, &facts);
         let id = (snap.netns.inode, snap.netns.name.clone());
-        reports.push(NetnsReport::new(
-            id,
-            here,
-            snap.settings,
-            &snap.sockets,
-            pools,
-            diagnoses,
-        ));
+        let mut report = NetnsReport::new(id, here, snap.settings, &snap.sockets, pools, diagnoses);
+        report.tw_owners_named = tw_named;
+        reports.push(report);
     }
     let over = reports
         .iter()

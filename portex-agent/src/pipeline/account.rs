@@ -10,12 +10,14 @@ use crate::{
     logic::{
         arming::{ARM_AT, Arming},
         errno,
-        ledger::{Pressure, ProcStats},
+        ledger::{PoolView, Pressure, ProcStats},
         limits,
         model::{Cause, Record},
+        pool::TwOwners,
         top_holders::{HolderGroup, top_groups},
     },
     render::prometheus::{PoolGauge, Snapshot},
+    sys::tw_owners_file::TwOwnersWriter,
 };
 
 /// Which pools and processes become metrics (bounded cardinality).
@@ -44,6 +46,8 @@ pub(crate) struct Account {
     pub(crate) pool_metrics: PoolMetricOptions,
     /// `--syscall-hooks auto`: the decision, and where to send it.
     pub(crate) arming: Option<(Arming, Arc<HookSwitch>)>,
+    /// Where `status` learns who holds TIME_WAIT ports (rewritten every second).
+    pub(crate) tw_owners: Option<TwOwnersWriter>,
     /// Container id of each process holding ports, by pid, with the process's start
     /// time (a reused pid is read again): read once per process, not every second.
     containers: HashMap<u32, (u64, Option<String>)>,
@@ -58,6 +62,7 @@ impl Account {
             metrics: None,
             pool_metrics: PoolMetricOptions::default(),
             arming: None,
+            tw_owners: None,
             containers: HashMap::new(),
             last_publish: 0,
             port_failure_seen: false,
@@ -73,8 +78,23 @@ impl Account {
             t.tick(now);
         }
         if now.saturating_sub(self.last_publish) >= 1_000_000_000 {
-            self.publish(tracker, now);
             self.last_publish = now;
+            let Some(t) = tracker else {
+                return;
+            };
+            if self.metrics.is_none() && self.tw_owners.is_none() {
+                return;
+            }
+            // Built once a second for both: the tally walks every tracked socket.
+            let views = t.ledger.pool_views(now);
+            if let Some(w) = &self.tw_owners {
+                let owners = TwOwners::from_pools(views.iter().map(|v| &v.pool));
+                if let Err(e) = w.write(&owners) {
+                    eprintln!("portex: warning: status will not name TIME_WAIT owners: {e:#}");
+                    self.tw_owners = None;
+                }
+            }
+            self.publish(t, views);
         }
     }
 
@@ -132,17 +152,15 @@ impl Account {
     }
 
     /// Publishes pool and process gauges for the next scrape.
-    fn publish(&mut self, tracker: Option<&mut Tracker>, now: u64) {
+    fn publish(&mut self, t: &mut Tracker, views: Vec<PoolView>) {
         let Some(m) = self.metrics.clone() else {
             return;
         };
         let mut snap = Snapshot::default();
-        if let Some(t) = tracker {
+        {
             let o = self.pool_metrics;
             snap.tracked_sockets = t.ledger.tracked_sockets() as u64;
-            snap.pools = t
-                .ledger
-                .pool_views(now)
+            snap.pools = views
                 .into_iter()
                 .filter(|v| v.pool.utilisation() >= o.min_utilisation)
                 .take(o.max_pools)

@@ -113,6 +113,15 @@ impl Pipeline {
         account.pool_metrics = opts.pool_metrics;
         account.arming = (opts.load.syscall_hooks == HookMode::Auto)
             .then(|| (Arming::new(opts.hooks_linger_ns), switch));
+        // With a ledger, tell `status` who holds TIME_WAIT ports; without the file, it
+        // says who could.
+        if ledger.is_some() {
+            account.tw_owners = crate::sys::tw_owners_file::TwOwnersWriter::new()
+                .inspect_err(|e| {
+                    eprintln!("portex: warning: status will not name TIME_WAIT owners: {e:#}")
+                })
+                .ok();
+        }
         let mut consumer = Consumer {
             enrich: Enrich::new(),
             account,

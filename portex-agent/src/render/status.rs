@@ -30,6 +30,8 @@ pub(crate) struct NetnsReport {
     /// pool::table_rules); one port less for every TCP pool until their connections end.
     pub bound_in_range: Vec<u16>,
     pub time_wait: u32,
+    /// TIME_WAIT ports whose owner a running portex named (None: none is running).
+    pub tw_owners_named: Option<u32>,
     pub pools: Vec<Pool>,
     pub processes: Vec<ProcessUsage>,
     pub diagnoses: Vec<Diagnosis>,
@@ -73,6 +75,7 @@ impl NetnsReport {
             bound_only_in_range: bound_only,
             bound_in_range: rules.bound_in_range().to_vec(),
             time_wait,
+            tw_owners_named: None,
             processes: usage_by_process(&pools),
             pools,
             diagnoses,
@@ -144,6 +147,7 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
                 "bound_ports_in_range": r.bound_in_range,
                 "tcp_ports_held": r.tcp_held,
                 "time_wait": r.time_wait,
+                "time_wait_owners_named": r.tw_owners_named,
                 "pools": r.pools.iter().take(limit).map(pool_json).collect::<Vec<_>>(),
                 "pools_omitted": r.pools.len().saturating_sub(limit),
                 "processes": r.processes.iter().take(limit).map(|p| json!({
@@ -274,6 +278,22 @@ fn server_ports_line(r: &NetnsReport) -> Option<String> {
     ))
 }
 
+/// Whether the TIME_WAIT holders could be named, and by whom.
+fn tw_owners_line(r: &NetnsReport) -> String {
+    match r.tw_owners_named {
+        Some(n) => format!(
+            "TIME_WAIT owners: {n} of {} named by a running portex (the rest closed before it started \
+             or were not its to see)",
+            r.time_wait
+        ),
+        None => {
+            "TIME_WAIT owners: the kernel keeps none; a running `portex agent`, `watch` or `top` \
+                 names them here"
+                .into()
+        }
+    }
+}
+
 /// The pools past --limit in one line: how many, and the most any of them uses.
 fn omitted_line(pools: &[Pool], limit: usize) -> Option<String> {
     let rest = pools.get(limit..).filter(|r| !r.is_empty())?;
@@ -327,6 +347,9 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
             r.tcp_held,
             r.time_wait
         );
+        if r.time_wait > 0 {
+            let _ = writeln!(o, "  {}", tw_owners_line(r));
+        }
         if let Some(line) = server_ports_line(r) {
             let _ = writeln!(o, "  {line}");
         }

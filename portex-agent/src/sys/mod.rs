@@ -15,3 +15,4 @@ pub(crate) mod sink;
 pub(crate) mod snapshot;
 pub(crate) mod sockdiag;
 pub(crate) mod sysctls;
+pub(crate) mod tw_owners_file;

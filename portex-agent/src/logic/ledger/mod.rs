@@ -23,7 +23,7 @@ mod views;
 use rustc_hash::FxHashMap as HashMap;
 
 pub(crate) use procs::ProcStats;
-pub(crate) use views::Pressure;
+pub(crate) use views::{PoolView, Pressure};
 
 use crate::logic::{
     addr,

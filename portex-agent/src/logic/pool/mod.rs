@@ -14,6 +14,7 @@ mod table;
 mod tally;
 #[cfg(test)]
 mod tests;
+mod tw_owners;
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -22,6 +23,7 @@ pub(crate) use rules::{
 };
 pub(crate) use table::{build_pools, servers_without_listener, table_rules};
 pub(crate) use tally::{PortUse, Tally};
+pub(crate) use tw_owners::TwOwners;
 
 use crate::logic::model::{Owner, Transport};
 
