@@ -59,7 +59,7 @@ impl TwOwners {
                     })
                     .take(MAX_HOLDERS)
                     .collect();
-                (!holders.is_empty()).then(|| PoolOwners {
+                (!holders.is_empty()).then_some(PoolOwners {
                     netns: p.key.netns,
                     source_address: p.key.saddr,
                     destination_address: p.key.daddr,
@@ -161,7 +161,7 @@ impl TwOwners {
         h.held -= named;
         h.time_wait -= named;
         pool.holders.retain(|h| h.held > 0);
-        pool.holders.sort_by(|a, b| b.held.cmp(&a.held));
+        pool.holders.sort_by_key(|h| std::cmp::Reverse(h.held));
         named
     }
 }
