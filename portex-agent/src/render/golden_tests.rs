@@ -22,7 +22,7 @@ use crate::{
     logic::top_holders::{HolderGroup, OTHER},
     render::prometheus::{self, Page, PoolGauge, Snapshot},
     render::status::{NetnsReport, render_json, render_text},
-    render::top::{SortBy, pool_rows, process_rows, text_frame},
+    render::top::{SortBy, frame_rows, text_frame},
     render::{View, json, text},
 };
 
@@ -341,8 +341,7 @@ fn golden_event_lines() {
 fn golden_top_frame() {
     let (_, _, mut ledger, last) = live();
     let now = last + S / 2;
-    let procs = process_rows(&mut ledger, now, SortBy::default(), "");
-    let pools = pool_rows(&mut ledger, now, "");
+    let (procs, pools) = frame_rows(&mut ledger, now, SortBy::default(), "");
     check("top.txt", &text_frame(&procs, &pools, 20));
 }
 

@@ -10,6 +10,7 @@ use crate::{
         Pool, ProcessUsage, sustainable_per_s, table_rules, tw_hold_ms, usage_by_process,
     },
     logic::sysctls::NetSettings,
+    render::text::rate,
 };
 
 pub(crate) struct NetnsReport {
@@ -303,15 +304,6 @@ fn omitted_line(pools: &[Pool], limit: usize) -> Option<String> {
         rest.len(),
         rest.iter().map(|p| p.used).max().unwrap_or(0)
     ))
-}
-
-/// "0.1", "20", "471": a decimal only where it matters.
-fn rate(r: f64) -> String {
-    if r < 10.0 {
-        format!("{r:.1}")
-    } else {
-        format!("{r:.0}")
-    }
 }
 
 pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {

@@ -66,6 +66,15 @@ pub(crate) fn write_pressure(p: &crate::logic::ledger::Pressure, unix_ns: i128, 
     let _ = writeln!(out, "; top holders: {}", holders.join(", "));
 }
 
+/// "0.1", "20", "471": a decimal only where it matters.
+pub(crate) fn rate(r: f64) -> String {
+    if r < 10.0 {
+        format!("{r:.1}")
+    } else {
+        format!("{r:.0}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

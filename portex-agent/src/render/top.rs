@@ -6,10 +6,10 @@ use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     logic::{
-        ledger::Ledger,
+        ledger::{Ledger, PoolView},
         pool::{Pool, usage_by_process},
     },
-    render::text::sanitize,
+    render::text::{rate, sanitize},
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +37,8 @@ pub(crate) struct PoolRow {
     pub time_wait: u32,
     pub utilisation: f64,
     pub opens_per_s: f64,
+    /// New connections per second the pool sustains when this side closes first.
+    pub sustainable_per_s: f64,
     pub failures: u64,
     /// "full in 42s", "steady 1200", "-".
     pub forecast: String,
@@ -85,14 +87,27 @@ impl SortBy {
 
 const HIGHLIGHT_NS: u64 = 5_000_000_000;
 
-pub(crate) fn process_rows(
+/// Both tabs' rows from one pass over the ledger's pools (the tally behind the pool
+/// views walks every tracked socket: once a frame, not once a tab).
+pub(crate) fn frame_rows(
     ledger: &mut Ledger,
     now: u64,
     sort: SortBy,
     filter: &str,
+) -> (Vec<ProcRow>, Vec<PoolRow>) {
+    let views = ledger.pool_views(now);
+    let procs = process_rows(ledger, views.iter().map(|v| &v.pool), now, sort, filter);
+    (procs, pool_rows(views, filter))
+}
+
+fn process_rows<'a>(
+    ledger: &mut Ledger,
+    pools: impl Iterator<Item = &'a Pool>,
+    now: u64,
+    sort: SortBy,
+    filter: &str,
 ) -> Vec<ProcRow> {
-    let pools: Vec<Pool> = ledger.pool_views(now).into_iter().map(|v| v.pool).collect();
-    let shares: HashMap<u32, f64> = usage_by_process(&pools)
+    let shares: HashMap<u32, f64> = usage_by_process(pools)
         .into_iter()
         .map(|u| (u.owner.pid, u.fullest_share))
         .collect();
@@ -144,9 +159,8 @@ pub(crate) fn process_rows(
     rows
 }
 
-pub(crate) fn pool_rows(ledger: &mut Ledger, now: u64, filter: &str) -> Vec<PoolRow> {
-    ledger
-        .pool_views(now)
+fn pool_rows(views: Vec<PoolView>, filter: &str) -> Vec<PoolRow> {
+    views
         .into_iter()
         .map(|v| {
             let top_holder = v
@@ -170,6 +184,7 @@ pub(crate) fn pool_rows(ledger: &mut Ledger, now: u64, filter: &str) -> Vec<Pool
                 time_wait: v.pool.time_wait,
                 utilisation: v.pool.utilisation(),
                 opens_per_s: v.opens_per_s,
+                sustainable_per_s: v.sustainable_per_s,
                 failures: v.failures,
                 forecast,
                 top_holder,
@@ -184,9 +199,10 @@ pub(crate) const PROC_HEADER: [&str; 8] = [
     "PID", "NAME", "CONN/s", "CLOSE/s", "HELD", "TW", "FAIL", "FULLEST",
 ];
 pub(crate) const PROC_WIDTHS: [u16; 8] = [7, 16, 8, 8, 7, 7, 6, 8];
-pub(crate) const POOL_HEADER: [&str; 7] =
-    ["POOL", "SIZE", "USED", "TW", "UTIL", "CONN/s", "FORECAST"];
-pub(crate) const POOL_WIDTHS: [u16; 7] = [30, 6, 6, 6, 5, 7, 14];
+pub(crate) const POOL_HEADER: [&str; 8] = [
+    "POOL", "SIZE", "USED", "TW", "UTIL", "CONN/s", "MAX/s", "FORECAST",
+];
+pub(crate) const POOL_WIDTHS: [u16; 8] = [30, 5, 5, 5, 4, 6, 5, 12];
 
 pub(crate) fn proc_cells(r: &ProcRow) -> [String; 8] {
     [
@@ -201,7 +217,7 @@ pub(crate) fn proc_cells(r: &ProcRow) -> [String; 8] {
     ]
 }
 
-pub(crate) fn pool_cells(r: &PoolRow) -> [String; 7] {
+pub(crate) fn pool_cells(r: &PoolRow) -> [String; 8] {
     [
         r.label.clone(),
         r.size.to_string(),
@@ -209,6 +225,7 @@ pub(crate) fn pool_cells(r: &PoolRow) -> [String; 7] {
         r.time_wait.to_string(),
         format!("{:.0}%", r.utilisation * 100.0),
         format!("{:.1}", r.opens_per_s),
+        rate(r.sustainable_per_s),
         r.forecast.clone(),
     ]
 }

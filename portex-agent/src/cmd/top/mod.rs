@@ -14,7 +14,7 @@ use crate::{
     cmd::cli::TopArgs,
     logic::diagnose::Thresholds,
     pipeline::{Options, Pipeline, PoolMetricOptions, tracker::Tracker},
-    render::top::{SortBy, pool_rows, process_rows, text_frame},
+    render::top::{SortBy, frame_rows, text_frame},
     sys::{clock::boot_now_ns, ebpf::LoadOptions},
 };
 
@@ -66,8 +66,7 @@ pub(crate) fn run(args: TopArgs) -> Result<()> {
         }
         let frame = feed.with_ledger(|t| {
             let now = boot_now_ns();
-            let procs = process_rows(&mut t.ledger, now, SortBy::default(), "");
-            let pools = pool_rows(&mut t.ledger, now, "");
+            let (procs, pools) = frame_rows(&mut t.ledger, now, SortBy::default(), "");
             text_frame(&procs, &pools, args.rows)
         })?;
         print!("{frame}");

@@ -16,7 +16,7 @@ use crate::{
     cmd::cli::TopArgs,
     render::top::{
         POOL_HEADER, POOL_WIDTHS, PROC_HEADER, PROC_WIDTHS, PoolRow, ProcRow, SortBy, Tab,
-        pool_cells, pool_rows, proc_cells, process_rows,
+        frame_rows, pool_cells, proc_cells,
     },
     sys::clock::boot_now_ns,
 };
@@ -109,12 +109,8 @@ fn refresh_rows(st: &mut State, feed: &mut Feed) -> Result<()> {
         return Ok(());
     }
     let now = boot_now_ns();
-    (st.procs, st.pools) = feed.with_ledger(|t| {
-        (
-            process_rows(&mut t.ledger, now, st.sort, &st.filter),
-            pool_rows(&mut t.ledger, now, &st.filter),
-        )
-    })?;
+    (st.procs, st.pools) =
+        feed.with_ledger(|t| frame_rows(&mut t.ledger, now, st.sort, &st.filter))?;
     if let Some(r) = st.procs.iter().find(|r| r.failing_now) {
         st.last_failure = Some(format!(
             "{} {} failing: {}",

@@ -6,7 +6,7 @@ use crate::logic::{
     diagnose::{Severity, Thresholds},
     forecast::{Forecast, forecast},
     model::Owner,
-    pool::{Pool, PoolKey, TIME_WAIT_MS, Tally, pressure_order, utilisation},
+    pool::{Pool, PoolKey, TIME_WAIT_MS, Tally, pressure_order, sustainable_per_s, utilisation},
 };
 
 /// A pool as the views show it.
@@ -14,6 +14,9 @@ use crate::logic::{
 pub(crate) struct PoolView {
     pub(crate) pool: Pool,
     pub(crate) opens_per_s: f64,
+    /// New connections per second the pool sustains when this side closes first
+    /// (size / TIME_WAIT hold).
+    pub(crate) sustainable_per_s: f64,
     pub(crate) failures: u64,
     pub(crate) forecast: Forecast,
 }
@@ -102,6 +105,7 @@ impl Ledger {
             hold_ms as f64 / 1000.0,
         );
         Some(PoolView {
+            sustainable_per_s: sustainable_per_s(size, hold_ms),
             pool,
             opens_per_s: opens,
             failures: p.failures,

@@ -180,7 +180,7 @@ pub(crate) struct ProcessUsage {
 }
 
 /// What each process holds over `pools`, biggest holders first.
-pub(crate) fn usage_by_process(pools: &[Pool]) -> Vec<ProcessUsage> {
+pub(crate) fn usage_by_process<'a>(pools: impl IntoIterator<Item = &'a Pool>) -> Vec<ProcessUsage> {
     let mut by: BTreeMap<Owner, ProcessUsage> = BTreeMap::new();
     for p in pools {
         for h in &p.holders {
