@@ -256,3 +256,34 @@ pub fn fill_time_wait(netns: &str, n: u64, threads: usize) -> Result<()> {
     stop.store(true, Ordering::Relaxed);
     Ok(())
 }
+
+/// An exhaustion in a loop, as a client that ignores its errors does it: rounds of
+/// `per_round` connects to a server that closes at once (more than the namespace's range
+/// holds, so the rest fail with EADDRNOTAVAIL), then every connection closed; for
+/// `seconds`. Prints {"connects": N, "failed": F}.
+pub fn exhaust_loop(netns: &str, per_round: usize, seconds: f64) -> Result<()> {
+    enter_netns(netns)?;
+    let l = TcpListener::bind("127.0.0.1:21000").context("listen")?;
+    let dest = l.local_addr()?;
+    thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let end = Instant::now() + Duration::from_secs_f64(seconds);
+    while Instant::now() < end {
+        let mut held = Vec::with_capacity(per_round);
+        for _ in 0..per_round {
+            match TcpStream::connect(dest) {
+                Ok(s) => {
+                    ok += 1;
+                    held.push(s);
+                }
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    println!("{{\"connects\": {ok}, \"failed\": {failed}}}");
+    Ok(())
+}

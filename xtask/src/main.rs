@@ -130,6 +130,11 @@ fn run() -> Result<()> {
             num(&rest, "--count", 20)?,
             num(&rest, "--gap-ms", 5)?,
         )?,
+        Some("exhaust-loop") => churn::exhaust_loop(
+            val(&rest, "--netns").context("--netns")?,
+            num(&rest, "--per-round", 40)?,
+            num(&rest, "--seconds", 10.0)?,
+        )?,
         Some("fill-time-wait") => churn::fill_time_wait(
             val(&rest, "--netns").context("--netns")?,
             num(&rest, "--count", 10_000)?,

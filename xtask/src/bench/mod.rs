@@ -13,7 +13,7 @@
 //! ceilings, failure-to-event p99 and the agent's RSS.
 //!
 //! One file per section, in the order they run: churn, syscalls, status, failures,
-//! memory; the tracers they run beside the workloads in tracers.rs, the printed table in
+//! exhaustion, memory; the tracers they run beside the workloads in tracers.rs, the printed table in
 //! render.rs.
 use std::{
     path::{Path, PathBuf},
@@ -25,6 +25,7 @@ use portex_e2e::{Netns, try_run};
 use serde_json::{Value, json};
 
 mod churn;
+mod exhaustion;
 mod failures;
 mod memory;
 mod render;
@@ -70,6 +71,7 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
     syscalls::run(&ctx, &mut r)?;
     status::run(&ctx, &mut r)?;
     failures::run(&ctx, &mut r)?;
+    exhaustion::run(&ctx, &mut r)?;
     memory::run(&ctx, &mut r)?;
 
     let Report {

@@ -49,6 +49,14 @@ pub(super) fn table(table: &[Value]) -> String {
                 f("p50_ms"),
                 f("p99_ms")
             ),
+            "exhaustion" => format!(
+                "| exhaustion loop | {} connects, {} failed | portex agent --syscall-hooks on --accepted | {} kernel runs skipped in {} events ({:.1} per million) | |",
+                r["connects"],
+                r["failed"],
+                r["kernel_runs_skipped"],
+                r["kernel_events"],
+                f("skipped_per_million_events")
+            ),
             "memory" => format!(
                 "| memory | {} ports held | portex agent | {:.1} MiB RSS (peak {:.1}) | |",
                 r["ports_held"],
