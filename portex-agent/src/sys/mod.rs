@@ -14,3 +14,5 @@ pub(crate) mod sink;
 pub(crate) mod snapshot;
 pub(crate) mod sockdiag;
 pub(crate) mod sysctls;
+#[cfg(test)]
+pub(crate) mod test_env;
