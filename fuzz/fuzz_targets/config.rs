@@ -48,6 +48,8 @@ fuzz_target!(|data: &[u8]| {
             assert!(c.metrics_max_pools as u64 <= limits::METRICS_SERIES.max);
             assert!(c.metrics_top_processes as u64 <= limits::METRICS_SERIES.max);
             assert!(c.syscall_hooks_linger <= limits::LINGER_S.max);
+            assert_ne!(c.filter.count, Some(0), "{c:?}");
+            assert!(c.filter.duration.is_none_or(|d| !d.is_zero()), "{c:?}");
         }
     }
 });

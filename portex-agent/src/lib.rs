@@ -8,8 +8,8 @@
 //!   pipeline `watch`, `agent` and `top` run.
 //! - `cmd`: the command line and one thin file per subcommand.
 //!
-//! Nothing is public but `main` and the parsers the fuzz targets drive, so the compiler
-//! sees dead code.
+//! Nothing is public but `main`, the command-line definition (for the man pages) and
+//! the parsers the fuzz targets drive, so the compiler sees dead code.
 #![warn(unreachable_pub)]
 mod cmd;
 mod logic;
@@ -17,7 +17,7 @@ mod pipeline;
 mod render;
 mod sys;
 
-pub use cmd::main;
+pub use cmd::{cli::cli_command, main};
 
 /// The parsers of outside bytes, for the fuzz targets in fuzz/ (not an API).
 #[doc(hidden)]

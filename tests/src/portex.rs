@@ -198,6 +198,22 @@ impl Portex {
         }
         let status = self.child.wait().expect("waiting for portex");
         assert!(exited, "portex ignored signal {sig} for 30 s");
+        self.collect(status)
+    }
+
+    /// Waits for portex to exit by itself (`--count`, `--duration`); killed after
+    /// `timeout`, which fails the test. Everything it printed.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let exited = wait_exit(&mut self.child, timeout).is_some();
+        if !exited {
+            let _ = self.child.kill();
+        }
+        let status = self.child.wait().expect("waiting for portex");
+        assert!(exited, "portex did not exit by itself within {timeout:?}");
+        self.collect(status)
+    }
+
+    fn collect(mut self, status: std::process::ExitStatus) -> Finished {
         drop(self.unread.take());
         for r in self.readers.drain(..) {
             let _ = r.join();

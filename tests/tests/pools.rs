@@ -66,7 +66,7 @@ fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
 
 #[test]
 #[cfg_attr(portex_unprivileged, ignore = "needs root")]
-fn a_full_small_range_is_at_100_percent_and_exits_1() {
+fn a_full_small_range_is_at_100_percent_and_exits_2_critical() {
     if !require_root() {
         return;
     }
@@ -80,7 +80,7 @@ fn a_full_small_range_is_at_100_percent_and_exits_1() {
         "1",
     ]);
     let (code, v) = status_in(&ns, &["--limit", "1000"]);
-    assert_eq!(code, Some(1), "{v:#}");
+    assert_eq!(code, Some(2), "critical: {v:#}");
     assert_eq!(v["status"], "critical");
     let p = &v["namespaces"][0]["pools"][0];
     assert_eq!(
@@ -103,7 +103,7 @@ fn a_full_small_range_is_at_100_percent_and_exits_1() {
     );
     // Text mode agrees, with the same exit code.
     let (code, text, _) = ns.exec(&[portex_bin().to_str().unwrap(), "status"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(text.contains("100%"), "{text}");
 }
 
@@ -152,7 +152,7 @@ fn status_needs_no_privileges_for_its_own_namespace() {
     cmd.extend(SETPRIV_NOBODY);
     cmd.extend([bin.to_str().unwrap(), "status", "--json"]);
     let (code, out, err) = ns.exec(&cmd);
-    assert_eq!(code, Some(1), "a full pool, seen without privileges: {err}");
+    assert_eq!(code, Some(2), "a full pool, seen without privileges: {err}");
     let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out} {err}"));
     assert_eq!(v["namespaces"][0]["pools"][0]["used"], 4, "{v:#}");
 }

@@ -1,6 +1,7 @@
-//! `portex status`: `--all-netns` from the host namespace, `--warn`/`--critical`, and the
-//! diagnoses it prints (and one it must not print), each against a namespace the test
-//! fills and `ss` inside it.
+//! `portex status`: `--all-netns` and `--netns` from the host namespace,
+//! `--warn`/`--critical`, the exit statuses monitoring plugins read (0 ok, 1 warning,
+//! 2 critical, 3 could not check), and the diagnoses it prints (and one it must not
+//! print), each against a namespace the test fills and `ss` inside it.
 use std::{process::Command, time::Duration};
 
 use portex_e2e::*;
@@ -59,7 +60,7 @@ fn status_all_netns_sees_a_test_namespace_from_the_host() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        matches!(out.status.code(), Some(0 | 1)),
+        matches!(out.status.code(), Some(0..=2)),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -133,14 +134,14 @@ fn status_thresholds_set_the_severity_shown_and_the_exit_status() {
         (&["--warn", "50"], 1, "warning", Some("warning"), "! "),
         (
             &["--warn", "40", "--critical", "50"],
-            1,
+            2,
             "critical",
             Some("critical"),
             "!!",
         ),
         (
             &["--warn", "30", "--critical", "45"],
-            1,
+            2,
             "critical",
             Some("critical"),
             "!!",
@@ -194,7 +195,8 @@ fn status_thresholds_set_the_severity_shown_and_the_exit_status() {
         v["thresholds"],
         serde_json::json!({"warning": 0.4, "critical": 0.5})
     );
-    // A critical threshold below the warning one is refused, in one line.
+    // A critical threshold below the warning one is refused, in one line: the check
+    // could not run.
     let (got, out, err) = ns.exec(&[
         portex_bin().to_str().unwrap(),
         "status",
@@ -203,13 +205,128 @@ fn status_thresholds_set_the_severity_shown_and_the_exit_status() {
         "--critical",
         "50",
     ]);
-    assert_eq!(got, Some(1), "{err}");
+    assert_eq!(got, Some(3), "{err}");
     assert!(out.is_empty(), "{out}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
         err.contains("--critical") && err.contains("--warn"),
         "{err}"
     );
+}
+
+/// `portex status` ARGS from this (the host's) namespace: (exit status, stdout, stderr).
+fn status_here(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(portex_bin())
+        .arg("status")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The exit statuses of a monitoring plugin (Nagios, Icinga, Sensu): 0 ok, 1 warning,
+/// 2 critical with the default thresholds (80 %, 95 %), and 3 whenever the check could
+/// not run, bad flags included (clap's own usage status is 2: it must not read as
+/// critical).
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn status_exit_codes_follow_the_monitoring_plugin_convention() {
+    if !require_root() {
+        return;
+    }
+    let empty = Netns::with_range("xempty", 40000, 40009);
+    let warn = Netns::with_range("xwarn", 40000, 40009);
+    let crit = Netns::with_range("xcrit", 40000, 40009);
+    // 8 of 10 ports towards one destination: 80 %, a warning; 10 of 10: critical.
+    let _w = warn.spawn(&[
+        "pool-mix",
+        "127.0.0.1:8251",
+        "127.0.0.2:8252",
+        "0",
+        "8",
+        "0",
+    ]);
+    let _c = crit.spawn(&[
+        "pool-mix",
+        "127.0.0.1:8261",
+        "127.0.0.2:8262",
+        "0",
+        "10",
+        "0",
+    ]);
+    let bin = portex_bin();
+    let bin = bin.to_str().unwrap();
+    for (ns, code, verdict) in [
+        (&empty, 0, "verdict: ok: no ephemeral port in use"),
+        (
+            &warn,
+            1,
+            "verdict: warning: fullest pool tcp 127.0.0.1 -> 127.0.0.1:8251 ",
+        ),
+        (
+            &crit,
+            2,
+            "verdict: critical: fullest pool tcp 127.0.0.1 -> 127.0.0.1:8261 ",
+        ),
+    ] {
+        // Inside the namespace, and from the host by its name and by its inode.
+        let (got, out, err) = ns.exec(&[bin, "status"]);
+        assert_eq!(got, Some(code), "{}: {out}{err}", ns.name);
+        assert!(out.starts_with(verdict), "{out}");
+        let inode = ns.inode().to_string();
+        for by in [ns.name.as_str(), inode.as_str()] {
+            let (got, out, err) = status_here(&["--json", "--netns", by]);
+            assert_eq!(got, Some(code), "--netns {by}: {err}");
+            let v: Value = serde_json::from_str(&out).unwrap();
+            let nss = v["namespaces"].as_array().unwrap();
+            assert_eq!(nss.len(), 1, "{v:#}");
+            assert_eq!(nss[0]["netns"], ns.inode());
+            assert_eq!(nss[0]["name"], ns.name.as_str());
+        }
+    }
+    // The fullest pool of all namespaces sets the status.
+    let (got, _, err) = status_here(&["--all-netns", "--limit", "1"]);
+    assert_eq!(got, Some(2), "{err}");
+    // Could not check: 3, one line on stderr, nothing on stdout.
+    let path = format!("/var/run/netns/{}", empty.name);
+    for args in [
+        &["--netns", "portex-e2e-no-such-namespace"][..],
+        &["--netns", "4294967295"],
+        &["--netns", "/proc/self/ns/mnt"],
+        &["--netns", &path, "--all-netns"],
+        &["--bogus"],
+        &["--warn", "101"],
+        &["--warn", "60", "--critical", "50"],
+        &["--limit", "many"],
+    ] {
+        let (got, out, err) = status_here(args);
+        assert_eq!(got, Some(3), "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("portex: error: "), "{args:?}: {err}");
+    }
+    // Without the privilege to enter another namespace (uid 65534, no capabilities).
+    let out = Command::new("setpriv")
+        .args(SETPRIV_NOBODY)
+        .arg("--inh-caps=-all")
+        .arg(public_copy(&portex_bin()))
+        .args(["status", "--netns", &path])
+        .output()
+        .expect("setpriv");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(out.stdout.is_empty());
+    // Other commands keep 2 for bad usage: it is not a verdict there.
+    let out = Command::new(portex_bin())
+        .args(["watch", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]

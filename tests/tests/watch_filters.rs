@@ -1,8 +1,9 @@
-//! `portex watch --pid`, `--comm`, `--failures-only`: the filter keeps exactly the
-//! matching events. Two drivers run side by side; the other one's events must be absent
-//! and this one's all present (an unfiltered watch running at the same time is the
-//! reference).
-use std::collections::BTreeMap;
+//! `portex watch` filters (`--pid`/`-p`, `--comm`, `--failures-only`, `--dport`,
+//! `--daddr`, `-4`/`-6`, `--netns`, `--container`) and `--count`/`--duration`: a filter
+//! keeps exactly the matching events. Drivers run side by side; the others' events must
+//! be absent and the matching ones all present (an unfiltered watch running at the same
+//! time is the reference).
+use std::{collections::BTreeMap, time::Duration};
 
 use portex_e2e::*;
 
@@ -272,4 +273,256 @@ fn watch_failures_only_keeps_exactly_the_failures() {
         fingerprint(&kept)
     );
     assert_eq!(by_action(&events_of(&all, fine.pid)), client_close_5());
+}
+
+fn args(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+/// The non-alarm lines of a finished watcher, as JSON.
+fn lines(f: &Finished) -> Vec<Value> {
+    events(f)
+}
+
+/// `reference`'s events of `pids` that satisfy `keep`: what a filtered watcher must show
+/// of them, no more, no less.
+fn expected(reference: &Finished, pids: &[u32], keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+    pids.iter()
+        .flat_map(|&p| events_of(reference, p))
+        .filter(|e| keep(e))
+        .collect()
+}
+
+/// Of `watcher`'s lines: those of `pids` equal `want` (as fingerprints), and every line
+/// at all (other processes' and other tests' included) satisfies `keep`.
+fn assert_exactly(
+    name: &str,
+    watcher: &Finished,
+    pids: &[u32],
+    want: &[Value],
+    keep: impl Fn(&Value) -> bool,
+) {
+    assert!(
+        !want.is_empty(),
+        "{name}: the reference has nothing to compare"
+    );
+    let got: Vec<Value> = pids.iter().flat_map(|&p| events_of(watcher, p)).collect();
+    assert_eq!(
+        fingerprint(&got),
+        fingerprint(want),
+        "{name}: {:?}",
+        watcher.stdout
+    );
+    for e in lines(watcher) {
+        assert!(keep(&e), "{name} let through {e}");
+    }
+}
+
+fn port(e: &Value) -> u64 {
+    e["destination"]["port"].as_u64().unwrap_or(0)
+}
+
+/// `--dport`, `--daddr`, `-4` and `-6` against a reference watcher: client-close runs to
+/// 127.0.0.1, 127.0.0.2 and ::1. A server side's destination is the client's address
+/// and ephemeral port, so destination filters keep only the client side there.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn watch_destination_and_family_filters_keep_exactly_the_matching_events() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("wdst");
+    let d1 = ns.spawn_paused(&["client-close", "127.0.0.1:8031", "5"]);
+    let d2 = ns.spawn_paused(&["client-close", "127.0.0.2:8032", "5"]);
+    let d3 = ns.spawn_paused(&["client-close", "[::1]:8033", "5"]);
+    let all = Portex::start(&["watch", "--json"]);
+    let dport = Portex::start(&["watch", "--json", "--dport", "8031,8033"]);
+    let daddr = Portex::start(&["watch", "--json", "--daddr", "127.0.0.2/32"]);
+    let v6 = Portex::start(&["watch", "--json", "-6"]);
+    let v4range = Portex::start(&["watch", "--json", "-4", "--dport", "8030-8032"]);
+    let pids = [d1.go().pid, d2.go().pid, d3.go().pid];
+    for p in pids {
+        assert!(all.wait_lines(&pid_needle(p), 30), "{:?}", all.stdout_now());
+    }
+    let all = all.stop();
+    for p in pids {
+        assert_eq!(
+            by_action(&events_of(&all, p)),
+            client_close_5(),
+            "{}",
+            all.dump(p)
+        );
+    }
+    // (flags, watcher, what it keeps, how many of our events: 20 client-side events
+    // per driver, 30 with the server side)
+    type Case = (&'static str, Portex, Box<dyn Fn(&Value) -> bool>, usize);
+    let cases: [Case; 4] = [
+        (
+            "--dport 8031,8033",
+            dport,
+            Box::new(|e| matches!(port(e), 8031 | 8033)),
+            40,
+        ),
+        (
+            "--daddr 127.0.0.2/32",
+            daddr,
+            Box::new(|e| e["destination"]["ip"] == "127.0.0.2"),
+            20,
+        ),
+        ("-6", v6, Box::new(|e| e["network"]["type"] == "ipv6"), 30),
+        (
+            "-4 --dport 8030-8032",
+            v4range,
+            Box::new(|e| e["network"]["type"] == "ipv4" && (8030..=8032).contains(&port(e))),
+            40,
+        ),
+    ];
+    for (name, watcher, keep, n) in cases {
+        let want = expected(&all, &pids, &keep);
+        assert_eq!(want.len(), n, "{name}");
+        // Everything of ours the reference kept has reached this watcher too.
+        for p in pids {
+            let n = want.iter().filter(|e| e["process"]["pid"] == p).count();
+            if n > 0 {
+                assert!(watcher.wait_lines(&pid_needle(p), n), "{name}: {p}");
+            }
+        }
+        let f = watcher.stop();
+        assert_eq!(f.code, Some(0), "{name}: {:?}", f.stderr);
+        assert_exactly(name, &f, &pids, &want, keep);
+    }
+}
+
+/// `--netns` (by name and by inode) and `--container` (an id prefix): drivers that stay
+/// alive (the namespace of an event is read from /proc/<pid>) in two namespaces, one
+/// of them in a container's cgroup.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn watch_netns_and_container_filters_keep_exactly_that_namespace_and_container() {
+    if !require_root() {
+        return;
+    }
+    let me = std::process::id();
+    let id = format!("{me:08x}{}", "c0de".repeat(14));
+    let cg = Cgroup::new(&format!("portex-e2e-wf-{me}/docker-{id}.scope"));
+    let a = Netns::new("wns-a");
+    let b = Netns::new("wns-b");
+    let b_inode = b.inode().to_string();
+    let all = Portex::start(&["watch", "--json"]);
+    let by_name = Portex::start(&["watch", "--json", "--netns", &a.name]);
+    let by_inode = Portex::start(&["watch", "--json", "--netns", &b_inode]);
+    let by_container = Portex::start(&["watch", "--json", "--container", &id[..12]]);
+    // 2 closed (TIME_WAIT) and 1 open connection each: 15 events.
+    let mix = |port: u16| {
+        [
+            "pool-mix".to_string(),
+            format!("127.0.0.1:{port}"),
+            format!("127.0.0.1:{}", port + 1),
+            "2".into(),
+            "1".into(),
+            "0".into(),
+        ]
+    };
+    let mut in_container = vec!["--cgroup", cg.path()];
+    let m1 = mix(8061);
+    in_container.extend(args(&m1));
+    let a1 = a.spawn(&in_container);
+    let m2 = mix(8063);
+    let a2 = a.spawn(&args(&m2));
+    let m3 = mix(8065);
+    let b1 = b.spawn(&args(&m3));
+    let pids = [a1.driven.pid, a2.driven.pid, b1.driven.pid];
+    for p in pids {
+        assert!(all.wait_lines(&pid_needle(p), 15), "{:?}", all.stdout_now());
+    }
+    let all = all.stop();
+    let a_inode = a.inode();
+    // (flags, watcher, what it keeps, how many of our events: 15 per driver)
+    type Case<'a> = (
+        &'static str,
+        Portex,
+        Box<dyn Fn(&Value) -> bool + 'a>,
+        usize,
+    );
+    let cases: [Case; 3] = [
+        (
+            "--netns NAME",
+            by_name,
+            Box::new(move |e| e["portex"]["netns"] == a_inode),
+            30,
+        ),
+        (
+            "--netns INODE",
+            by_inode,
+            Box::new(|e| e["portex"]["netns"] == b.inode()),
+            15,
+        ),
+        (
+            "--container",
+            by_container,
+            Box::new(|e| e["container"]["id"] == id.as_str()),
+            15,
+        ),
+    ];
+    for (name, watcher, keep, n) in cases {
+        let want = expected(&all, &pids, &keep);
+        assert_eq!(want.len(), n, "{name}");
+        for p in pids {
+            let n = want.iter().filter(|e| e["process"]["pid"] == p).count();
+            if n > 0 {
+                assert!(watcher.wait_lines(&pid_needle(p), n), "{name}: {p}");
+            }
+        }
+        let f = watcher.stop();
+        assert_eq!(f.code, Some(0), "{name}: {:?}", f.stderr);
+        assert_exactly(name, &f, &pids, &want, keep);
+    }
+    // The reference itself: every event of a1 is the container's, a1 and a2 are in a,
+    // b1 in b.
+    for e in events_of(&all, pids[0]) {
+        assert_eq!(e["container"]["id"], id.as_str(), "{e}");
+    }
+    assert_eq!(events_of(&all, pids[1])[0]["portex"]["netns"], a.inode());
+    assert_eq!(events_of(&all, pids[2])[0]["portex"]["netns"], b.inode());
+    drop((a1, a2, b1));
+}
+
+/// `--count N` stops after N lines and `--duration S` after S seconds, both with status
+/// 0 and the exit summary; for `watch` and `agent` alike. `-p` is `--pid`.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn watch_and_agent_stop_by_themselves_after_count_lines_or_duration() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("wcount");
+    let d = ns.spawn_paused(&["client-close", "127.0.0.1:8071", "5"]);
+    let pid = d.driven.pid.to_string();
+    let dir = TmpDir::new("wcount");
+    let file = dir.join("events.ndjson");
+    let watch = Portex::start(&["watch", "--json", "-p", &pid, "--count", "7"]);
+    let agent = Portex::agent_to(&file, &["-p", &pid, "--count", "4", "--accepted"]);
+    // Nothing matches port 1: only the clock ends it.
+    let started = std::time::Instant::now();
+    let timer = Portex::start(&["watch", "--json", "--dport", "1", "--duration", "2s"]);
+    let d = d.go();
+
+    let w = watch.finish(Duration::from_secs(30));
+    assert_eq!(w.code, Some(0), "{:?}", w.stderr);
+    assert_eq!(w.stdout.len(), 7, "{:?}", w.stdout);
+    assert_eq!(w.events_of(d.pid).len(), 7, "{:?}", w.stdout);
+    assert!(rendered(&w.stderr) == 7, "{:?}", w.stderr);
+
+    let a = agent.finish(Duration::from_secs(30));
+    assert_eq!(a.code, Some(0), "{:?}", a.stderr);
+    let written = lines_of(&file);
+    assert_eq!(written.len(), 4, "{written:?}");
+    assert_eq!(events_of_pid(&written, d.pid).len(), 4, "{written:?}");
+
+    let t = timer.finish(Duration::from_secs(30));
+    let took = started.elapsed();
+    assert_eq!(t.code, Some(0), "{:?}", t.stderr);
+    assert!(t.stdout.is_empty(), "{:?}", t.stdout);
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(rendered(&t.stderr) == 0, "{:?}", t.stderr);
 }

@@ -2,6 +2,7 @@
 mod bench;
 mod churn;
 mod clippy;
+mod man;
 mod soak;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ fn usage() -> ! {
         "usage: cargo xtask <command>\n\
          \x20 setup                      install what a fresh machine lacks (scripts/setup.sh)\n\
          \x20 clippy                     clippy -D warnings: host crates, then portex-ebpf for bpf\n\
+         \x20 man [--out DIR]            man pages from the command-line definition (target/man)\n\
          \x20 bench [--quick] [--out F]  interleaved A/B benchmark (root); writes JSON\n\
          \x20 soak [--quick] [--minutes M] [--out F]\n\
          \x20                            the agent under connection, process and namespace\n\
@@ -74,6 +76,7 @@ fn run() -> Result<()> {
             }
         }
         Some("clippy") => clippy::run()?,
+        Some("man") => man::run(val(&rest, "--out").map(PathBuf::from))?,
         Some("bench") => {
             let portex = build_release("the benchmark")?;
             let out = val(&rest, "--out")

@@ -8,7 +8,6 @@ use crate::{
     cmd::cli::AgentArgs,
     cmd::config,
     logic::diagnose::Thresholds,
-    logic::filter::Filter,
     pipeline::{self, Emit, Format, Options, Output, PoolMetricOptions, Setup, metrics::Metrics},
     sys::ebpf::LoadOptions,
     sys::sink::{Chunk, Sink, SinkOptions, Target},
@@ -20,6 +19,7 @@ pub(crate) fn run(args: AgentArgs) -> Result<()> {
         None => AgentArgs::default(),
     };
     let c = config::resolve(&args, file)?;
+    let filter = super::event_filter(&c.filter)?;
     let target = if c.output == "-" {
         Target::Stdout
     } else {
@@ -53,14 +53,12 @@ pub(crate) fn run(args: AgentArgs) -> Result<()> {
                 top_processes: c.metrics_top_processes,
             },
         },
-        emit: Emit::new(
-            Format::Json,
-            Filter::default(),
-            Box::new(SinkWriter { sink }),
-        ),
+        emit: Emit::new(Format::Json, filter, Box::new(SinkWriter { sink }))
+            .with_count(c.filter.count),
         metrics_addr: c.metrics,
         on_hup: Some(on_hup),
         sink_counts: Some(sink_counts),
+        duration: c.filter.duration,
     })
 }
 

@@ -1,18 +1,37 @@
-//! Command-line interface.
-use clap::{Args, Parser, Subcommand};
+//! The command line, declared once with clap: the help, the man pages
+//! (`cargo xtask man`) and the completion scripts (`portex completions`) are generated
+//! from it. The agent's settings are also the keys of its config file and `PORTEX_*`
+//! environment variables (`cli_command`).
+use std::ffi::OsString;
 
+use clap::{
+    ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand,
+    builder::BoolishValueParser, error::ErrorKind,
+};
 use serde::Deserialize;
 
 use crate::{
-    cmd::config::SizeValue,
-    logic::{arming::HookMode, limits},
+    cmd::{
+        config::{SizeValue, list, one},
+        help,
+    },
+    logic::{
+        arming::HookMode,
+        filter::{AddrMatch, ContainerPrefix, PortRange},
+        limits::{self, Seconds},
+    },
 };
+
+/// Prefix of the environment variable of each agent setting: `--rotate-size` is
+/// PORTEX_ROTATE_SIZE.
+pub(crate) const ENV_PREFIX: &str = "PORTEX_";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "portex",
     version,
-    about = "Who is burning the ephemeral ports, towards which destination, and how close each pool is to empty"
+    about = "Who is burning the ephemeral ports, towards which destination, and how close each pool is to empty",
+    after_help = help::PORTEX
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -20,26 +39,97 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing would change the fuzz targets' matching for nothing"
+)]
 pub enum Command {
     /// Print connection lifecycle and port-failure events as they happen (needs root).
+    #[command(after_help = help::WATCH)]
     Watch(WatchArgs),
-    /// One-shot report of every port pool (no eBPF): exit 0 when none is over the
-    /// warning threshold, 1 when one is.
+    /// One-shot report of every port pool (no eBPF); the exit status is the verdict:
+    /// 0 ok, 1 warning, 2 critical, 3 could not check.
+    #[command(after_help = help::STATUS)]
     Status(StatusArgs),
     /// Live full-screen view: per-process churn and per-pool pressure (needs root).
+    #[command(after_help = help::TOP)]
     Top(TopArgs),
     /// Run as a service: NDJSON events to a file or stdout, metrics for Prometheus (needs
     /// root or CAP_SYS_ADMIN, CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH).
+    #[command(after_help = help::AGENT)]
     Agent(AgentArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = help::COMPLETIONS)]
+    Completions(CompletionsArgs),
 }
 
-/// The agent's settings, declared once: each is a flag and a key of the TOML file
-/// (`--config`; the key is the flag's name with '_' for '-'). Flags override the file;
-/// defaults and bounds live in logic::limits and apply to both (cmd::config::resolve).
+/// The whole command line as documented: with the environment variable of every agent
+/// setting (help, man pages, completion scripts).
+pub fn cli_command() -> clap::Command {
+    command(true)
+}
+
+/// Halves of one setting, which exclude each other on the command line.
+const PAIRS: [(&str, &str); 2] = [("ipv4", "ipv6"), ("syscall_hooks", "no_syscall_hooks")];
+
+/// `env`: the agent's settings read their `PORTEX_*` variables, and the halves of a pair
+/// do not conflict (a flag must beat a variable of the other half: AgentArgs::over
+/// decides). Without: the agent's flags alone, pairs in conflict as in `watch`.
+fn command(env: bool) -> clap::Command {
+    let conflicts = |mut c: clap::Command| {
+        for (a, b) in PAIRS {
+            if c.get_arguments().any(|x| x.get_id() == a) {
+                c = c.mut_arg(a, |x| x.conflicts_with(b));
+            }
+        }
+        c
+    };
+    Cli::command()
+        .mut_subcommand("watch", conflicts)
+        .mut_subcommand("agent", |agent| {
+            if env {
+                agent.mut_args(|a| {
+                    let var = format!("{ENV_PREFIX}{}", a.get_id().as_str().to_ascii_uppercase());
+                    a.env(var)
+                })
+            } else {
+                conflicts(agent)
+            }
+        })
+}
+
+/// Parses `argv`. The agent's flags and its environment are parsed apart, then layered
+/// (flags over variables), so that a flag beats a variable even where the two would
+/// conflict (`-6` over PORTEX_IPV4=true).
+pub(crate) fn parse(argv: &[OsString]) -> Result<Cli, clap::Error> {
+    // Help, version, every usage error and every bad variable, as documented.
+    let mut cli = Cli::from_arg_matches(&command(true).try_get_matches_from(argv)?)?;
+    if let Command::Agent(args) = &mut cli.command {
+        let flags = agent_args(command(false).try_get_matches_from(argv)?)?;
+        let env = agent_args(command(true).try_get_matches_from(["portex", "agent"])?)?;
+        *args = flags.over(env);
+    }
+    Ok(cli)
+}
+
+fn agent_args(m: ArgMatches) -> Result<AgentArgs, clap::Error> {
+    match Cli::from_arg_matches(&m)?.command {
+        Command::Agent(a) => Ok(a),
+        _ => Err(clap::Error::raw(
+            ErrorKind::InvalidSubcommand,
+            "not `agent`",
+        )),
+    }
+}
+
+/// The agent's settings, declared once: each is a flag, a key of the TOML file
+/// (`--config`; the key is the flag's name with '_' for '-') and an environment variable
+/// (`cli_command`). Flags override the environment (`parse`), which overrides the file;
+/// defaults and bounds live in logic::limits and apply to all (cmd::config::resolve).
 #[derive(Args, Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentArgs {
-    /// TOML file with any of the settings below (flags override it).
+    /// TOML file with any of the settings below (flags and the environment override it).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
     pub config: Option<std::path::PathBuf>,
@@ -79,25 +169,87 @@ pub struct AgentArgs {
     /// The connect/bind syscall tracepoints: on, off, or auto (attached while a pool is
     /// at least 50 % full or ports failed in the last 5 minutes; they slow every system
     /// call of the host while attached). [default: auto]
-    #[arg(long, value_name = "MODE", conflicts_with = "no_syscall_hooks")]
+    #[arg(long, value_name = "MODE")]
     pub syscall_hooks: Option<HookMode>,
     /// Same as --syscall-hooks off.
-    #[arg(long)]
-    #[serde(default)]
-    pub no_syscall_hooks: bool,
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub no_syscall_hooks: Option<bool>,
     /// With --syscall-hooks auto: seconds the hooks stay attached after the last pool
     /// above 40 % or port failure. [default: 300]
     #[arg(long, value_name = "SECONDS")]
     pub syscall_hooks_linger: Option<u64>,
     /// Also report connections this host accepted (the server side). They hold the
     /// listening port, not an ephemeral one, so by default the kernel drops them at its
-    /// first check: the agent then costs servers nothing for them.
-    #[arg(long)]
-    #[serde(default)]
-    pub accepted: bool,
+    /// first check: the agent then costs servers nothing for them. [default: false]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub accepted: Option<bool>,
     /// Ring buffer size in KiB (a power of two, 4 to 262144). [default: 4096]
     #[arg(long, value_name = "KIB")]
     pub ring_kib: Option<u64>,
+    /// Read from the same table by cmd::config::parse_file (serde's flatten would lose
+    /// the line of a bad key).
+    #[command(flatten)]
+    #[serde(skip)]
+    pub filter: FilterArgs,
+}
+
+/// Which events `watch` and `agent` write, and when they stop: the filters users of
+/// tcplife and tcpconnect know. Only the lines written are filtered: the pool ledger,
+/// pool_pressure detection and the metrics still see every event. Options, so that the
+/// agent can tell a flag from a key of its file (cmd::config::resolve).
+#[derive(Args, Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilterArgs {
+    /// Only events of this process id (thread-group id).
+    #[arg(short = 'p', long, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// Only events of processes (or threads) with this name.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Option<String>,
+    /// Only connect_failed and bind_failed (and pool_pressure alarms).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
+          value_name = "BOOL", value_parser = BoolishValueParser::new())]
+    pub failures_only: Option<bool>,
+    /// Only connections to these destination addresses or networks, comma-separated
+    /// (10.0.0.9,10.1.0.0/16,fd00::/8).
+    #[arg(long, value_name = "ADDR[/BITS]", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "list")]
+    pub daddr: Vec<AddrMatch>,
+    /// Only connections to these destination ports or ranges, comma-separated
+    /// (443,8000-8100).
+    #[arg(long, value_name = "PORT[-PORT]", value_delimiter = ',')]
+    #[serde(default, deserialize_with = "list")]
+    pub dport: Vec<PortRange>,
+    /// Only events of processes in this network namespace: a name (`ip netns list`), an
+    /// inode (`lsns -t net`) or a path (/proc/PID/ns/net).
+    #[arg(long, value_name = "NS")]
+    pub netns: Option<String>,
+    /// Only events of processes in this container: its id or a prefix of it (as `docker
+    /// ps` or `crictl ps` shows it).
+    #[arg(long, value_name = "ID")]
+    #[serde(default, deserialize_with = "one")]
+    pub container: Option<ContainerPrefix>,
+    /// Only IPv4 connections (an IPv4-mapped IPv6 address is IPv6 here, as
+    /// network.type shows it).
+    #[arg(short = '4', long, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL",
+          value_parser = BoolishValueParser::new())]
+    pub ipv4: Option<bool>,
+    /// Only IPv6 connections.
+    #[arg(short = '6', long, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", value_name = "BOOL",
+          value_parser = BoolishValueParser::new())]
+    pub ipv6: Option<bool>,
+    /// Exit after this many lines (events and pool_pressure alarms that pass the
+    /// filters).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Exit after this long: seconds, or with a unit (90s, 10m, 2h, 1d).
+    #[arg(long, value_name = "DURATION")]
+    #[serde(default, deserialize_with = "one")]
+    pub duration: Option<Seconds>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -127,8 +279,12 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// Every network namespace on the host, not only this one.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "netns")]
     pub all_netns: bool,
+    /// Only this network namespace: a name (`ip netns list`), an inode (`lsns -t net`)
+    /// or a path (/proc/PID/ns/net); entering another namespace needs CAP_SYS_ADMIN.
+    #[arg(long, value_name = "NS")]
+    pub netns: Option<String>,
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
     /// At most this many pools and processes per namespace.
@@ -190,15 +346,8 @@ pub struct WatchArgs {
     /// One JSON object per line (NDJSON, Elastic Common Schema field names).
     #[arg(long)]
     pub json: bool,
-    /// Only events of this process id (thread-group id).
-    #[arg(long, value_name = "PID")]
-    pub pid: Option<u32>,
-    /// Only events of processes (or threads) with this name.
-    #[arg(long, value_name = "NAME")]
-    pub comm: Option<String>,
-    /// Only connect_failed and bind_failed.
-    #[arg(long)]
-    pub failures_only: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// The connect/bind syscall tracepoints: on, off, or auto (attached while a pool is
     /// at least 50 % full or ports failed in the last 5 minutes). Without them every TCP
     /// lifecycle and the exhaustion signature are still seen, but not other errnos,
@@ -213,7 +362,8 @@ pub struct WatchArgs {
     /// Same as --syscall-hooks off.
     #[arg(long)]
     pub no_syscall_hooks: bool,
-    /// Do not track port pools (no pool state on failures, no pool_pressure events).
+    /// Do not track port pools (no pool state on failures, no pool_pressure events, no
+    /// --netns: the ledger names each event's namespace).
     #[arg(long)]
     pub no_pools: bool,
     #[command(flatten)]
@@ -226,4 +376,41 @@ pub struct WatchArgs {
 fn parse_ring_kib(s: &str) -> Result<u32, String> {
     let v: u64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
     limits::ring_kib(v)
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        // clap's own checks (conflicts naming real arguments, no duplicate flags...).
+        cli_command().debug_assert();
+        command(false).debug_assert();
+    }
+
+    #[test]
+    fn every_agent_setting_has_its_environment_variable_and_no_other_command_does() {
+        let cmd = cli_command();
+        let agent = cmd.find_subcommand("agent").unwrap();
+        let mut n = 0;
+        for a in agent.get_arguments() {
+            let id = a.get_id().as_str();
+            let want = format!("PORTEX_{}", id.to_ascii_uppercase());
+            assert_eq!(a.get_env().and_then(|e| e.to_str()), Some(want.as_str()));
+            n += 1;
+        }
+        assert!(n >= 25, "{n} agent settings");
+        for sub in ["watch", "status", "top", "completions"] {
+            let c = cmd.find_subcommand(sub).unwrap();
+            assert!(c.get_arguments().all(|a| a.get_env().is_none()), "{sub}");
+        }
+    }
 }

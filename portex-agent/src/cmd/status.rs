@@ -4,32 +4,56 @@ use anyhow::{Context, Result};
 use crate::{
     cmd::cli::StatusArgs,
     logic::demand::recent_close_rates,
-    logic::diagnose::{LiveFacts, diagnose},
+    logic::diagnose::{LiveFacts, Severity, Thresholds, diagnose},
     logic::pool::build_pools,
     render::status::{NetnsReport, render_json, render_text},
     sys::snapshot,
 };
 
-/// Exit status: 0 when no pool is over the warning threshold, 1 when one is.
+/// Exit statuses as monitoring plugins (Nagios, Icinga, Sensu, check_mk) read them:
+/// the fullest pool is below --warn, at or above it, at or above --critical; or the
+/// check could not run (bad flags, no such namespace, /proc or netlink unreadable).
+pub(crate) const OK: i32 = 0;
+pub(crate) const WARNING: i32 = 1;
+pub(crate) const CRITICAL: i32 = 2;
+pub(crate) const UNKNOWN: i32 = 3;
+
+/// The exit status of the fullest of these pool utilisations.
+fn exit_status(utilisations: impl Iterator<Item = f64>, th: &Thresholds) -> i32 {
+    match th.severity(utilisations.fold(0.0, f64::max)) {
+        None | Some(Severity::Info) => OK,
+        Some(Severity::Warning) => WARNING,
+        Some(Severity::Critical) => CRITICAL,
+    }
+}
+
+/// Returns the exit status (OK, WARNING or CRITICAL); an error is UNKNOWN.
 pub(crate) fn run(args: StatusArgs) -> Result<i32> {
     let th = args.thresholds.thresholds()?;
     let here = crate::sys::netns::current()?.inode;
+    let namespaces = match &args.netns {
+        Some(spec) => vec![crate::sys::netns::find(spec)?],
+        None => snapshot::namespaces(args.all_netns)?,
+    };
     let owners = crate::sys::owners::socket_owners();
     // Who holds TIME_WAIT ports only a running portex knows.
     let running = crate::sys::tw_owners_file::read_running();
     let mut reports = Vec::new();
-    for ns in snapshot::namespaces(args.all_netns)? {
+    for ns in namespaces {
         let snap = match snapshot::read(&ns) {
             Ok(s) => s,
-            // A namespace can vanish while we walk them; only ours must be readable.
-            Err(e) if ns.inode != here => {
+            // A namespace can vanish while we walk them; only ours (or the one asked
+            // for) must be readable.
+            Err(e) if ns.inode != here && args.netns.is_none() => {
                 eprintln!(
                     "portex: warning: skipping network namespace {}: {e:#}",
                     ns.inode
                 );
                 continue;
             }
-            Err(e) => return Err(e).context("reading this network namespace"),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading network namespace {}", ns.inode));
+            }
         };
         let mut pools = build_pools(ns.inode, &snap.settings, &snap.sockets, |s| {
             owners.get(&s.inode).cloned()
@@ -48,9 +72,12 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
         report.tw_owners_named = tw_named;
         reports.push(report);
     }
-    let over = reports
-        .iter()
-        .any(|r| r.pools.iter().any(|p| p.utilisation() >= th.warning));
+    let code = exit_status(
+        reports
+            .iter()
+            .flat_map(|r| r.pools.iter().map(|p| p.utilisation())),
+        &th,
+    );
     let out = if args.json {
         render_json(&reports, &th, args.limit)
     } else {
@@ -67,5 +94,24 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
         }
         _ => {}
     }
-    Ok(if over { 1 } else { 0 })
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fullest_pool_sets_the_exit_status() {
+        let th = Thresholds {
+            warning: 0.5,
+            critical: 0.9,
+        };
+        let code = |u: &[f64]| exit_status(u.iter().copied(), &th);
+        assert_eq!(code(&[]), OK, "no pool at all");
+        assert_eq!(code(&[0.1, 0.49]), OK);
+        assert_eq!(code(&[0.1, 0.5]), WARNING, "at the threshold is over it");
+        assert_eq!(code(&[0.9, 0.2]), CRITICAL);
+        assert_eq!(code(&[1.0]), CRITICAL);
+    }
 }

@@ -3,15 +3,21 @@
 use anyhow::Result;
 
 use crate::{
-    cmd::cli::WatchArgs,
-    logic::filter::Filter,
+    cmd::{cli::WatchArgs, config::resolve_filter},
     pipeline::{self, Emit, Format, Options, PoolMetricOptions, Setup, WriteOutput},
     sys::ebpf::LoadOptions,
 };
 
 pub(crate) fn run(args: WatchArgs) -> Result<()> {
     let thresholds = args.thresholds.thresholds()?;
-    if let Some(pid) = args.pid
+    let select = resolve_filter(&args.filter)?;
+    if select.netns.is_some() && args.no_pools {
+        anyhow::bail!(
+            "--netns needs the pool ledger, which names each event's namespace: drop --no-pools"
+        );
+    }
+    let filter = super::event_filter(&select)?;
+    if let Some(pid) = filter.pid
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     {
         eprintln!(
@@ -25,11 +31,6 @@ pub(crate) fn run(args: WatchArgs) -> Result<()> {
     } else {
         Format::Text
     };
-    let filter = Filter {
-        pid: args.pid,
-        comm: args.comm.clone(),
-        failures_only: args.failures_only,
-    };
     pipeline::run(Setup {
         pipeline: Options {
             load: LoadOptions {
@@ -42,9 +43,10 @@ pub(crate) fn run(args: WatchArgs) -> Result<()> {
             metrics: None,
             pool_metrics: PoolMetricOptions::default(),
         },
-        emit: Emit::new(format, filter, Box::new(out)),
+        emit: Emit::new(format, filter, Box::new(out)).with_count(select.count),
         metrics_addr: None,
         on_hup: None,
         sink_counts: None,
+        duration: select.duration,
     })
 }

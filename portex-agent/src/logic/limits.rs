@@ -131,9 +131,62 @@ pub fn rotate_size(v: u64) -> Result<u64, String> {
     if v == 0 { Ok(0) } else { ROTATE_SIZE.check(v) }
 }
 
+/// The longest `--duration`: a year (a longer wait is a typo, not a plan).
+const DURATION_MAX_S: f64 = 366.0 * 86_400.0;
+
+/// `--duration`: seconds (fractions allowed) or a number with a unit: `90s`, `10m`,
+/// `2h`, `1d`. More than 0, at most DURATION_MAX_S.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Seconds(pub std::time::Duration);
+
+impl std::str::FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (num, unit) = match t.char_indices().last() {
+            Some((i, 's')) => (&t[..i], 1.0),
+            Some((i, 'm')) => (&t[..i], 60.0),
+            Some((i, 'h')) => (&t[..i], 3600.0),
+            Some((i, 'd')) => (&t[..i], 86_400.0),
+            _ => (t, 1.0),
+        };
+        let v = num
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(|v| v * unit)
+            .ok_or_else(|| format!("not a duration (seconds, or 90s, 10m, 2h, 1d): {s}"))?;
+        if !(v > 0.0 && v <= DURATION_MAX_S) {
+            return Err(format!(
+                "duration must be more than 0 and at most 366 days, got {s}"
+            ));
+        }
+        Ok(Seconds(std::time::Duration::from_secs_f64(v)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_seconds_or_a_unit() {
+        let d = |s: &str| s.parse::<Seconds>().map(|v| v.0.as_secs_f64());
+        assert_eq!(d("30"), Ok(30.0));
+        assert_eq!(d("0.5"), Ok(0.5));
+        assert_eq!(d("90s"), Ok(90.0));
+        assert_eq!(d(" 10m "), Ok(600.0));
+        assert_eq!(d("1.5h"), Ok(5400.0));
+        assert_eq!(d("1d"), Ok(86_400.0));
+        assert_eq!(d("366d"), Ok(366.0 * 86_400.0));
+        for bad in [
+            "", "0", "-1", "367d", "1e300", "NaN", "inf", "10x", "m", "1 hour",
+        ] {
+            assert!(d(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn bounds_say_what_is_allowed() {

@@ -49,6 +49,8 @@ impl Output for Box<dyn Output> {
 pub(crate) enum Stop {
     /// The reader of our output went away (`portex watch | head`): a normal end.
     BrokenPipe,
+    /// `--count` lines were written: a normal end.
+    CountReached,
     Io(std::io::Error),
 }
 
@@ -59,6 +61,8 @@ pub(crate) struct Emit {
     out: Box<dyn Output>,
     line: String,
     lines_in_buffer: u64,
+    /// Lines still to write before stopping (`--count`); None: no limit.
+    left: Option<u64>,
     /// Lines rendered, for the summary; published per line so that the summary can be
     /// printed while this thread is stuck on a blocked output.
     written: Arc<AtomicU64>,
@@ -73,8 +77,15 @@ impl Emit {
             out,
             line: String::with_capacity(4096),
             lines_in_buffer: 0,
+            left: None,
             written: Arc::default(),
         }
+    }
+
+    /// Stops after `count` lines (events and pool_pressure alarms that pass the filter).
+    pub(crate) fn with_count(mut self, count: Option<u64>) -> Emit {
+        self.left = count;
+        self
     }
 
     pub(crate) fn written(&self) -> Arc<AtomicU64> {
@@ -83,6 +94,9 @@ impl Emit {
 
     /// Renders one record (when the filter takes it) and its pressure crossing.
     pub(crate) fn record(&mut self, r: &Record, name: &str, pressure: Option<&Pressure>) {
+        if self.left == Some(0) {
+            return;
+        }
         if self.filter.accepts(r, name) {
             if r.errno == Some(EADDRNOTAVAIL) {
                 warn_addrnotavail(r, name);
@@ -99,7 +113,12 @@ impl Emit {
             self.count_line();
         }
         if let Some(p) = pressure
-            && self.pressure_accepted(p)
+            && self.left != Some(0)
+            && self.filter.accepts_pressure(
+                &p.view.pool.key,
+                p.view.pool.holders.iter().filter_map(|h| h.owner.as_ref()),
+                r,
+            )
         {
             let unix = self.clock.to_unix_ns(r.ts_ns);
             match self.format {
@@ -113,37 +132,29 @@ impl Emit {
     fn count_line(&mut self) {
         self.written.fetch_add(1, Ordering::Relaxed);
         self.lines_in_buffer += 1;
-    }
-
-    /// pool_pressure is an alarm: it passes --failures-only, and --pid/--comm when that
-    /// process is among the pool's holders.
-    fn pressure_accepted(&self, p: &Pressure) -> bool {
-        let owners = || p.view.pool.holders.iter().filter_map(|h| h.owner.as_ref());
-        self.filter
-            .pid
-            .is_none_or(|pid| owners().any(|o| o.pid == pid))
-            && self
-                .filter
-                .comm
-                .as_ref()
-                .is_none_or(|c| owners().any(|o| &o.name == c))
-    }
-
-    /// Hands the batch's lines to the output.
-    pub(crate) fn flush(&mut self) -> Result<(), Stop> {
-        if self.line.is_empty() {
-            return Ok(());
+        if let Some(n) = self.left.as_mut() {
+            *n = n.saturating_sub(1);
         }
-        let res = self.out.write_batch(&mut self.line, self.lines_in_buffer);
-        self.line.clear();
-        self.lines_in_buffer = 0;
-        res.map_err(|e| {
-            if e.kind() == ErrorKind::BrokenPipe {
-                Stop::BrokenPipe
-            } else {
-                Stop::Io(e)
-            }
-        })
+    }
+
+    /// Hands the batch's lines to the output; ends the run once `--count` lines are out.
+    pub(crate) fn flush(&mut self) -> Result<(), Stop> {
+        if !self.line.is_empty() {
+            let res = self.out.write_batch(&mut self.line, self.lines_in_buffer);
+            self.line.clear();
+            self.lines_in_buffer = 0;
+            res.map_err(|e| {
+                if e.kind() == ErrorKind::BrokenPipe {
+                    Stop::BrokenPipe
+                } else {
+                    Stop::Io(e)
+                }
+            })?;
+        }
+        if self.left == Some(0) {
+            return Err(Stop::CountReached);
+        }
+        Ok(())
     }
 }
 

@@ -6,7 +6,8 @@
 //! account (ledger, metrics, arming) -> render -> output (stdout, sink)
 //! ```
 //!
-//! `run` drives it for `watch` and `agent` until a signal or the end of the output;
+//! `run` drives it for `watch` and `agent` until a signal, the end of the output,
+//! `--count` lines or `--duration`;
 //! `top` starts it without a render stage and reads its ledger.
 mod account;
 mod consumer;
@@ -75,6 +76,8 @@ pub(crate) struct Pipeline {
     consumer: Option<JoinHandle<Result<(), Stop>>>,
     reader: Option<JoinHandle<()>>,
     reader_done: Option<oneshot::Receiver<Result<()>>>,
+    /// Resolves when the output thread ends by itself (`--count` reached, output gone).
+    consumer_done: Option<oneshot::Receiver<()>>,
     stop: watch::Sender<bool>,
 }
 
@@ -129,9 +132,14 @@ impl Pipeline {
             ledger: ledger.clone(),
             beat: output_beat.clone(),
         };
+        let (consumer_tx, consumer_done) = oneshot::channel();
         let consumer = std::thread::Builder::new()
             .name("portex-emit".into())
-            .spawn(move || consumer.run(rx))
+            .spawn(move || {
+                let res = consumer.run(rx);
+                let _ = consumer_tx.send(());
+                res
+            })
             .context("starting the output thread")?;
         Ok(Pipeline {
             probe,
@@ -142,6 +150,7 @@ impl Pipeline {
             consumer: Some(consumer),
             reader: Some(reader),
             reader_done: Some(reader_done),
+            consumer_done: Some(consumer_done),
             stop,
         })
     }
@@ -154,6 +163,11 @@ impl Pipeline {
     /// Resolves when the reader ends by itself (an error, or the output thread gone).
     pub(crate) fn reader_done(&mut self) -> Option<oneshot::Receiver<Result<()>>> {
         self.reader_done.take()
+    }
+
+    /// Resolves when the output thread ends by itself.
+    pub(crate) fn consumer_done(&mut self) -> Option<oneshot::Receiver<()>> {
+        self.consumer_done.take()
     }
 
     /// The reader's error, once it has stopped by itself (for a view that polls).

@@ -29,6 +29,8 @@ pub(crate) struct Setup {
     pub(crate) on_hup: Option<Reopen>,
     /// The sink's counters, for the metrics and the summary.
     pub(crate) sink_counts: Option<Arc<SinkCounts>>,
+    /// Stop after this long (`--duration`), as on SIGINT.
+    pub(crate) duration: Option<Duration>,
 }
 
 pub(crate) fn run(setup: Setup) -> Result<()> {
@@ -74,14 +76,23 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
             .unwrap_or_default()
     );
     let reader_done = p.reader_done();
+    let consumer_done = p.consumer_done();
     let on_hup = setup.on_hup.clone();
+    let duration = setup.duration;
     let reader_res = rt.block_on(async {
         if let (Some(l), Some(m)) = (listener, metrics.clone()) {
             tokio::spawn(crate::sys::http::serve(l, m));
         }
-        let Some(mut done) = reader_done else {
+        let (Some(mut done), Some(mut output_done)) = (reader_done, consumer_done) else {
             return Ok(());
         };
+        let deadline = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(deadline);
         loop {
             tokio::select! {
                 _ = int.recv() => return Ok(()),
@@ -93,6 +104,10 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
                     None => return Ok(()),
                 },
                 res = &mut done => return res.unwrap_or(Ok(())),
+                // --count reached, or the output went away: the reader would only
+                // notice at its next batch.
+                _ = &mut output_done => return Ok(()),
+                _ = &mut deadline => return Ok(()),
             }
         }
     });
@@ -105,7 +120,7 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
     drop(p); // detaches every program
     reader_res?;
     match consumer {
-        Ok(()) | Err(Stop::BrokenPipe) => Ok(()),
+        Ok(()) | Err(Stop::BrokenPipe | Stop::CountReached) => Ok(()),
         Err(Stop::Io(e)) => Err(e).context("writing events"),
     }
 }

@@ -15,4 +15,6 @@ pub(crate) mod sink;
 pub(crate) mod snapshot;
 pub(crate) mod sockdiag;
 pub(crate) mod sysctls;
+#[cfg(test)]
+pub(crate) mod test_env;
 pub(crate) mod tw_owners_file;

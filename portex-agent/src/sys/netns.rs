@@ -6,7 +6,7 @@ use std::{
     collections::BTreeMap,
     fs,
     os::{fd::AsRawFd, unix::fs::MetadataExt},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +43,53 @@ fn named() -> BTreeMap<u64, String> {
         }
     }
     out
+}
+
+/// ioctl(NS_GET_NSTYPE) = _IO(0xb7, 0x3): the CLONE_NEW* type of a namespace file
+/// (Linux 4.11), ENOTTY for any other file.
+const NS_GET_NSTYPE: u32 = 0xb703;
+
+/// The namespace `spec` names (`--netns`): an inode (`lsns -t net`), a name (`ip netns
+/// list`), or a path to a namespace file (/proc/PID/ns/net, /run/netns/NAME).
+pub(crate) fn find(spec: &str) -> Result<Netns> {
+    if let Ok(inode) = spec.parse::<u64>() {
+        let here = current()?;
+        if here.inode == inode {
+            return Ok(here);
+        }
+        return all()
+            .into_iter()
+            .find(|n| n.inode == inode)
+            .with_context(|| {
+                format!("no network namespace with inode {inode} (`lsns -t net` lists them)")
+            });
+    }
+    let path = if spec.contains('/') {
+        PathBuf::from(spec)
+    } else {
+        ["/run/netns", "/var/run/netns"]
+            .iter()
+            .map(|d| Path::new(d).join(spec))
+            .find(|p| !spec.is_empty() && spec != "." && spec != ".." && p.exists())
+            .with_context(|| {
+                format!("no network namespace named {spec:?} (`ip netns list` names them)")
+            })?
+    };
+    let file = fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: an ioctl without argument on a file we hold open.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind != libc::CLONE_NEWNET {
+        bail!("{} is not a network namespace", path.display());
+    }
+    let inode = file
+        .metadata()
+        .with_context(|| format!("reading {}", path.display()))?
+        .ino();
+    Ok(Netns {
+        inode,
+        path,
+        name: named().remove(&inode),
+    })
 }
 
 /// Every network namespace on the host that this process can see.
@@ -102,4 +149,22 @@ pub(crate) fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> Res
         .join()
         .map_err(|_| anyhow::anyhow!("a namespace worker thread panicked"))?
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_takes_a_path_an_inode_or_a_name_and_refuses_other_files() {
+        let here = current().unwrap();
+        assert_eq!(find("/proc/self/ns/net").unwrap().inode, here.inode);
+        assert_eq!(find(&here.inode.to_string()).unwrap().inode, here.inode);
+        let e = |s: &str| format!("{:#}", find(s).unwrap_err());
+        assert!(e("/proc/self/ns/mnt").ends_with("is not a network namespace"));
+        assert!(e("/proc/self/stat").ends_with("is not a network namespace"));
+        assert!(e("portex-no-such-namespace").starts_with("no network namespace named"));
+        assert!(e("..").starts_with("no network namespace named"));
+        assert!(e("1").starts_with("no network namespace with inode 1"));
+    }
 }
