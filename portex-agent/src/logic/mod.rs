@@ -19,3 +19,4 @@ pub(crate) mod pool;
 pub(crate) mod rate;
 pub(crate) mod sysctls;
 pub(crate) mod untrusted;
+pub(crate) mod workload;
