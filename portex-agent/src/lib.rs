@@ -56,7 +56,7 @@ pub mod fuzzing {
         pub use crate::logic::lifecycle::interpret;
     }
     pub mod json {
-        pub use crate::render::json::write_line;
+        pub use crate::render::json::{Header, write_line};
     }
     pub mod text {
         pub use crate::render::text::write_line;

@@ -186,7 +186,8 @@ pub struct Record {
     pub errno_inferred: bool,
     pub cause: Option<Cause>,
     pub close: Option<CloseInfo>,
-    pub duration_us: Option<u64>,
+    /// Nanoseconds from SYN (or accept) to CLOSE, on `close` lines.
+    pub duration_ns: Option<u64>,
     /// Kernel socket address, as an opaque id; 0 when not known.
     pub socket: u64,
     /// The caller's fd for syscall events, to resolve the socket from /proc.
