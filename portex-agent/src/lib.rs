@@ -19,6 +19,20 @@ mod sys;
 
 pub use cmd::main;
 
+/// The two NDJSON writers and what they take, for the micro-benchmark
+/// (portex-agent/benches/ndjson_writer.rs, `cargo xtask bench-writer`; not an API).
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::{
+        logic::lifecycle::interpret,
+        logic::model::{Container, Record, Workload},
+        render::{View, json::Header, json::write_line},
+    };
+    pub mod serde_writer {
+        pub use crate::render::json_serde::{Host, write_line};
+    }
+}
+
 /// The parsers of outside bytes, for the fuzz targets in fuzz/ (not an API).
 #[doc(hidden)]
 pub mod fuzzing {

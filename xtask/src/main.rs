@@ -14,6 +14,9 @@ fn usage() -> ! {
          \x20 setup                      install what a fresh machine lacks (scripts/setup.sh)\n\
          \x20 clippy                     clippy -D warnings: host crates, then portex-ebpf for bpf\n\
          \x20 bench [--quick] [--out F]  interleaved A/B benchmark (root); writes JSON\n\
+         \x20 bench-writer [--quick] [--out F]\n\
+         \x20                            the NDJSON writer against serde_json on the same\n\
+         \x20                            records (ns/line, bytes/line); writes JSON\n\
          \x20 soak [--quick] [--minutes M] [--out F]\n\
          \x20                            the agent under connection, process and namespace\n\
          \x20                            churn for M minutes (30; quick: 3) (root); writes JSON\n\
@@ -87,6 +90,7 @@ fn run() -> Result<()> {
                 &portex,
             )?;
         }
+        Some("bench-writer") => bench::writer::run(&rest)?,
         Some("soak") => {
             let portex = build_release("the soak test")?;
             let minutes = match val(&rest, "--minutes") {

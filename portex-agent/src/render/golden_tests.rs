@@ -21,7 +21,7 @@ use crate::{
     render::prometheus::{self, HolderGauge, Page, PoolGauge, Snapshot},
     render::status::{NetnsReport, render_json, render_text},
     render::top::{SortBy, pool_rows, process_rows, text_frame},
-    render::{View, json, text},
+    render::{View, json, json_serde, text},
 };
 
 const S: u64 = 1_000_000_000;
@@ -200,7 +200,16 @@ fn live() -> (String, String, Ledger, u64) {
                 unix_ns,
                 process_name: &name,
             };
+            let before = nd.len();
             json::write_line(&view, &header, &mut nd);
+            // The serde writer (the benchmark's rival) writes the same bytes.
+            let (mut ts, mut theirs) = (String::new(), Vec::new());
+            let host = json_serde::Host {
+                name: "golden-host",
+                id: Some("0123456789abcdef0123456789abcdef"),
+            };
+            json_serde::write_line(&view, &host, &mut ts, &mut theirs);
+            assert_eq!(&nd.as_bytes()[before..], &theirs[..]);
             text::write_line(&view, &mut tx);
             if let Some(p) = pressure {
                 json::write_pressure(&p, unix_ns, &header, &mut nd);
