@@ -72,6 +72,12 @@ pub mod fuzzing {
     pub mod json {
         pub use crate::render::json::{Header, write_line};
     }
+    pub mod workload {
+        pub use crate::logic::workload::{
+            MAX_VALUE_BYTES, Workload, parse_docker_config, parse_oci_config,
+            parse_storage_containers,
+        };
+    }
     pub mod text {
         pub use crate::render::text::write_line;
     }
