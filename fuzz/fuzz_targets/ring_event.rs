@@ -29,6 +29,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(data.len() >= EVENT_SIZE);
             assert_eq!(&ev.as_bytes()[..], &data[..EVENT_SIZE]);
             let mut records = 0;
+            let header = json::Header::new("fuzz", Some("0123456789abcdef0123456789abcdef"));
             lifecycle::interpret(&ev, |r| {
                 records += 1;
                 let name = r.process.thread_name.name();
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 // One NDJSON object per line, whatever the comm bytes are.
                 let mut line = String::new();
-                json::write_line(&view, &mut line);
+                json::write_line(&view, &header, &mut line);
                 assert!(
                     line.ends_with('\n') && line.matches('\n').count() == 1,
                     "{line:?}"

@@ -19,6 +19,20 @@ mod sys;
 
 pub use cmd::{cli::cli_command, main};
 
+/// The two NDJSON writers and what they take, for the micro-benchmark
+/// (portex-agent/benches/ndjson_writer.rs, `cargo xtask bench-writer`; not an API).
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::{
+        logic::lifecycle::interpret,
+        logic::model::{Container, Record, Workload},
+        render::{View, json::Header, json::write_line},
+    };
+    pub mod serde_writer {
+        pub use crate::render::json_serde::{Host, write_line};
+    }
+}
+
 /// The parsers of outside bytes, for the fuzz targets in fuzz/ (not an API).
 #[doc(hidden)]
 pub mod fuzzing {
@@ -57,7 +71,13 @@ pub mod fuzzing {
         pub use crate::logic::lifecycle::interpret;
     }
     pub mod json {
-        pub use crate::render::json::write_line;
+        pub use crate::render::json::{Header, write_line};
+    }
+    pub mod workload {
+        pub use crate::logic::workload::{
+            MAX_VALUE_BYTES, Workload, parse_docker_config, parse_oci_config,
+            parse_storage_containers,
+        };
     }
     pub mod text {
         pub use crate::render::text::write_line;

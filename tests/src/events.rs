@@ -58,13 +58,13 @@ pub fn tcp_pools(ns_report: &Value) -> PoolMap {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["transport"] == "tcp")
+        .filter(|p| p["network"]["transport"] == "tcp")
         .map(|p| {
             (
                 (
-                    p["source_ip"].as_str().unwrap().to_string(),
-                    p["destination_ip"].as_str().unwrap().to_string(),
-                    p["destination_port"].as_u64().unwrap() as u16,
+                    p["source"]["ip"].as_str().unwrap().to_string(),
+                    p["destination"]["ip"].as_str().unwrap().to_string(),
+                    p["destination"]["port"].as_u64().unwrap() as u16,
                 ),
                 (
                     p["used"].as_u64().unwrap(),

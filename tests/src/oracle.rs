@@ -40,7 +40,9 @@ pub fn status_free(ns: &Netns, src: &str, dst: &str, port: u16) -> u64 {
     let (_, v) = status_in(ns, &["--limit", "1000"]);
     let n = &v["namespaces"][0];
     let pool = n["pools"].as_array().unwrap().iter().find(|p| {
-        p["source_ip"] == src && p["destination_ip"] == dst && p["destination_port"] == port
+        p["source"]["ip"] == src
+            && p["destination"]["ip"] == dst
+            && p["destination"]["port"] == port
     });
     match pool {
         Some(p) => p["free"].as_u64().unwrap(),

@@ -2,17 +2,26 @@
 //! for its lines, the figures of its closing summary, and `portex status` in a namespace.
 use std::{
     io::{BufRead, BufReader, Read},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex, mpsc},
     thread,
     time::{Duration, Instant},
 };
 
-use crate::{Netns, Value, events_of_pid, portex_bin, signal, validate_lines, wait_exit, wait_for};
+use crate::{
+    Netns, Value, events_of_pid, lines_of, portex_bin, signal, validate_lines, wait_exit, wait_for,
+};
 
-/// A running `portex` child; SIGINT and reaped on drop.
+/// A running `portex` child; SIGINT and reaped on drop. Every JSON line it wrote, to
+/// stdout or to its `--output` file (and the files rotated from it), is validated
+/// against docs/event.schema.json when it stops, by `stop` or on drop.
 pub struct Portex {
     json: bool,
+    /// The agent's `--output` file, when it is not stdout.
+    output: Option<PathBuf>,
+    /// Its lines were validated (by `stop`).
+    checked: bool,
     child: Child,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -96,6 +105,8 @@ impl Portex {
         let json = args.contains(&"--json") || args.first() == Some(&"agent");
         let p = Portex {
             json,
+            output: output_file(args),
+            checked: false,
             child,
             stdout,
             stderr,
@@ -223,19 +234,75 @@ impl Portex {
             stdout: std::mem::take(&mut *self.stdout.lock().unwrap()),
             stderr: std::mem::take(&mut *self.stderr.lock().unwrap()),
         };
-        if self.json {
-            validate_lines(f.stdout.iter().map(String::as_str));
-        }
+        self.checked = true;
+        self.check_lines(&f.stdout);
         f
+    }
+
+    /// Every JSON line it wrote matches docs/event.schema.json: stdout, and the output
+    /// file with the files rotated from it (only regular files: a test may leave a
+    /// symlink or a FIFO at the path to see it refused).
+    fn check_lines(&self, stdout: &[String]) {
+        if !self.json {
+            return;
+        }
+        validate_lines(stdout.iter().map(String::as_str));
+        let Some(out) = &self.output else { return };
+        let (Some(dir), Some(name)) = (out.parent(), out.file_name()) else {
+            return;
+        };
+        let name = name.to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let file = e.file_name().to_string_lossy().into_owned();
+            let rotated = file
+                .strip_prefix(&name)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|n| n.parse::<u32>().is_ok());
+            let regular = e.file_type().is_ok_and(|t| t.is_file());
+            if regular && (file == name || rotated) {
+                validate_lines(lines_of(&e.path()).iter().map(String::as_str));
+            }
+        }
     }
 }
 
+/// The file of `--output FILE` or `--output=FILE`; None for stdout (absent or `-`).
+fn output_file(args: &[&str]) -> Option<PathBuf> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = match a.strip_prefix("--output") {
+            Some("") => it.next().copied(),
+            Some(rest) => rest.strip_prefix('='),
+            None => None,
+        };
+        if let Some(v) = value {
+            return (v != "-").then(|| PathBuf::from(v));
+        }
+    }
+    None
+}
+
 impl Drop for Portex {
+    /// A test that did not call `stop` still has its lines validated (unless it is
+    /// already failing).
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             signal(self.child.id(), libc::SIGINT);
             let _ = self.child.wait();
         }
+        if self.checked || thread::panicking() {
+            return;
+        }
+        self.checked = true;
+        drop(self.unread.take());
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        let stdout = std::mem::take(&mut *self.stdout.lock().unwrap());
+        self.check_lines(&stdout);
     }
 }
 

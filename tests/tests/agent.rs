@@ -167,5 +167,56 @@ fn accepted_connections_are_reported_only_with_the_accepted_flag() {
             "{args:?}\n{}",
             out.dump(d.pid)
         );
+        // ECS network.direction from this host's point of view; an accepted connection
+        // starts at its `established`.
+        for v in &ev {
+            let accepted = v["source"]["port"] == 6700;
+            let want = if accepted { "ingress" } else { "egress" };
+            assert_eq!(v["network"]["direction"], want, "{v}");
+            if accepted && v["event"]["action"] == "established" {
+                assert_eq!(
+                    v["event"]["type"],
+                    serde_json::json!(["connection", "start"])
+                );
+            }
+        }
+    }
+}
+
+/// Every line says which ECS release it follows and which host wrote it: the kernel's
+/// nodename in lower case, or NODE_NAME (a DaemonSet sets the node's name), and
+/// /etc/machine-id.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn every_line_names_the_ecs_version_and_the_host() {
+    if !require_root() {
+        return;
+    }
+    let nodename = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let machine_id = std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| s.len() == 32);
+    for (wrapper, name) in [
+        (&[][..], nodename.trim().to_ascii_lowercase()),
+        (
+            &["env", "NODE_NAME=node-7.example"][..],
+            "node-7.example".into(),
+        ),
+    ] {
+        let portex = Portex::start_wrapped(wrapper, &["watch", "--json"]);
+        let ns = Netns::new("host");
+        let d = ns.drive(&["client-close", "127.0.0.1:6710", "1"]);
+        assert!(portex.wait_events(d.pid, Duration::from_secs(10), |ev| {
+            !with_action(ev, "time_wait").is_empty()
+        }));
+        let out = portex.stop();
+        let ev = out.events_of(d.pid);
+        assert!(!ev.is_empty());
+        for v in &ev {
+            assert_eq!(v["ecs"]["version"], "8.17.0", "{v}");
+            assert_eq!(v["host"]["name"], name.as_str(), "{v}");
+            assert_eq!(v["host"]["id"].as_str(), machine_id.as_deref(), "{v}");
+        }
     }
 }

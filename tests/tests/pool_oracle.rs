@@ -355,7 +355,7 @@ fn udp_auto_bind_matches_the_kernel() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|p| p["transport"] == "udp")
+        .find(|p| p["network"]["transport"] == "udp")
         .unwrap_or_else(|| panic!("no udp pool: {v:#}"));
     let predicted = udp["free"].as_u64().unwrap();
     let d = ns.drive(&["exhaust-udp", "127.0.0.1:5353", "100"]);

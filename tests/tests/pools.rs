@@ -56,7 +56,10 @@ fn status_matches_ss_for_thousands_of_time_wait_and_live_connections() {
         }
     }
     let procs = v["namespaces"][0]["processes"].as_array().unwrap();
-    assert_eq!(procs[0]["pid"].as_u64(), Some(held.driven.pid as u64));
+    assert_eq!(
+        procs[0]["process"]["pid"].as_u64(),
+        Some(held.driven.pid as u64)
+    );
     assert_eq!(procs[0]["held"], 70);
     assert_eq!(
         v["namespaces"][0]["settings"]["ip_local_port_range"],

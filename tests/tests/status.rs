@@ -83,7 +83,10 @@ fn status_all_netns_sees_a_test_namespace_from_the_host() {
     assert_eq!(tcp_pools(r), truth, "{r:#}");
     let procs = r["processes"].as_array().unwrap();
     assert_eq!(procs.len(), 1, "{r:#}");
-    assert_eq!(procs[0]["pid"].as_u64(), Some(held.driven.pid as u64));
+    assert_eq!(
+        procs[0]["process"]["pid"].as_u64(),
+        Some(held.driven.pid as u64)
+    );
     assert_eq!(procs[0]["held"], 5);
 
     // Text: the namespace by inode and name, not marked as this one.

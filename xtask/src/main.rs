@@ -16,6 +16,9 @@ fn usage() -> ! {
          \x20 clippy                     clippy -D warnings: host crates, then portex-ebpf for bpf\n\
          \x20 man [--out DIR]            man pages from the command-line definition (target/man)\n\
          \x20 bench [--quick] [--out F]  interleaved A/B benchmark (root); writes JSON\n\
+         \x20 bench-writer [--quick] [--out F]\n\
+         \x20                            the NDJSON writer against serde_json on the same\n\
+         \x20                            records (ns/line, bytes/line); writes JSON\n\
          \x20 soak [--quick] [--minutes M] [--out F]\n\
          \x20                            the agent under connection, process and namespace\n\
          \x20                            churn for M minutes (30; quick: 3) (root); writes JSON\n\
@@ -90,6 +93,7 @@ fn run() -> Result<()> {
                 &portex,
             )?;
         }
+        Some("bench-writer") => bench::writer::run(&rest)?,
         Some("soak") => {
             let portex = build_release("the soak test")?;
             let minutes = match val(&rest, "--minutes") {

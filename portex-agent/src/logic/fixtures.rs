@@ -24,7 +24,7 @@ pub(crate) fn record(
         errno_inferred: false,
         cause: None,
         close: None,
-        duration_us: None,
+        duration_ns: None,
         socket: 1,
         fd: None,
         owner_guessed: false,

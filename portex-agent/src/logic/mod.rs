@@ -23,3 +23,4 @@ pub(crate) mod self_stats;
 pub(crate) mod sysctls;
 pub(crate) mod top_holders;
 pub(crate) mod untrusted;
+pub(crate) mod workload;

@@ -1,5 +1,10 @@
 //! What portex reports: one `Record` per event a user sees. Pure data.
-use std::net::{IpAddr, SocketAddr};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
+
+pub use crate::logic::workload::Workload;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -181,7 +186,8 @@ pub struct Record {
     pub errno_inferred: bool,
     pub cause: Option<Cause>,
     pub close: Option<CloseInfo>,
-    pub duration_us: Option<u64>,
+    /// Nanoseconds from SYN (or accept) to CLOSE, on `close` lines.
+    pub duration_ns: Option<u64>,
     /// Kernel socket address, as an opaque id; 0 when not known.
     pub socket: u64,
     /// The caller's fd for syscall events, to resolve the socket from /proc.
@@ -194,8 +200,9 @@ pub struct Record {
     pub pool: Option<PoolState>,
     /// The owner's network namespace (inode), when known.
     pub netns: Option<u64>,
-    /// The owner's container, when its cgroup says so.
-    pub container: Option<Container>,
+    /// The owner's container, when its cgroup says so (shared: every event of a
+    /// container points to one copy).
+    pub container: Option<Arc<Container>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -308,13 +315,17 @@ impl DiagSocket {
     }
 }
 
-/// The container a process runs in, read from its cgroup path.
+/// The container a process runs in, read from its cgroup path, and what its runtime
+/// recorded about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Container {
     /// The 64-hex container id.
     pub id: String,
     /// docker, containerd, cri-o, podman.
     pub runtime: &'static str,
-    /// The Kubernetes pod uid, when the path has one.
+    /// The Kubernetes pod uid, when the path has one: a UUID, 8-4-4-4-12 hex digits
+    /// (checked when parsed).
     pub pod_uid: Option<String>,
+    /// Name, image and pod, from the runtime's files (empty when they were not found).
+    pub workload: Workload,
 }

@@ -56,6 +56,8 @@ pub(crate) enum Stop {
 
 pub(crate) struct Emit {
     format: Format,
+    /// `ecs.version` and `host.*`, the same on every JSON line.
+    header: json::Header,
     filter: Filter,
     clock: WallClock,
     out: Box<dyn Output>,
@@ -70,8 +72,10 @@ pub(crate) struct Emit {
 
 impl Emit {
     pub(crate) fn new(format: Format, filter: Filter, out: Box<dyn Output>) -> Emit {
+        let host = crate::sys::host::identity();
         Emit {
             format,
+            header: json::Header::new(&host.name, host.id.as_deref()),
             filter,
             clock: crate::sys::clock::wall_clock(),
             out,
@@ -107,7 +111,7 @@ impl Emit {
                 process_name: name,
             };
             match self.format {
-                Format::Json => json::write_line(&view, &mut self.line),
+                Format::Json => json::write_line(&view, &self.header, &mut self.line),
                 Format::Text => text::write_line(&view, &mut self.line),
             }
             self.count_line();
@@ -122,7 +126,7 @@ impl Emit {
         {
             let unix = self.clock.to_unix_ns(r.ts_ns);
             match self.format {
-                Format::Json => json::write_pressure(p, unix, &mut self.line),
+                Format::Json => json::write_pressure(p, unix, &self.header, &mut self.line),
                 Format::Text => text::write_pressure(p, unix, &mut self.line),
             }
             self.count_line();

@@ -13,9 +13,9 @@ use crate::{
     logic::fixtures::tcp,
     logic::ledger::Ledger,
     logic::lifecycle::interpret,
-    logic::model::DiagSocket,
     logic::model::Owner,
     logic::model::Record,
+    logic::model::{Container, DiagSocket, Workload},
     logic::pool::build_pools,
     logic::self_stats::SelfStats,
     logic::sysctls::NetSettings,
@@ -23,7 +23,7 @@ use crate::{
     render::prometheus::{self, Page, PoolGauge, Snapshot},
     render::status::{NetnsReport, render_json, render_text},
     render::top::{SortBy, frame_rows, text_frame},
-    render::{View, json, text},
+    render::{View, json, json_serde, text},
 };
 
 const S: u64 = 1_000_000_000;
@@ -138,9 +138,25 @@ fn stream() -> Vec<Event> {
     v
 }
 
+/// The container of pid 200: a Kubernetes pod's, named by its runtime.
+fn api_container() -> std::sync::Arc<Container> {
+    std::sync::Arc::new(Container {
+        id: "bb11".repeat(16),
+        runtime: "cri-o",
+        pod_uid: Some("9f8e7d6c-5b4a-3210-fedc-ba9876543210".into()),
+        workload: Workload {
+            name: Some("api".into()),
+            image: Some("quay.io/acme/api:v3".into()),
+            pod_name: Some("api-6b8f9d7c4-q8w2e".into()),
+            pod_namespace: Some("billing".into()),
+        },
+    })
+}
+
 /// The live path without its IO: interpretation, the ledger (its namespace seeded with
 /// an empty table), pressure, rendering.
 fn live() -> (String, String, Ledger, u64) {
+    let header = json::Header::new("golden-host", Some("0123456789abcdef0123456789abcdef"));
     let mut ledger = Ledger::new();
     ledger.reconcile(NS, settings(), &[], |_| None, S);
     let th = Thresholds::default();
@@ -164,6 +180,9 @@ fn live() -> (String, String, Ledger, u64) {
                 ledger.apply(&r, Some(NS), now)
             };
             r.netns = Some(NS);
+            if r.process.pid == 200 {
+                r.container = Some(api_container());
+            }
             let pressure = key
                 .as_ref()
                 .and_then(|k| ledger.check_pressure(k, &th, now));
@@ -183,10 +202,19 @@ fn live() -> (String, String, Ledger, u64) {
                 unix_ns,
                 process_name: &name,
             };
-            json::write_line(&view, &mut nd);
+            let before = nd.len();
+            json::write_line(&view, &header, &mut nd);
+            // The serde writer (the benchmark's rival) writes the same bytes.
+            let (mut ts, mut theirs) = (String::new(), Vec::new());
+            let host = json_serde::Host {
+                name: "golden-host",
+                id: Some("0123456789abcdef0123456789abcdef"),
+            };
+            json_serde::write_line(&view, &host, &mut ts, &mut theirs);
+            assert_eq!(&nd.as_bytes()[before..], &theirs[..]);
             text::write_line(&view, &mut tx);
             if let Some(p) = pressure {
-                json::write_pressure(&p, unix_ns, &mut nd);
+                json::write_pressure(&p, unix_ns, &header, &mut nd);
                 text::write_pressure(&p, unix_ns, &mut tx);
             }
         }

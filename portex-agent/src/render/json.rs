@@ -3,7 +3,11 @@
 use std::fmt::Write;
 
 use super::View;
-use crate::{logic::clock::rfc3339_micros, logic::errno};
+use crate::{
+    logic::clock::rfc3339_micros,
+    logic::errno,
+    logic::model::{Action, Container, Record},
+};
 
 /// Appends `s` as a JSON string literal. Control characters are escaped, so untrusted
 /// process names cannot break the line.
@@ -84,16 +88,131 @@ fn push_endpoint(out: &mut String, key: &str, a: std::net::SocketAddr) {
     out.push('}');
 }
 
+/// The ECS release whose field definitions the lines follow (docs/events.md).
+pub(crate) const ECS_VERSION: &str = "8.17.0";
+
+/// What every line carries after its timestamp, the same on every line: `ecs.version`,
+/// `host.name` and `host.id`. Rendered (and escaped) once.
+#[derive(Clone, Debug)]
+pub struct Header {
+    fragment: String,
+}
+
+impl Header {
+    pub fn new(host_name: &str, host_id: Option<&str>) -> Header {
+        let mut f = String::with_capacity(96);
+        f.push_str(",\"ecs\":{\"version\":\"");
+        f.push_str(ECS_VERSION);
+        f.push_str("\"},\"host\":{\"name\":");
+        push_str(&mut f, host_name);
+        if let Some(id) = host_id {
+            f.push_str(",\"id\":");
+            push_str(&mut f, id);
+        }
+        f.push('}');
+        Header { fragment: f }
+    }
+}
+
+/// ECS `event.type` of a record: the values ECS expects for category `network`
+/// (access, allowed, connection, denied, end, info, protocol, start). A failure is the
+/// attempt it failed (`connection` + `start`) with `event.outcome: failure`, as ECS
+/// words it for failed attempts: `error` is not among network's expected types.
+pub(crate) fn event_type(r: &Record) -> &'static [&'static str] {
+    match r.action {
+        Action::Connect | Action::ConnectFailed => &["connection", "start"],
+        // Accepted: the first line of the server side's connection.
+        Action::Established if r.passive => &["connection", "start"],
+        Action::Established => &["connection"],
+        Action::Close => &["connection", "end"],
+        Action::TimeWait => &["connection", "info"],
+        Action::Bind | Action::BindFailed => &["info"],
+    }
+}
+
+/// ECS `network.direction` from the host's point of view: `egress` for connections
+/// this host opened, `ingress` for those it accepted; none for a bind.
+pub(crate) fn direction(r: &Record) -> Option<&'static str> {
+    if r.passive {
+        Some("ingress")
+    } else if r.destination.is_some() {
+        Some("egress")
+    } else {
+        None
+    }
+}
+
+fn push_str_array(out: &mut String, items: &[&str]) {
+    out.push('[');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+    out.push(']');
+}
+
+/// `container.*` and `orchestrator.*`: every string here came from a cgroup path or a
+/// runtime's file, so each goes through `push_str`, validated or not.
+fn push_container(out: &mut String, c: &Container) {
+    out.push_str(",\"container\":{\"id\":");
+    push_str(out, &c.id);
+    out.push_str(",\"runtime\":\"");
+    out.push_str(c.runtime);
+    out.push('"');
+    let w = &c.workload;
+    if let Some(n) = &w.name {
+        out.push_str(",\"name\":");
+        push_str(out, n);
+    }
+    if let Some(i) = &w.image {
+        out.push_str(",\"image\":{\"name\":");
+        push_str(out, i);
+        out.push('}');
+    }
+    out.push('}');
+    if c.pod_uid.is_none() && w.pod_name.is_none() {
+        return;
+    }
+    out.push_str(",\"orchestrator\":{\"type\":\"kubernetes\"");
+    if let Some(ns) = &w.pod_namespace {
+        out.push_str(",\"namespace\":");
+        push_str(out, ns);
+    }
+    out.push_str(",\"resource\":{\"type\":\"pod\"");
+    if let Some(n) = &w.pod_name {
+        out.push_str(",\"name\":");
+        push_str(out, n);
+    }
+    if let Some(uid) = &c.pod_uid {
+        out.push_str(",\"id\":");
+        push_str(out, uid);
+    }
+    out.push_str("}}");
+}
+
 /// Appends the event as one line of NDJSON, newline included.
-pub fn write_line(v: &View, out: &mut String) {
+pub fn write_line(v: &View, h: &Header, out: &mut String) {
     let r = v.rec;
     out.push_str("{\"@timestamp\":\"");
     rfc3339_micros(v.unix_ns, out);
-    out.push_str("\",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"action\":\"");
+    out.push('"');
+    out.push_str(&h.fragment);
+    out.push_str(",\"event\":{\"kind\":\"event\",\"category\":[\"network\"],\"type\":");
+    push_str_array(out, event_type(r));
+    out.push_str(",\"action\":\"");
     out.push_str(r.action.as_str());
     out.push_str("\",\"outcome\":\"");
     out.push_str(r.outcome());
-    out.push_str("\"},\"process\":{\"pid\":");
+    out.push('"');
+    if let Some(d) = r.duration_ns {
+        out.push_str(",\"duration\":");
+        push_u64(out, d);
+    }
+    out.push_str("},\"process\":{\"pid\":");
     push_u64(out, r.process.pid as u64);
     out.push_str(",\"name\":");
     push_str(out, v.process_name);
@@ -110,24 +229,20 @@ pub fn write_line(v: &View, out: &mut String) {
     out.push_str(r.transport.as_str());
     out.push_str("\",\"type\":\"");
     out.push_str(r.network_type());
-    out.push_str("\"}");
+    out.push('"');
+    if let Some(d) = direction(r) {
+        out.push_str(",\"direction\":\"");
+        out.push_str(d);
+        out.push('"');
+    }
+    out.push('}');
     if let Some(e) = r.errno {
         out.push_str(",\"error\":{\"code\":\"");
         out.push_str(errno::name(e));
         out.push_str("\"}");
     }
     if let Some(c) = &r.container {
-        let _ = write!(
-            out,
-            ",\"container\":{{\"id\":\"{}\",\"runtime\":\"{}\"}}",
-            c.id, c.runtime
-        );
-        if let Some(uid) = &c.pod_uid {
-            let _ = write!(
-                out,
-                ",\"orchestrator\":{{\"type\":\"kubernetes\",\"resource\":{{\"type\":\"pod\",\"id\":\"{uid}\"}}}}"
-            );
-        }
+        push_container(out, c);
     }
     out.push_str(",\"portex\":{\"cgroup_id\":");
     push_u64(out, r.process.cgroup_id);
@@ -148,10 +263,6 @@ pub fn write_line(v: &View, out: &mut String) {
     if r.errno_inferred {
         out.push_str(",\"errno_inferred\":true");
     }
-    if let Some(d) = r.duration_us {
-        out.push_str(",\"duration_us\":");
-        push_u64(out, d);
-    }
     if let Some(c) = &r.close {
         out.push_str(",\"close\":{\"kind\":\"");
         out.push_str(c.kind.as_str());
@@ -163,17 +274,14 @@ pub fn write_line(v: &View, out: &mut String) {
         out.push_str(c.from_state);
         out.push_str("\"}");
     }
-    if r.passive {
-        out.push_str(",\"direction\":\"inbound\"");
-    } else if r.destination.is_some() {
-        out.push_str(",\"direction\":\"outbound\"");
-    }
     if let Some(p) = r.pool {
-        let _ = write!(
-            out,
-            ",\"pool\":{{\"used\":{},\"size\":{},\"time_wait\":{}}}",
-            p.used, p.size, p.time_wait
-        );
+        out.push_str(",\"pool\":{\"used\":");
+        push_u64(out, p.used as u64);
+        out.push_str(",\"size\":");
+        push_u64(out, p.size as u64);
+        out.push_str(",\"time_wait\":");
+        push_u64(out, p.time_wait as u64);
+        out.push('}');
     }
     if r.owner_guessed {
         out.push_str(",\"owner_guessed\":true");
@@ -182,12 +290,19 @@ pub fn write_line(v: &View, out: &mut String) {
 }
 
 /// A `pool_pressure` line: a pool crossed a utilisation threshold.
-pub(crate) fn write_pressure(p: &crate::logic::ledger::Pressure, unix_ns: i128, out: &mut String) {
+pub(crate) fn write_pressure(
+    p: &crate::logic::ledger::Pressure,
+    unix_ns: i128,
+    h: &Header,
+    out: &mut String,
+) {
     let v = &p.view;
     let k = &v.pool.key;
     out.push_str("{\"@timestamp\":\"");
     rfc3339_micros(unix_ns, out);
-    out.push_str("\",\"event\":{\"kind\":\"alert\",\"category\":[\"network\"],\"action\":\"pool_pressure\",\"outcome\":\"unknown\",\"severity\":");
+    out.push('"');
+    out.push_str(&h.fragment);
+    out.push_str(",\"event\":{\"kind\":\"alert\",\"category\":[\"network\"],\"type\":[\"info\"],\"action\":\"pool_pressure\",\"outcome\":\"unknown\",\"severity\":");
     let _ = write!(
         out,
         "{}",

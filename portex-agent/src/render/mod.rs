@@ -2,6 +2,9 @@
 #[cfg(test)]
 mod golden_tests;
 pub(crate) mod json;
+pub(crate) mod json_serde;
+#[cfg(test)]
+mod json_tests;
 pub(crate) mod prometheus;
 pub(crate) mod status;
 pub(crate) mod text;

@@ -85,11 +85,13 @@ impl NetnsReport {
 }
 
 fn pool_json(p: &Pool) -> Value {
+    // Named as in the event lines (ECS): network.transport, source.ip,
+    // destination.ip/port; a UDP pool is the namespace's, with neither end.
+    let udp = p.key.is_udp_pool();
     json!({
-        "transport": p.key.transport.as_str(),
-        "source_ip": if p.key.is_udp_pool() { Value::Null } else { p.key.saddr.to_string().into() },
-        "destination_ip": if p.key.is_udp_pool() { Value::Null } else { p.key.daddr.to_string().into() },
-        "destination_port": if p.key.is_udp_pool() { Value::Null } else { p.key.dport.into() },
+        "network": { "transport": p.key.transport.as_str() },
+        "source": if udp { Value::Null } else { json!({ "ip": p.key.saddr.to_string() }) },
+        "destination": if udp { Value::Null } else { json!({ "ip": p.key.daddr.to_string(), "port": p.key.dport }) },
         "size": p.size,
         "used": p.used,
         "free": p.free(),
@@ -152,8 +154,7 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
                 "pools": r.pools.iter().take(limit).map(pool_json).collect::<Vec<_>>(),
                 "pools_omitted": r.pools.len().saturating_sub(limit),
                 "processes": r.processes.iter().take(limit).map(|p| json!({
-                    "pid": p.owner.pid,
-                    "name": p.owner.name,
+                    "process": { "pid": p.owner.pid, "name": p.owner.name },
                     "start_time": p.owner.start,
                     "held": p.held,
                     "time_wait": p.time_wait,

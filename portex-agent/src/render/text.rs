@@ -30,10 +30,33 @@ pub fn write_line(v: &View, out: &mut String) {
             out.push_str(" time_wait");
         }
     }
-    if let Some(d) = r.duration_us {
-        let _ = write!(out, " {}.{:03}ms", d / 1000, d % 1000);
+    if let Some(d) = r.duration_ns {
+        let us = d / 1000;
+        let _ = write!(out, " {}.{:03}ms", us / 1000, us % 1000);
+    }
+    if let Some(c) = &r.container {
+        push_workload(c, out);
     }
     out.push('\n');
+}
+
+/// ` pod=NAMESPACE/NAME container=NAME` (the short id when the runtime named none):
+/// names a runtime recorded, so shown through `sanitize` like process names.
+fn push_workload(c: &crate::logic::model::Container, out: &mut String) {
+    let w = &c.workload;
+    if let Some(pod) = &w.pod_name {
+        out.push_str(" pod=");
+        if let Some(ns) = &w.pod_namespace {
+            sanitize(ns, out);
+            out.push('/');
+        }
+        sanitize(pod, out);
+    }
+    out.push_str(" container=");
+    match &w.name {
+        Some(n) => sanitize(n, out),
+        None => out.push_str(c.id.get(..12).unwrap_or(&c.id)),
+    }
 }
 
 /// A pool crossed a utilisation threshold.
@@ -136,7 +159,7 @@ mod tests {
             time_wait: true,
             from_state: "FIN_WAIT2",
         });
-        r.duration_us = Some(12_345);
+        r.duration_ns = Some(12_345_678);
         assert_eq!(
             line(&r, "curl"),
             "18:08:31.727400 close             8133 curl tcp 10.0.0.1:40001 -> 10.0.0.9:443 active time_wait 12.345ms\n"
@@ -146,7 +169,7 @@ mod tests {
             time_wait: false,
             from_state: "ESTABLISHED",
         });
-        r.duration_us = Some(7);
+        r.duration_ns = Some(7_000);
         assert_eq!(
             line(&r, "curl"),
             "18:08:31.727400 close             8133 curl tcp 10.0.0.1:40001 -> 10.0.0.9:443 reset 0.007ms\n"
@@ -161,6 +184,28 @@ mod tests {
         assert_eq!(
             line(&r, "dns"),
             "18:08:31.727400 bind                12 dns udp [::1]:40002\n"
+        );
+    }
+
+    #[test]
+    fn a_container_shows_its_pod_and_name_escaped() {
+        let mut r = rec(Action::Connect, "10.0.0.1:40001", Some("10.0.0.9:443"));
+        let mut c = crate::logic::model::Container {
+            id: "ab".repeat(32),
+            runtime: "containerd",
+            pod_uid: None,
+            workload: Default::default(),
+        };
+        r.container = Some(c.clone().into());
+        assert!(line(&r, "curl").ends_with(" container=abababababab\n"));
+        c.workload.name = Some("web\u{1b}[2J".into());
+        c.workload.pod_name = Some("web-1".into());
+        c.workload.pod_namespace = Some("shop".into());
+        r.container = Some(c.into());
+        assert!(
+            line(&r, "curl").ends_with(" pod=shop/web-1 container=web\\x1b[2J\n"),
+            "{}",
+            line(&r, "curl")
         );
     }
 

@@ -100,3 +100,74 @@ pub(crate) fn raise_nofile() {
         }
     }
 }
+
+/// The host's identity for every event line: ECS `host.name` and `host.id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HostIdentity {
+    /// `NODE_NAME` when set (the packaged DaemonSet sets it to the Kubernetes node's
+    /// name), else the kernel's nodename (`uname -n`) in lower case, as ECS recommends.
+    pub name: String,
+    /// /etc/machine-id, when it holds one.
+    pub id: Option<String>,
+}
+
+/// Reads NODE_NAME, the nodename and /etc/machine-id once, at start.
+pub(crate) fn identity() -> HostIdentity {
+    let node = std::env::var("NODE_NAME").ok();
+    let uts = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let machine_id = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    host_identity(node.as_deref(), &uts, &machine_id)
+}
+
+/// The identity from NODE_NAME (or None), the nodename file and the machine-id file.
+/// Pure. A NODE_NAME that is empty or not one line is ignored.
+pub(crate) fn host_identity(node_name: Option<&str>, uts: &str, machine_id: &str) -> HostIdentity {
+    let node = node_name
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && n.len() <= 253 && !n.chars().any(char::is_control));
+    let name = match node {
+        Some(n) => n.to_string(),
+        None => uts.trim().to_ascii_lowercase(),
+    };
+    HostIdentity {
+        name,
+        id: parse_machine_id(machine_id),
+    }
+}
+
+/// machine-id(5): 32 lower-case hex digits and a newline. Anything else (empty before
+/// the first boot, "uninitialized") is no id.
+pub(crate) fn parse_machine_id(text: &str) -> Option<String> {
+    let id = text.trim_end_matches('\n');
+    (id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .then(|| id.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_name_wins_else_the_nodename_in_lower_case() {
+        let id = "0123456789abcdef0123456789abcdef\n";
+        let h = host_identity(Some("node-7.cluster"), "Web-1\n", id);
+        assert_eq!(h.name, "node-7.cluster");
+        assert_eq!(h.id.as_deref(), Some("0123456789abcdef0123456789abcdef"));
+        for ignored in [Some(""), Some("a\nb"), None] {
+            assert_eq!(host_identity(ignored, "Web-1\n", "").name, "web-1");
+        }
+    }
+
+    #[test]
+    fn only_a_real_machine_id_is_an_id() {
+        for bad in [
+            "",
+            "uninitialized\n",
+            "0123456789ABCDEF0123456789ABCDEF\n",
+            "0123456789abcdef0123456789abcde\n",
+            "0123456789abcdef0123456789abcdef0\n",
+        ] {
+            assert_eq!(parse_machine_id(bad), None, "{bad:?}");
+        }
+    }
+}

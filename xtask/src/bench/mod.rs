@@ -32,6 +32,7 @@ mod render;
 mod status;
 mod syscalls;
 mod tracers;
+pub mod writer;
 
 pub struct Opts {
     pub quick: bool,

@@ -153,18 +153,19 @@ fn netns_and_container_need_the_record_to_carry_them() {
         ..Filter::default()
     };
     assert!(!f.accepts(&r, "app"), "no container: not shown");
-    r.container = Some(Container {
+    r.container = Some(std::sync::Arc::new(Container {
         id: id.into(),
         runtime: "docker",
         pod_uid: None,
-    });
+        workload: Default::default(),
+    }));
     assert!(f.accepts(&r, "app"));
     let whole = Filter {
         container: Some(id.into()),
         ..Filter::default()
     };
     assert!(whole.accepts(&r, "app"));
-    r.container.as_mut().unwrap().id = format!("4{}", &id[1..]);
+    std::sync::Arc::make_mut(r.container.as_mut().unwrap()).id = format!("4{}", &id[1..]);
     assert!(!f.accepts(&r, "app"));
     for bad in ["", "web", "3f1c-0e", &format!("{id}0")] {
         assert!(bad.parse::<ContainerPrefix>().is_err(), "{bad:?}");

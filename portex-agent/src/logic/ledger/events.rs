@@ -155,8 +155,8 @@ impl Ledger {
                 let key = self.pool_key(&t);
                 let p = self.pools.entry(key.clone()).or_default();
                 p.closes += 1;
-                if let Some(d) = r.duration_us {
-                    p.lifetime_s_sum += d as f64 / 1e6;
+                if let Some(d) = r.duration_ns {
+                    p.lifetime_s_sum += d as f64 / 1e9;
                 }
                 if close.time_wait {
                     p.tw_closes += 1;

@@ -26,7 +26,7 @@ fn rec(action: Action, sport: u16, dport: u16, ts: u64) -> Record {
     let (src, dst) = (format!("10.0.0.1:{sport}"), format!("10.0.0.9:{dport}"));
     let mut r = record(action, (7, 7, "cli"), &src, Some(&dst));
     r.ts_ns = ts;
-    r.duration_us = Some(1000);
+    r.duration_ns = Some(1_000_000);
     r
 }
 

@@ -46,7 +46,7 @@ fn base(ev: &Event, action: Action) -> Record {
         errno_inferred: false,
         cause: None,
         close: None,
-        duration_us: None,
+        duration_ns: None,
         socket: ev.skaddr,
         fd: None,
         // Only STATE events carry socket flags (syscall events carry connflag bits).
@@ -101,12 +101,12 @@ fn state(ev: &Event, out: &mut impl FnMut(Record)) {
                 from_state: tcp_state_name(old),
             });
             if ev.birth_ns != 0 && ev.ts_ns >= ev.birth_ns {
-                r.duration_us = Some((ev.ts_ns - ev.birth_ns) / 1_000);
+                r.duration_ns = Some(ev.ts_ns - ev.birth_ns);
             }
             let tw = time_wait.then(|| {
                 let mut t = r.clone();
                 t.action = Action::TimeWait;
-                t.duration_us = None;
+                t.duration_ns = None;
                 t
             });
             out(r);

@@ -66,7 +66,7 @@ fn client_close_first_means_time_wait_for_the_owner() {
     assert_eq!(actions(&v), [Action::Close, Action::TimeWait]);
     let close = v[0].close.as_ref().unwrap();
     assert_eq!((close.kind, close.time_wait), (CloseKind::Active, true));
-    assert_eq!(v[0].duration_us, Some(4_000));
+    assert_eq!(v[0].duration_ns, Some(4_000_000));
     assert_eq!(v[1].process.pid, 42);
     assert_eq!(v[1].source, "10.0.0.1:40000".parse().unwrap());
 }

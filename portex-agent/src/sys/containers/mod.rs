@@ -1,17 +1,35 @@
 //! Container attribution: cgroup v2 id (the inode of the cgroup's directory, what
 //! bpf_get_current_cgroup_id returns) -> cgroup path -> container id and Kubernetes pod
-//! uid, for docker, containerd, cri-o and podman layouts (systemd and cgroupfs drivers).
+//! uid, for docker, containerd, cri-o and podman layouts (systemd and cgroupfs drivers);
+//! then container id -> the name, image and pod its runtime recorded (runtime_files).
+mod runtime_files;
+
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fs,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 pub use crate::logic::model::Container;
+use crate::logic::model::Workload;
 
 fn is_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A Kubernetes pod uid as a cgroup path carries it (systemd escapes its `-` as `_`):
+/// a UUID, 8-4-4-4-12 hex digits. Anything else is not taken: a cgroup's name is chosen
+/// by whoever may create it, and the uid ends up in every event line.
+fn pod_uid(s: &str) -> Option<String> {
+    let uid = s.replace('_', "-");
+    let ok = uid.len() == 36
+        && uid.bytes().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        });
+    ok.then_some(uid)
 }
 
 /// Reads a container out of a cgroup path. Pure.
@@ -24,11 +42,11 @@ pub fn parse_cgroup_path(path: &str) -> Option<Container> {
             kube = true;
         }
         // kubepods-burstable-pod<uid_with_underscores>.slice, or pod<uid> (cgroupfs)
-        if let Some(i) = seg.rfind("pod") {
-            let rest = seg[i + 3..].trim_end_matches(".slice");
-            if kube && rest.len() == 36 {
-                pod = Some(rest.replace('_', "-"));
-            }
+        if let Some(i) = seg.rfind("pod")
+            && kube
+            && let Some(uid) = pod_uid(seg[i + 3..].trim_end_matches(".slice"))
+        {
+            pod = Some(uid);
         }
         let s = seg.trim_end_matches(".scope");
         for (prefix, runtime) in [
@@ -52,6 +70,7 @@ pub fn parse_cgroup_path(path: &str) -> Option<Container> {
         id,
         runtime,
         pod_uid: pod,
+        workload: Workload::default(),
     })
 }
 
@@ -85,14 +104,30 @@ pub fn parse_mountinfo_cgroup2(info: &str) -> Option<PathBuf> {
     })
 }
 
+/// At most this many containers' workloads are kept (those of containers still in the
+/// cgroup tree at the last walk; beyond it the cache starts afresh).
+const MAX_WORKLOADS: usize = 8192;
+
+/// A cgroup as the last walk found it.
+enum Slot {
+    NotAContainer,
+    /// A container whose runtime files were not looked at yet.
+    Pending(Container),
+    Ready(Arc<Container>),
+}
+
 /// cgroup id -> container, cached; the tree is walked again on a miss, at most once a
-/// second (new containers appear while the agent runs).
+/// second (new containers appear while the agent runs). A container's workload (name,
+/// image, pod) is read from its runtime's files at its first event and kept per
+/// container id, so a walk reads no file again.
 pub(crate) struct Resolver {
     root: Option<PathBuf>,
-    /// Every cgroup seen at the last walk, with its container parsed once (this is
-    /// looked up for every event).
-    by_id: HashMap<u64, Option<Container>>,
+    /// Every cgroup seen at the last walk (this is looked up for every event).
+    by_id: HashMap<u64, Slot>,
     last_walk_ns: u64,
+    finder: runtime_files::Finder,
+    /// Container id -> workload (empty when no runtime file named it).
+    workloads: HashMap<String, Workload>,
 }
 
 impl Resolver {
@@ -101,10 +136,12 @@ impl Resolver {
             root: cgroup2_root(),
             by_id: HashMap::new(),
             last_walk_ns: 0,
+            finder: runtime_files::Finder::host(),
+            workloads: HashMap::new(),
         }
     }
 
-    pub(crate) fn container(&mut self, cgroup_id: u64, now_ns: u64) -> Option<Container> {
+    pub(crate) fn container(&mut self, cgroup_id: u64, now_ns: u64) -> Option<Arc<Container>> {
         if cgroup_id <= 1 {
             return None;
         }
@@ -114,7 +151,26 @@ impl Resolver {
             self.walk();
             self.last_walk_ns = now_ns;
         }
-        self.by_id.get(&cgroup_id).cloned().flatten()
+        let slot = self.by_id.get_mut(&cgroup_id)?;
+        match slot {
+            Slot::NotAContainer => None,
+            Slot::Ready(c) => Some(c.clone()),
+            Slot::Pending(c) => {
+                if self.workloads.len() >= MAX_WORKLOADS {
+                    self.workloads.clear();
+                }
+                let w = self
+                    .workloads
+                    .entry(c.id.clone())
+                    .or_insert_with(|| self.finder.lookup(&c.id, c.runtime));
+                let ready = Arc::new(Container {
+                    workload: w.clone(),
+                    ..c.clone()
+                });
+                *slot = Slot::Ready(ready.clone());
+                Some(ready)
+            }
+        }
     }
 
     fn walk(&mut self) {
@@ -136,12 +192,25 @@ impl Resolver {
                         .unwrap_or(Path::new(""))
                         .to_string_lossy()
                         .into_owned();
-                    self.by_id
-                        .insert(md.ino(), parse_cgroup_path(&format!("/{rel}")));
+                    let slot = match parse_cgroup_path(&format!("/{rel}")) {
+                        Some(c) => Slot::Pending(c),
+                        None => Slot::NotAContainer,
+                    };
+                    self.by_id.insert(md.ino(), slot);
                 }
                 stack.push(p);
             }
         }
+        // Workloads of containers that are gone are dropped.
+        let live: HashSet<&str> = self
+            .by_id
+            .values()
+            .filter_map(|s| match s {
+                Slot::Pending(c) => Some(c.id.as_str()),
+                _ => None,
+            })
+            .collect();
+        self.workloads.retain(|id, _| live.contains(id.as_str()));
     }
 }
 
@@ -165,7 +234,8 @@ mod tests {
             Some(Container {
                 id: ID.into(),
                 runtime: "docker",
-                pod_uid: None
+                pod_uid: None,
+                workload: Workload::default(),
             })
         );
         let k8s = format!(
@@ -207,6 +277,21 @@ mod tests {
             Some(PathBuf::from("/sys/fs/cgroup"))
         );
         assert_eq!(parse_mountinfo_cgroup2("garbage - cgroup2"), None);
+    }
+
+    #[test]
+    fn a_pod_uid_is_taken_only_when_it_is_a_uuid() {
+        for bad in [
+            "1a2b3c4d_1111_2222_3333_44445555666\"",
+            "1a2b3c4d_1111_2222_3333_4444555566\\",
+            "1a2b3c4d-1111-2222-3333-4444555566\n6",
+            "zzzzzzzz-1111-2222-3333-444455556666",
+            "1a2b3c4d11111-2222-3333-444455556666",
+        ] {
+            let path = format!("/kubepods.slice/kubepods-pod{bad}.slice/cri-containerd-{ID}.scope");
+            let c = parse_cgroup_path(&path).unwrap();
+            assert_eq!(c.pod_uid, None, "{bad:?}");
+        }
     }
 
     #[test]
