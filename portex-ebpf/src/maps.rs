@@ -49,7 +49,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 /// Ring-buffer wake-up batching: an ordinary event wakes the reader only once this many
 /// bytes are waiting (the reader also drains on a short timer). Failures always wake.
 /// 1 (the default: non-zero keeps it in .rodata, where the loader can set it) wakes on
-/// every event.
+/// every event that finds the ring empty.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 1;
 

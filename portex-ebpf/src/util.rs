@@ -36,7 +36,7 @@ pub fn current_tid() -> u32 {
 
 /// Reserves a record, lets `fill` write it, and submits it. `urgent` events (failures)
 /// wake the reader at once unless one did less than URGENT_WAKE_GAP_NS ago on this CPU;
-/// others wake it only when WAKEUP_BYTES are waiting.
+/// others wake it when the unread data reaches WAKEUP_BYTES.
 #[inline(always)]
 pub fn emit(urgent: bool, fill: impl FnOnce(&mut Event)) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -51,13 +51,25 @@ pub fn emit(urgent: bool, fill: impl FnOnce(&mut Event)) {
     }
     // SAFETY: reading a global the loader may have set.
     let batch = unsafe { core::ptr::read_volatile(&WAKEUP_BYTES) };
-    let flags = if (urgent && urgent_wake_due()) || EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= batch
-    {
+    let flags = if (urgent && urgent_wake_due()) || crosses(batch) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
     entry.submit(flags as u64);
+}
+
+/// Whether this record brings the unread data to `batch` bytes: the one record of a
+/// batch that wakes the reader. Every record past the mark forcing a wake-up too (what
+/// "at or above" did) sent a wake-up per record while the reader was slow, each an IPI
+/// whose softirqs made the kernel skip program runs. Two CPUs crossing at once may both
+/// miss the mark: the reader's timer drains the ring within 20 ms anyway.
+#[inline(always)]
+fn crosses(batch: u64) -> bool {
+    // The reserved record (with its 8-byte header) is already counted.
+    const RECORD: u64 = (size_of::<Event>() as u64 + 8 + 7) & !7;
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    avail >= batch && avail < batch + RECORD
 }
 
 /// Whether this CPU's last forced wake-up is URGENT_WAKE_GAP_NS old (and records now).
