@@ -109,6 +109,8 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
     // Bound-only sockets: seen at reconciliation (sock_diag's BOUND_INACTIVE).
     namespaces.push(Netns::with_range("oralo", LO, HI));
     let ns = namespaces.last().unwrap();
+    // Reuse off: the one TIME_WAIT of the fill stays used however long the count waits.
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
     let _bound = ns.spawn(&["bind-only", "127.0.0.1", "5"]);
     let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "1", "100"]);
