@@ -360,6 +360,8 @@ fn status_diagnoses_the_client_closing_first_and_tcp_tw_reuse_off() {
         [
             "client_closes_first",
             "narrow_port_range",
+            // 20 closes in the last second, against 40 ports / 60 s.
+            "rate_above_sustainable",
             "tcp_tw_reuse_off"
         ],
         "{r:#}"
