@@ -64,7 +64,10 @@ pub(crate) struct SinkCounts {
     pub queued_lines: AtomicU64,
 }
 
-/// A chunk of complete lines and how many lines it holds.
+/// A chunk of complete lines and how many lines it holds. A plain Vec, not `bytes::Bytes`:
+/// one writer consumes each chunk whole and hands the buffer back (`spare`) to be filled
+/// again, so nothing is shared or sliced, and a reference count would only add an atomic
+/// per chunk and stop the buffer's reuse.
 pub(crate) struct Chunk {
     pub bytes: Vec<u8>,
     pub lines: u64,
