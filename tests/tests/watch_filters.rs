@@ -526,3 +526,42 @@ fn watch_and_agent_stop_by_themselves_after_count_lines_or_duration() {
     assert!(took >= Duration::from_secs(2), "{took:?}");
     assert!(rendered(&t.stderr) == 0, "{:?}", t.stderr);
 }
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn watch_lines_connections_writes_one_line_per_connection() {
+    if !require_root() {
+        return;
+    }
+    // 5 connections the client closes first: with --lines connections, 10 `connection`
+    // lines (client and server side, watch shows accepted ones), each with its start,
+    // end and duration, the client's 5 with TIME_WAIT; nothing else of this process.
+    let ns = Netns::new("wlines");
+    let d = ns.spawn_paused(&["client-close", "127.0.0.1:8011", "5"]);
+    let per_event = Portex::start(&["watch", "--json"]);
+    let per_conn = Portex::start(&["watch", "--json", "--lines", "connections"]);
+    let d = d.go();
+    per_event.wait_lines(&pid_needle(d.pid), 30);
+    per_conn.wait_lines(&pid_needle(d.pid), 10);
+    let per_conn = per_conn.stop();
+    let per_event = per_event.stop();
+    let mine = events_of(&per_conn, d.pid);
+    assert_eq!(
+        by_action(&mine),
+        counts(&[("connection", 10)]),
+        "{}",
+        per_conn.dump(d.pid)
+    );
+    for e in &mine {
+        let ev = &e["event"];
+        assert!(ev["start"].as_str() <= ev["end"].as_str(), "{e}");
+        assert_eq!(ev["end"], e["@timestamp"], "{e}");
+        assert!(ev["duration"].as_u64().is_some(), "{e}");
+    }
+    let tw = mine
+        .iter()
+        .filter(|e| e["portex"]["close"]["time_wait"] == true)
+        .count();
+    assert_eq!(tw, 5);
+    assert_eq!(by_action(&events_of(&per_event, d.pid)), client_close_5());
+}

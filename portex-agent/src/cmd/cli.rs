@@ -17,7 +17,7 @@ use crate::{
     },
     logic::{
         arming::HookMode,
-        filter::{AddrMatch, ContainerPrefix, PortRange},
+        filter::{AddrMatch, ContainerPrefix, Lines, PortRange},
         limits::{self, Seconds},
     },
 };
@@ -242,6 +242,11 @@ pub struct FilterArgs {
           default_missing_value = "true", value_name = "BOOL",
           value_parser = BoolishValueParser::new())]
     pub ipv6: Option<bool>,
+    /// One line per event (events), or one `connection` line per connection at its
+    /// close, with its start, duration, close kind and TIME_WAIT, plus every failure and
+    /// pool_pressure alarm (connections: ~4x fewer lines, for pipelines that pay per line).
+    #[arg(long, value_name = "events|connections")]
+    pub lines: Option<Lines>,
     /// Exit after this many lines (events and pool_pressure alarms that pass the
     /// filters).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]

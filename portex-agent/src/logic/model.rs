@@ -20,6 +20,9 @@ pub enum Action {
     /// bind() took an ephemeral port (port 0 asked).
     Bind,
     BindFailed,
+    /// One line for a whole connection, at its close (`--lines connections`, like
+    /// tcplife): the close record, with when it started.
+    Connection,
 }
 
 impl Action {
@@ -32,6 +35,7 @@ impl Action {
             Action::ConnectFailed => "connect_failed",
             Action::Bind => "bind",
             Action::BindFailed => "bind_failed",
+            Action::Connection => "connection",
         }
     }
 

@@ -101,10 +101,24 @@ impl Emit {
         if self.left == Some(0) {
             return;
         }
-        if self.filter.accepts(r, name) {
+        let action = self.filter.lines.action_of(r);
+        if let Some(action) = action
+            && self.filter.accepts(r, name)
+        {
             if r.errno == Some(EADDRNOTAVAIL) {
                 warn_addrnotavail(r, name);
             }
+            // A connection's line is its close's record under another action.
+            let as_connection;
+            let r = if action == r.action {
+                r
+            } else {
+                as_connection = Record {
+                    action,
+                    ..r.clone()
+                };
+                &as_connection
+            };
             let view = View {
                 rec: r,
                 unix_ns: self.clock.to_unix_ns(r.ts_ns),

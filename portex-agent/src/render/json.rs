@@ -124,10 +124,19 @@ pub(crate) fn event_type(r: &Record) -> &'static [&'static str] {
         // Accepted: the first line of the server side's connection.
         Action::Established if r.passive => &["connection", "start"],
         Action::Established => &["connection"],
-        Action::Close => &["connection", "end"],
+        Action::Close | Action::Connection => &["connection", "end"],
         Action::TimeWait => &["connection", "info"],
         Action::Bind | Action::BindFailed => &["info"],
     }
+}
+
+/// ECS `event.start` of a `connection` line (Unix ns): its close minus its duration.
+pub(crate) fn connection_start(v: &View) -> Option<i128> {
+    let r = v.rec;
+    (r.action == Action::Connection)
+        .then_some(r.duration_ns)
+        .flatten()
+        .map(|d| v.unix_ns - d as i128)
 }
 
 /// ECS `network.direction` from the host's point of view: `egress` for connections
@@ -211,6 +220,13 @@ pub fn write_line(v: &View, h: &Header, out: &mut String) {
     if let Some(d) = r.duration_ns {
         out.push_str(",\"duration\":");
         push_u64(out, d);
+    }
+    if let Some(start) = connection_start(v) {
+        out.push_str(",\"start\":\"");
+        rfc3339_micros(start, out);
+        out.push_str("\",\"end\":\"");
+        rfc3339_micros(v.unix_ns, out);
+        out.push('"');
     }
     out.push_str("},\"process\":{\"pid\":");
     push_u64(out, r.process.pid as u64);

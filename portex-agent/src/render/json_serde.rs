@@ -9,7 +9,7 @@ use serde::{Serialize, Serializer};
 
 use super::{
     View,
-    json::{ECS_VERSION, direction, event_type},
+    json::{ECS_VERSION, connection_start, direction, event_type},
 };
 use crate::logic::{
     clock::rfc3339_micros,
@@ -62,6 +62,10 @@ struct Event<'a> {
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     duration: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -233,6 +237,8 @@ pub fn write_line(v: &View, host: &Host, ts: &mut String, out: &mut Vec<u8>) {
             action: r.action.as_str(),
             outcome: r.outcome(),
             duration: r.duration_ns,
+            start: connection_start(v).map(rfc3339),
+            end: connection_start(v).map(|_| rfc3339(v.unix_ns)),
         },
         process: Process {
             pid: r.process.pid,
@@ -277,4 +283,10 @@ pub fn write_line(v: &View, host: &Host, ts: &mut String, out: &mut Vec<u8>) {
     // failing Serialize impl).
     let _ = serde_json::to_writer(&mut *out, &line);
     out.push(b'\n');
+}
+
+fn rfc3339(unix_ns: i128) -> String {
+    let mut s = String::with_capacity(32);
+    rfc3339_micros(unix_ns, &mut s);
+    s
 }

@@ -258,3 +258,28 @@ fn hostile_holder_names_in_a_pool_pressure_line() {
         assert_eq!(v["event"]["kind"], "alert");
     }
 }
+
+#[test]
+fn a_connection_line_has_its_start_and_end_and_says_what_serde_says() {
+    use crate::logic::model::{CloseInfo, CloseKind};
+    let mut r = connect();
+    r.action = Action::Connection;
+    r.duration_ns = Some(1_500_000_000);
+    r.close = Some(CloseInfo {
+        kind: CloseKind::Active,
+        time_wait: true,
+        from_state: "FIN_WAIT2",
+    });
+    let line = json_line(&r, "cli", &header());
+    same_as_serde(&r, "cli", &line);
+    let v = parse(&line);
+    assert_eq!(v["event"]["action"], "connection");
+    assert_eq!(v["event"]["type"], serde_json::json!(["connection", "end"]));
+    assert_eq!(v["event"]["end"], v["@timestamp"]);
+    assert_eq!(v["event"]["start"], "2026-11-28T05:59:58.500000Z");
+    assert_eq!(v["portex"]["close"]["time_wait"], true);
+    // Without a known start, no start or end either.
+    r.duration_ns = None;
+    let v = parse(&json_line(&r, "cli", &header()));
+    assert!(v["event"].get("start").is_none(), "{v}");
+}

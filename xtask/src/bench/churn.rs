@@ -30,6 +30,11 @@ struct PerTracer {
     /// Kernel events and tracepoint runs the kernel skipped, over every round.
     events: u64,
     skipped: u64,
+    /// Output lines and bytes (tracers whose output is counted) and the connections
+    /// of those runs.
+    lines: u64,
+    bytes: u64,
+    counted_conns: f64,
 }
 
 impl PerTracer {
@@ -43,6 +48,9 @@ impl PerTracer {
             dropped: 0,
             events: 0,
             skipped: 0,
+            lines: 0,
+            bytes: 0,
+            counted_conns: 0.0,
         }
     }
 
@@ -55,6 +63,16 @@ impl PerTracer {
         self.dropped += s.dropped;
         self.events += s.events;
         self.skipped += s.skipped;
+        if let Some((l, b)) = s.output {
+            self.lines += l;
+            self.bytes += b;
+            self.counted_conns += s.conns;
+        }
+    }
+
+    /// Output lines and bytes per 1,000 connections, where the output is counted.
+    fn per_1000(&self, n: u64) -> Option<f64> {
+        (self.counted_conns > 0.0).then(|| n as f64 * 1000.0 / self.counted_conns)
     }
 
     /// The summary row, against the untraced workload CPU per connection.
@@ -68,6 +86,8 @@ impl PerTracer {
         "workload_cpu_added_us_per_conn": median(self.work_us.clone()) - base_work,
         "dropped": self.dropped,
         "kernel_runs_skipped": self.skipped,
+        "lines_per_1000_conn": self.per_1000(self.lines),
+        "bytes_per_1000_conn": self.per_1000(self.bytes),
         "skipped_per_million_events": if self.events > 0 {
             self.skipped as f64 * 1e6 / self.events as f64
         } else {
@@ -89,6 +109,8 @@ struct Sample {
     /// portex's kernel events and the tracepoint runs the kernel skipped (0 for others).
     events: u64,
     skipped: u64,
+    /// (lines, bytes) the tracer wrote, where counted.
+    output: Option<(u64, u64)>,
 }
 
 pub(super) fn run(ctx: &Ctx, r: &mut Report) -> Result<()> {
@@ -97,6 +119,7 @@ pub(super) fn run(ctx: &Ctx, r: &mut Report) -> Result<()> {
         Tracer::Agent,
         Tracer::AgentFull,
         Tracer::WatchJson,
+        Tracer::WatchConnections,
     ];
     if installed("tcplife", "-h") {
         tracers.push(Tracer::Tcplife);
@@ -201,14 +224,16 @@ fn one_run(ctx: &Ctx, r: &mut Report, m: &Mode, t: Tracer, round: usize) -> Resu
     let mut seen = String::new();
     if let Some(s) = &stopped {
         row["tracer_exit"] = s.json();
-        seen = match (s.events, s.lines) {
-            (Some(n), _) => format!(
+        seen = match s.events {
+            Some(n) => format!(
                 ", {n} kernel events ({:.1}/conn)",
                 n as f64 / conns.max(1.0)
             ),
-            (_, Some(l)) => format!(", {l} lines"),
-            _ => String::new(),
+            None => String::new(),
         };
+        if let (Some(l), Some(b)) = (s.lines, s.bytes) {
+            seen.push_str(&format!(", {l} lines, {b} bytes"));
+        }
         seen.push_str(&format!(", {}", s.exit));
     }
     r.rows.push(row);
@@ -224,6 +249,7 @@ fn one_run(ctx: &Ctx, r: &mut Report, m: &Mode, t: Tracer, round: usize) -> Resu
         dropped,
         events: stopped.as_ref().and_then(|s| s.events).unwrap_or(0),
         skipped: stopped.as_ref().and_then(|s| s.skipped).unwrap_or(0),
+        output: stopped.as_ref().and_then(|s| s.lines.zip(s.bytes)),
     })
 }
 

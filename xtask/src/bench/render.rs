@@ -10,7 +10,7 @@ pub(super) fn table(table: &[Value]) -> String {
         let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
         let line = match r["section"].as_str().unwrap_or("") {
             "churn" => format!(
-                "| churn | {} | {} | {:.0} conn/s; workload {:.1} us CPU/conn ({:+.1}); tracer {:.2} ms CPU/1k conn; {} dropped{} | {:.3} |",
+                "| churn | {} | {} | {:.0} conn/s; workload {:.1} us CPU/conn ({:+.1}); tracer {:.2} ms CPU/1k conn; {} dropped{}{} | {:.3} |",
                 r["mode"].as_str().unwrap_or(""),
                 r["tracer"].as_str().unwrap_or(""),
                 f("median_per_sec"),
@@ -26,6 +26,16 @@ pub(super) fn table(table: &[Value]) -> String {
                         " (of them {} skipped runs: {:.1} per million kernel events)",
                         r["kernel_runs_skipped"],
                         f("skipped_per_million_events")
+                    )
+                },
+                // Output volume, for the tracers whose output is counted.
+                if f("lines_per_1000_conn").is_nan() {
+                    String::new()
+                } else {
+                    format!(
+                        "; {:.0} lines, {:.0} KiB per 1k conn",
+                        f("lines_per_1000_conn"),
+                        f("bytes_per_1000_conn") / 1024.0
                     )
                 },
                 f("ratio_to_untraced")

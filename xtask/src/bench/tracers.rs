@@ -25,6 +25,8 @@ pub(super) enum Tracer {
     /// accepted sockets as well.
     AgentFull,
     WatchJson,
+    /// `watch --json --lines connections`: a line per connection, as tcplife.
+    WatchConnections,
     Tcplife,
 }
 
@@ -35,13 +37,25 @@ impl Tracer {
             Tracer::Agent => "portex agent",
             Tracer::AgentFull => "portex agent --syscall-hooks on --accepted",
             Tracer::WatchJson => "portex watch --json",
+            Tracer::WatchConnections => "portex watch --json --lines connections",
             Tracer::Tcplife => "tcplife (libbpf-tools)",
         }
     }
 
     /// portex prints its exit summary (`portex: N kernel events, ...`) on stderr.
     pub(super) fn is_portex(self) -> bool {
-        matches!(self, Tracer::Agent | Tracer::AgentFull | Tracer::WatchJson)
+        matches!(
+            self,
+            Tracer::Agent | Tracer::AgentFull | Tracer::WatchJson | Tracer::WatchConnections
+        )
+    }
+
+    /// Its stdout is counted (lines and bytes per connection), so it goes to a file.
+    fn counts_output(self) -> bool {
+        matches!(
+            self,
+            Tracer::WatchJson | Tracer::WatchConnections | Tracer::Tcplife
+        )
     }
 }
 
@@ -53,14 +67,15 @@ pub(super) struct Running {
     out_file: Option<PathBuf>,
 }
 
-/// Starts a tracer with its stdout to /dev/null (tcplife's to a file, counted at the end).
+/// Starts a tracer with its stdout to /dev/null (tcplife's and watch's to a file,
+/// counted at the end).
 pub(super) fn start(tracer: Tracer, portex: &Path) -> Result<Option<Running>> {
     if tracer == Tracer::None {
         return Ok(None);
     }
-    if tracer == Tracer::Tcplife {
+    if tracer.counts_output() {
         let f =
-            std::env::temp_dir().join(format!("portex-bench-{}-tcplife.out", std::process::id()));
+            std::env::temp_dir().join(format!("portex-bench-{}-tracer.out", std::process::id()));
         let out = std::fs::File::create(&f).with_context(|| format!("creating {}", f.display()))?;
         return launch(tracer, portex, out.into(), Some(f), |_| {}).map(Some);
     }
@@ -91,6 +106,11 @@ pub(super) fn launch(
         Tracer::WatchJson => {
             let mut c = Command::new(portex);
             c.args(["watch", "--json"]);
+            c
+        }
+        Tracer::WatchConnections => {
+            let mut c = Command::new(portex);
+            c.args(["watch", "--json", "--lines", "connections"]);
             c
         }
         Tracer::Tcplife => Command::new("tcplife"),
@@ -146,8 +166,10 @@ pub(super) struct Stopped {
     dropped: Option<u64>,
     /// Tracepoint runs the kernel skipped (recursion_misses), part of `dropped`.
     pub(super) skipped: Option<u64>,
-    /// Connection lines tcplife printed (its header left out).
+    /// Lines the tracer printed (tcplife: connection lines, its header left out) and
+    /// their bytes, for tracers whose output is counted.
     pub(super) lines: Option<u64>,
+    pub(super) bytes: Option<u64>,
 }
 
 impl Stopped {
@@ -178,7 +200,8 @@ impl Stopped {
 
     pub(super) fn json(&self) -> Value {
         json!({"exit": self.exit, "kernel_events": self.events, "dropped": self.dropped,
-            "kernel_runs_skipped": self.skipped, "output_lines": self.lines})
+            "kernel_runs_skipped": self.skipped, "output_lines": self.lines,
+            "output_bytes": self.bytes})
     }
 }
 
@@ -243,18 +266,23 @@ pub(super) fn stop(r: Running) -> Result<Stopped> {
             None => {}
         }
     }
-    let lines = out_file.map(|f| {
+    let counted = out_file.map(|f| {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         let _ = std::fs::remove_file(&f);
-        // A connection line starts with the pid; the header with "PID".
-        text.lines()
+        // tcplife: a connection line starts with the pid; the header with "PID".
+        let kept: Vec<&str> = text
+            .lines()
             .filter(|l| {
-                l.split_whitespace()
-                    .next()
-                    .is_some_and(|p| p.parse::<u32>().is_ok())
+                tracer != Tracer::Tcplife
+                    || l.split_whitespace()
+                        .next()
+                        .is_some_and(|p| p.parse::<u32>().is_ok())
             })
-            .count() as u64
+            .collect();
+        let bytes: usize = kept.iter().map(|l| l.len() + 1).sum();
+        (kept.len() as u64, bytes as u64)
     });
+    let (lines, bytes) = (counted.map(|c| c.0), counted.map(|c| c.1));
     Ok(Stopped {
         tracer,
         exit,
@@ -264,5 +292,6 @@ pub(super) fn stop(r: Running) -> Result<Stopped> {
         dropped,
         skipped,
         lines,
+        bytes,
     })
 }

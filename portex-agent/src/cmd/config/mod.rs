@@ -17,7 +17,7 @@ pub(crate) use file::{list, load_file, one};
 use crate::{
     cmd::cli::{AgentArgs, FilterArgs},
     logic::arming::HookMode,
-    logic::filter::{AddrMatch, Family, Filter, PortRange},
+    logic::filter::{AddrMatch, Family, Filter, Lines, PortRange},
     logic::limits::{self, Bound},
     sys::sink::parse_size,
 };
@@ -82,6 +82,7 @@ pub struct FilterConfig {
     pub netns: Option<String>,
     pub container: Option<String>,
     pub family: Option<Family>,
+    pub lines: Lines,
     pub count: Option<u64>,
     pub duration: Option<Duration>,
 }
@@ -98,6 +99,7 @@ impl FilterConfig {
             netns,
             container: self.container.clone(),
             family: self.family,
+            lines: self.lines,
         }
     }
 }
@@ -156,6 +158,7 @@ impl FilterArgs {
             container: self.container.or(lower.container),
             ipv4,
             ipv6,
+            lines: self.lines.or(lower.lines),
             count: self.count.or(lower.count),
             duration: self.duration.or(lower.duration),
         }
@@ -190,6 +193,7 @@ pub(crate) fn resolve_filter(f: &FilterArgs) -> Result<FilterConfig> {
         netns: f.netns.clone(),
         container: f.container.clone().map(|c| c.0),
         family,
+        lines: f.lines.unwrap_or_default(),
         count: f.count,
         duration: f.duration.map(|d| d.0),
     })

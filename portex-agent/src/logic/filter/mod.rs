@@ -1,12 +1,14 @@
 //! Which records and pool_pressure alarms a user asked to see (`--pid`, `--comm`,
 //! `--failures-only`, `--daddr`, `--dport`, `--netns`, `--container`, `-4`/`-6`), and
 //! (values.rs) the parsers of the values those flags take. Pure.
+mod lines;
 #[cfg(test)]
 mod tests;
 mod values;
 
 use std::net::IpAddr;
 
+pub(crate) use lines::Lines;
 pub(crate) use values::{AddrMatch, ContainerPrefix, PortRange};
 
 use crate::logic::{
@@ -28,6 +30,8 @@ pub(crate) struct Filter {
     /// A prefix of the owner's container id.
     pub container: Option<String>,
     pub family: Option<Family>,
+    /// One line per event, or per connection.
+    pub lines: Lines,
 }
 
 /// IPv4 or IPv6, as `network.type` names a record's.
