@@ -17,6 +17,9 @@ command -v setpriv >/dev/null 2>&1 || need_apt+=(util-linux)
 # The agent tests scrape portex with a real Prometheus and run promtool.
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The NAT tests: a masquerade rule and the conntrack table to compare with.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
 # The bench's peer (libbpf-tools' tcplife): churn ratio and lines per connection beside it.
 command -v tcplife >/dev/null 2>&1 || need_apt+=(libbpf-tools)
 if [ "${#need_apt[@]}" -gt 0 ]; then

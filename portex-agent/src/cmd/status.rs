@@ -5,8 +5,9 @@ use crate::{
     cmd::cli::StatusArgs,
     logic::demand::recent_close_rates,
     logic::diagnose::{LiveFacts, Severity, Thresholds, diagnose},
+    logic::nat::{diagnose_nat, nat_pools},
     logic::pool::build_pools,
-    render::status::{NetnsReport, render_json, render_text},
+    render::status::{NatReport, NetnsReport, render_json, render_text},
     sys::snapshot,
 };
 
@@ -66,16 +67,32 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
             close_rates: recent_close_rates(ns.inode, &snap.settings, &snap.sockets),
             ..LiveFacts::default()
         };
-        let diagnoses = diagnose(&snap.settings, &pools, &th, &facts);
+        let mut diagnoses = diagnose(&snap.settings, &pools, &th, &facts);
+        let nat = snap.nat.as_ref().map(|n| {
+            let pools = nat_pools(ns.inode, &n.entries, n.range);
+            diagnoses.extend(diagnose_nat(&pools, Some(n.table), n.tw_timeout_s, &th));
+            NatReport {
+                pools,
+                table: n.table,
+                range: n.range,
+            }
+        });
+        diagnoses.sort_by_key(|d| std::cmp::Reverse(d.severity));
         let id = (snap.netns.inode, snap.netns.name.clone());
         let mut report = NetnsReport::new(id, here, snap.settings, &snap.sockets, pools, diagnoses);
         report.tw_owners_named = tw_named;
+        report.nat = nat;
         reports.push(report);
     }
+    // NAT pools count as much as the host's own: either can refuse a connection.
     let code = exit_status(
-        reports
-            .iter()
-            .flat_map(|r| r.pools.iter().map(|p| p.utilisation())),
+        reports.iter().flat_map(|r| {
+            r.pools.iter().map(|p| p.utilisation()).chain(
+                r.nat
+                    .iter()
+                    .flat_map(|n| n.pools.iter().map(|p| p.utilisation())),
+            )
+        }),
         &th,
     );
     let out = if args.json {

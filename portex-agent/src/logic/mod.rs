@@ -17,6 +17,7 @@ pub(crate) mod ledger;
 pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod model;
+pub(crate) mod nat;
 pub(crate) mod pool;
 pub(crate) mod rate;
 pub(crate) mod self_stats;

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use crate::{
     logic::diagnose::{Diagnosis, Thresholds},
     logic::model::DiagSocket,
+    logic::nat::{NatPool, RangeSource, proto_name},
     logic::pool::{
         Pool, ProcessUsage, sustainable_per_s, table_rules, tw_hold_ms, usage_by_process,
     },
@@ -36,6 +37,17 @@ pub(crate) struct NetnsReport {
     pub pools: Vec<Pool>,
     pub processes: Vec<ProcessUsage>,
     pub diagnoses: Vec<Diagnosis>,
+    /// The namespace's NAT, when conntrack is loaded there.
+    pub nat: Option<NatReport>,
+}
+
+/// NAT pools from the conntrack table, and the table itself.
+pub(crate) struct NatReport {
+    pub pools: Vec<NatPool>,
+    /// (nf_conntrack_count, nf_conntrack_max).
+    pub table: (u64, u64),
+    /// The rules' port range, when nft reported one.
+    pub range: Option<(u16, u16)>,
 }
 
 impl NetnsReport {
@@ -80,6 +92,7 @@ impl NetnsReport {
             processes: usage_by_process(&pools),
             pools,
             diagnoses,
+            nat: None,
         }
     }
 }
@@ -161,6 +174,7 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
                     "fullest_pool_share": (p.fullest_share * 10_000.0).round() / 10_000.0,
                 })).collect::<Vec<_>>(),
                 "diagnoses": r.diagnoses.iter().map(diagnosis_json).collect::<Vec<_>>(),
+                "nat": r.nat.as_ref().map(nat_json),
             })
         })
         .collect();
@@ -280,6 +294,77 @@ fn server_ports_line(r: &NetnsReport) -> Option<String> {
     ))
 }
 
+fn nat_json(n: &NatReport) -> Value {
+    json!({
+        "conntrack": { "entries": n.table.0, "max": n.table.1 },
+        "rule_port_range": n.range.map(|(a, b)| [a, b]),
+        "pools": n.pools.iter().map(|p| json!({
+            "network": { "transport": proto_name(p.key.proto) },
+            "nat": { "ip": p.key.nat_ip.to_string() },
+            "destination": { "ip": p.key.daddr.to_string(), "port": p.key.dport },
+            "size": p.size,
+            "size_from": match p.size_from {
+                RangeSource::Rule => "rule",
+                RangeSource::Default => "kernel_default",
+            },
+            "used": p.used,
+            "free": p.size.saturating_sub(p.used),
+            "time_wait": p.time_wait,
+            "sources": p.sources.iter().map(|(ip, n)| json!({ "ip": ip.to_string(), "held": n })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The NAT section of a namespace: the table's fill, then its NAT pools.
+fn nat_text(n: &NatReport, th: &Thresholds, limit: usize, o: &mut String) {
+    let (count, max) = n.table;
+    let _ = writeln!(
+        o,
+        "  conntrack table: {count} of {max} entries ({:.0}%); NAT port range {}",
+        if max > 0 {
+            count as f64 * 100.0 / max as f64
+        } else {
+            0.0
+        },
+        match n.range {
+            Some((a, b)) => format!("{a}-{b} (from the rules)"),
+            None => "not read from the rules: the kernel's default 1024-65535 assumed".into(),
+        }
+    );
+    if n.pools.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9}  TOP SOURCES",
+        "NAT POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT"
+    );
+    for p in n.pools.iter().take(limit) {
+        let mark = match th.severity(p.utilisation()) {
+            Some(crate::logic::diagnose::Severity::Critical) => "!!",
+            Some(_) => "! ",
+            None => "  ",
+        };
+        let sources: Vec<String> = p
+            .sources
+            .iter()
+            .take(3)
+            .map(|(ip, k)| format!("{ip} ({k})"))
+            .collect();
+        let _ = writeln!(
+            o,
+            "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9}  {}",
+            p.key.label(),
+            p.size,
+            p.used,
+            p.size.saturating_sub(p.used),
+            p.utilisation() * 100.0,
+            p.time_wait,
+            sources.join(", ")
+        );
+    }
+}
+
 /// Whether the TIME_WAIT holders could be named, and by whom.
 fn tw_owners_line(r: &NetnsReport) -> String {
     match r.tw_owners_named {
@@ -382,6 +467,9 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
             if let Some(line) = omitted_line(&r.pools, limit) {
                 let _ = writeln!(o, "  {line}");
             }
+        }
+        if let Some(n) = &r.nat {
+            nat_text(n, th, limit, &mut o);
         }
         for d in &r.diagnoses {
             let _ = writeln!(o, "  [{}] {}", d.severity.as_str(), d.summary);

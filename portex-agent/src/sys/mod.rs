@@ -2,11 +2,13 @@
 //! netlink sock_diag, network namespaces, cgroups, files and sockets. The only place
 //! with `unsafe`; parsers of what the kernel writes live beside their reader.
 pub(crate) mod clock;
+pub(crate) mod conntrack;
 pub(crate) mod containers;
 pub(crate) mod ebpf;
 pub(crate) mod host;
 pub(crate) mod http;
 pub(crate) mod netns;
+pub(crate) mod nft;
 pub(crate) mod owners;
 pub(crate) mod procinfo;
 pub(crate) mod reader;

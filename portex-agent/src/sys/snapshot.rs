@@ -4,9 +4,11 @@ use anyhow::Result;
 
 use crate::{
     logic::model::DiagSocket,
+    logic::nat::CtEntry,
     logic::sysctls::NetSettings,
     sys::netns::{self, Netns},
     sys::sockdiag,
+    sys::{conntrack, nft},
 };
 
 pub(crate) struct NetnsSnapshot {
@@ -15,24 +17,52 @@ pub(crate) struct NetnsSnapshot {
     pub sockets: Vec<DiagSocket>,
     /// TCPTimeWaitOverflow: TIME_WAIT sockets destroyed at tcp_max_tw_buckets.
     pub time_wait_overflows: u64,
+    /// The namespace's conntrack table, when conntrack is loaded there.
+    pub nat: Option<NatSnapshot>,
+}
+
+/// What the namespace's NAT holds: its conntrack entries, the table's fill, the rules'
+/// port range (when nft reports one) and how long a TIME_WAIT mapping lives.
+pub(crate) struct NatSnapshot {
+    pub entries: Vec<CtEntry>,
+    pub table: (u64, u64),
+    pub range: Option<(u16, u16)>,
+    pub tw_timeout_s: Option<u64>,
+}
+
+fn read_nat() -> Result<Option<NatSnapshot>> {
+    let Some(table) = conntrack::table_fill() else {
+        return Ok(None);
+    };
+    let tw_timeout_s =
+        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait")
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+    Ok(Some(NatSnapshot {
+        entries: conntrack::dump()?,
+        table,
+        range: nft::nat_range(),
+        tw_timeout_s,
+    }))
 }
 
 /// Reads one namespace (settings and TCP + UDP sockets).
 pub(crate) fn read(ns: &Netns) -> Result<NetnsSnapshot> {
-    let (settings, sockets, time_wait_overflows) = netns::in_netns(ns, || -> Result<_> {
+    let (settings, sockets, time_wait_overflows, nat) = netns::in_netns(ns, || -> Result<_> {
         let settings = crate::sys::sysctls::read();
         // thread-self: /proc/net follows the thread group leader, not this (setns) thread.
         let netstat = std::fs::read_to_string("/proc/thread-self/net/netstat").unwrap_or_default();
         let overflows = netstat_counter(&netstat, "TcpExt", "TCPTimeWaitOverflow").unwrap_or(0);
         let mut sockets = sockdiag::dump(sockdiag::TCP)?;
         sockets.extend(sockdiag::dump(sockdiag::UDP)?);
-        Ok((settings, sockets, overflows))
+        Ok((settings, sockets, overflows, read_nat()?))
     })??;
     Ok(NetnsSnapshot {
         netns: ns.clone(),
         settings,
         sockets,
         time_wait_overflows,
+        nat,
     })
 }
 

@@ -1,0 +1,347 @@
+//! The conntrack table over ctnetlink (what `conntrack -L` reads), in the caller's
+//! network namespace (`netns::in_netns` chooses it), and the table's fill
+//! (nf_conntrack_count against nf_conntrack_max).
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use anyhow::{Result, bail};
+
+use crate::logic::nat::CtEntry;
+
+const NETLINK_NETFILTER: i32 = 12;
+/// (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
+const CT_GET: u16 = (1 << 8) | 1;
+const NLM_F_REQUEST: u16 = 1;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+/// struct nfgenmsg: family, version, res_id.
+const NFGEN_LEN: usize = 4;
+
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_TUPLE_REPLY: u16 = 2;
+const CTA_STATUS: u16 = 3;
+const CTA_PROTOINFO: u16 = 4;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+/// IPS_SRC_NAT: the original source was rewritten (masquerade, snat).
+const IPS_SRC_NAT: u32 = 1 << 4;
+
+/// How full the table is: (nf_conntrack_count, nf_conntrack_max), None without
+/// conntrack in this namespace (the module is not loaded).
+pub(crate) fn table_fill() -> Option<(u64, u64)> {
+    let read = |name: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("/proc/sys/net/netfilter/{name}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((read("nf_conntrack_count")?, read("nf_conntrack_max")?))
+}
+
+struct Fd(i32);
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: we own this descriptor.
+        unsafe { libc::close(self.0) };
+    }
+}
+
+/// Every entry of the caller's namespace's table, both families.
+pub(crate) fn dump() -> Result<Vec<CtEntry>> {
+    // SAFETY: plain socket creation.
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            NETLINK_NETFILTER,
+        )
+    };
+    if fd < 0 {
+        bail!(
+            "opening a ctnetlink socket: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let fd = Fd(fd);
+    let mut req = Vec::with_capacity(NLMSG_HDRLEN + NFGEN_LEN);
+    req.extend_from_slice(&((NLMSG_HDRLEN + NFGEN_LEN) as u32).to_ne_bytes());
+    req.extend_from_slice(&CT_GET.to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    // AF_UNSPEC: both families; version 0; res_id 0.
+    req.extend_from_slice(&[0, 0, 0, 0]);
+    // SAFETY: a zeroed sockaddr_nl addresses the kernel.
+    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    sa.nl_family = libc::AF_NETLINK as u16;
+    // SAFETY: req and sa are live for the call; the lengths passed are theirs.
+    let rc = unsafe {
+        libc::sendto(
+            fd.0,
+            req.as_ptr() as *const _,
+            req.len(),
+            0,
+            &sa as *const _ as *const libc::sockaddr,
+            size_of::<libc::sockaddr_nl>() as u32,
+        )
+    };
+    if rc < 0 {
+        bail!(
+            "sending a ctnetlink request: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: buf is valid for its length.
+        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            bail!("reading ctnetlink: {e}");
+        }
+        match parse_messages(&buf[..n as usize], &mut out) {
+            Some(0) => return Ok(out),
+            Some(errno) => bail!("ctnetlink: {}", std::io::Error::from_raw_os_error(errno)),
+            None => {}
+        }
+    }
+}
+
+/// Parses one datagram of the dump into `out`: None while more follow, Some(0) at the
+/// end, Some(errno) when the kernel refused. Lengths are checked before every read.
+pub(crate) fn parse_messages(mut b: &[u8], out: &mut Vec<CtEntry>) -> Option<i32> {
+    while b.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(b[0..4].try_into().ok()?) as usize;
+        let ty = u16::from_ne_bytes(b[4..6].try_into().ok()?);
+        if len < NLMSG_HDRLEN || len > b.len() {
+            return Some(libc::EBADMSG);
+        }
+        match ty {
+            NLMSG_DONE => return Some(0),
+            NLMSG_ERROR => {
+                let e = b
+                    .get(16..20)
+                    .and_then(|x| x.try_into().ok())
+                    .map(i32::from_ne_bytes)
+                    .unwrap_or(-libc::EBADMSG);
+                return Some(if e == 0 { 0 } else { -e });
+            }
+            _ => {
+                if let Some(e) = b.get(NLMSG_HDRLEN + NFGEN_LEN..len).and_then(entry) {
+                    out.push(e);
+                }
+            }
+        }
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    None
+}
+
+/// The attributes of a message or a nest: (type without flags, payload).
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        b = &b[((len + 3) & !3).min(b.len())..];
+        Some((ty, payload))
+    })
+}
+
+fn be16(p: &[u8]) -> Option<u16> {
+    Some(u16::from_be_bytes(p.get(..2)?.try_into().ok()?))
+}
+
+/// A tuple: (protocol, source, destination).
+fn tuple(b: &[u8]) -> Option<(u8, SocketAddr, SocketAddr)> {
+    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, 0, 0);
+    for (ty, p) in attrs(b) {
+        match ty {
+            CTA_TUPLE_IP => {
+                for (t, a) in attrs(p) {
+                    let v4 = || -> Option<IpAddr> {
+                        Some(IpAddr::V4(Ipv4Addr::from(
+                            <[u8; 4]>::try_from(a.get(..4)?).ok()?,
+                        )))
+                    };
+                    let v6 = || -> Option<IpAddr> {
+                        Some(IpAddr::V6(Ipv6Addr::from(
+                            <[u8; 16]>::try_from(a.get(..16)?).ok()?,
+                        )))
+                    };
+                    match t {
+                        CTA_IP_V4_SRC => src = v4(),
+                        CTA_IP_V4_DST => dst = v4(),
+                        CTA_IP_V6_SRC => src = v6(),
+                        CTA_IP_V6_DST => dst = v6(),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for (t, a) in attrs(p) {
+                    match t {
+                        CTA_PROTO_NUM => proto = a.first().copied(),
+                        CTA_PROTO_SRC_PORT => sport = be16(a).unwrap_or(0),
+                        CTA_PROTO_DST_PORT => dport = be16(a).unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some((
+        proto?,
+        SocketAddr::new(src?, sport),
+        SocketAddr::new(dst?, dport),
+    ))
+}
+
+fn entry(b: &[u8]) -> Option<CtEntry> {
+    let (mut orig, mut reply, mut status, mut tcp_state) = (None, None, 0, None);
+    for (ty, p) in attrs(b) {
+        match ty {
+            CTA_TUPLE_ORIG => orig = tuple(p),
+            CTA_TUPLE_REPLY => reply = tuple(p),
+            CTA_STATUS => {
+                status = p
+                    .get(..4)
+                    .and_then(|x| x.try_into().ok())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0)
+            }
+            CTA_PROTOINFO => {
+                for (t, a) in attrs(p) {
+                    if t == CTA_PROTOINFO_TCP {
+                        tcp_state = attrs(a)
+                            .find(|(t, _)| *t == CTA_PROTOINFO_TCP_STATE)
+                            .and_then(|(_, s)| s.first().copied());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let (proto, src, dst) = orig?;
+    let (_, _, reply_dst) = reply?;
+    Some(CtEntry {
+        proto,
+        src,
+        dst,
+        reply_dst,
+        snat: status & IPS_SRC_NAT != 0,
+        tcp_state,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
+        v.extend_from_slice(&ty.to_ne_bytes());
+        v.extend_from_slice(payload);
+        while v.len() % 4 != 0 {
+            v.push(0);
+        }
+        v
+    }
+
+    fn nest(ty: u16, parts: &[Vec<u8>]) -> Vec<u8> {
+        attr(ty | 0x8000, &parts.concat())
+    }
+
+    fn tuple_attr(ty: u16, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        nest(
+            ty,
+            &[
+                nest(
+                    CTA_TUPLE_IP,
+                    &[attr(CTA_IP_V4_SRC, &src), attr(CTA_IP_V4_DST, &dst)],
+                ),
+                nest(
+                    CTA_TUPLE_PROTO,
+                    &[
+                        attr(CTA_PROTO_NUM, &[6]),
+                        attr(CTA_PROTO_SRC_PORT, &sport.to_be_bytes()),
+                        attr(CTA_PROTO_DST_PORT, &dport.to_be_bytes()),
+                    ],
+                ),
+            ],
+        )
+    }
+
+    fn message(body: &[u8], ty: u16) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&((NLMSG_HDRLEN + NFGEN_LEN + body.len()) as u32).to_ne_bytes());
+        m.extend_from_slice(&ty.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&[2, 0, 0, 0]);
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn a_masqueraded_tcp_entry_parses_with_its_nat_port_and_state() {
+        // What `conntrack -L` printed on the test gateway: src=10.77.0.2 dst=10.78.0.2
+        // sport=56846 dport=8080 src=10.78.0.2 dst=10.78.0.1 sport=8080 dport=40009.
+        let body = [
+            tuple_attr(CTA_TUPLE_ORIG, [10, 77, 0, 2], [10, 78, 0, 2], 56846, 8080),
+            tuple_attr(CTA_TUPLE_REPLY, [10, 78, 0, 2], [10, 78, 0, 1], 8080, 40009),
+            attr(CTA_STATUS, &(IPS_SRC_NAT | 0x8).to_be_bytes()),
+            nest(
+                CTA_PROTOINFO,
+                &[nest(
+                    CTA_PROTOINFO_TCP,
+                    &[attr(CTA_PROTOINFO_TCP_STATE, &[7])],
+                )],
+            ),
+        ]
+        .concat();
+        let mut dgram = message(&body, CT_GET);
+        dgram.extend(message(&[], NLMSG_DONE));
+        let mut out = Vec::new();
+        assert_eq!(parse_messages(&dgram, &mut out), Some(0));
+        assert_eq!(
+            out,
+            vec![CtEntry {
+                proto: 6,
+                src: "10.77.0.2:56846".parse().unwrap(),
+                dst: "10.78.0.2:8080".parse().unwrap(),
+                reply_dst: "10.78.0.1:40009".parse().unwrap(),
+                snat: true,
+                tcp_state: Some(7),
+            }]
+        );
+        // Truncated anywhere: no panic, no entry made up.
+        for cut in 0..dgram.len() {
+            let mut v = Vec::new();
+            let _ = parse_messages(&dgram[..cut], &mut v);
+            assert!(v.len() <= 1);
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! NAT pools from the conntrack table: three namespaces, pod -> gw (nftables masquerade
+//! to a 10-port range) -> srv. The pod holds as many connections as it can: the kernel
+//! lets exactly 10 through (the rest time out: their SYNs are dropped), and `portex
+//! status` in the gateway must show that pool as 10 of 10 used, the same count as
+//! `conntrack -L`, with the pod as its source, critical; and the conntrack table as
+//! `conntrack -C` counts it. Every namespace (and so every veth and rule) goes when the
+//! test ends, on every path.
+use std::process::Command;
+
+use portex_e2e::*;
+
+fn ip(args: &[&str]) {
+    let st = Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+/// `conntrack -L` in `ns`: how many flow entries it lists.
+fn conntrack_entries(ns: &Netns) -> u64 {
+    let (_, _, err) = ns.exec(&["conntrack", "-L"]);
+    err.split_whitespace()
+        .zip(err.split_whitespace().skip(1))
+        .find(|(_, w)| *w == "flow")
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("conntrack -L said: {err}"))
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
+    if !require_root() {
+        return;
+    }
+    let (pod, gw, srv) = (
+        Netns::new("natpod"),
+        Netns::new("natgw"),
+        Netns::new("natsrv"),
+    );
+    let tag = std::process::id() % 10000;
+    let (p0, g0, g1, s0) = (
+        format!("pxn{tag}p0"),
+        format!("pxn{tag}g0"),
+        format!("pxn{tag}g1"),
+        format!("pxn{tag}s0"),
+    );
+    ip(&[
+        "link", "add", &p0, "netns", &pod.name, "type", "veth", "peer", "name", &g0, "netns",
+        &gw.name,
+    ]);
+    ip(&[
+        "link", "add", &g1, "netns", &gw.name, "type", "veth", "peer", "name", &s0, "netns",
+        &srv.name,
+    ]);
+    for (ns, dev, addr) in [
+        (&pod, &p0, "10.77.0.2/24"),
+        (&gw, &g0, "10.77.0.1/24"),
+        (&gw, &g1, "10.78.0.1/24"),
+        (&srv, &s0, "10.78.0.2/24"),
+    ] {
+        ip(&["-n", &ns.name, "addr", "add", addr, "dev", dev]);
+        ip(&["-n", &ns.name, "link", "set", dev, "up"]);
+    }
+    ip(&[
+        "-n",
+        &pod.name,
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.77.0.1",
+    ]);
+    gw.sysctl("net.ipv4.ip_forward", "1");
+    for rule in [
+        vec!["add", "table", "ip", "nat"],
+        vec![
+            "add",
+            "chain",
+            "ip",
+            "nat",
+            "post",
+            "{ type nat hook postrouting priority 100 ; }",
+        ],
+        vec![
+            "add",
+            "rule",
+            "ip",
+            "nat",
+            "post",
+            "oifname",
+            &g1,
+            "meta",
+            "l4proto",
+            "tcp",
+            "masquerade",
+            "to",
+            ":40000-40009",
+        ],
+    ] {
+        let mut cmd = vec!["nft"];
+        cmd.extend(rule.iter().copied());
+        let (code, _, err) = gw.exec(&cmd);
+        assert_eq!(code, Some(0), "nft {rule:?}: {err}");
+    }
+    let _server = srv.spawn(&["serve-close", "0.0.0.0:8080"]);
+    // 12 tries, 2 s each at most: the kernel's answer is how many got through.
+    let client = pod.spawn(&["hold-conns", "10.78.0.2:8080", "12"]);
+    let held = client.driven.facts("held");
+    assert_eq!(held, ["10 failed 2"], "the NAT range is 10 ports");
+    let listed = conntrack_entries(&gw);
+    let (code, v) = status_in(&gw, &[]);
+    let n = &v["namespaces"][0];
+    let nat = &n["nat"];
+    let pool = &nat["pools"][0];
+    eprintln!("status: {pool}; conntrack -L: {listed} entries");
+    assert_eq!(pool["used"], listed, "{nat}");
+    assert_eq!(pool["used"], 10);
+    assert_eq!(pool["size"], 10);
+    assert_eq!(pool["size_from"], "rule");
+    assert_eq!(pool["destination"]["ip"], "10.78.0.2");
+    assert_eq!(pool["nat"]["ip"], "10.78.0.1");
+    assert_eq!(pool["sources"][0]["ip"], "10.77.0.2");
+    assert_eq!(pool["sources"][0]["held"], 10);
+    let (_, count, _) = gw.exec(&["conntrack", "-C"]);
+    assert_eq!(
+        nat["conntrack"]["entries"].as_u64(),
+        count.trim().parse().ok()
+    );
+    assert!(
+        n["diagnoses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["id"] == "nat_pool_exhaustion" && d["severity"] == "critical"),
+        "{n}"
+    );
+    assert_eq!(code, Some(2), "a full NAT pool is critical");
+}
