@@ -38,10 +38,13 @@ fn read_nat() -> Result<Option<NatSnapshot>> {
         std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait")
             .ok()
             .and_then(|s| s.trim().parse().ok());
+    let entries = conntrack::dump()?;
+    // nft is a process to start: only when some connection is NATed.
+    let range = entries.iter().any(|e| e.snat).then(nft::nat_range).flatten();
     Ok(Some(NatSnapshot {
-        entries: conntrack::dump()?,
+        entries,
         table,
-        range: nft::nat_range(),
+        range,
         tw_timeout_s,
     }))
 }
