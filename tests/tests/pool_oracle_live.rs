@@ -94,17 +94,9 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
     let d = ns.drive(&["connect-from", "127.0.0.1:41007", "50000", "80"]);
     assert_eq!(d.facts("connected"), ["80"]);
     drop(inside);
-    let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "1", "100"]);
-    let netns = ns.inode().to_string();
-    let gauge = |s: &[Sample], name: &str| pool_gauge(s, name, &netns);
-    let (_, s) = samples_until(&metrics, Duration::from_secs(25), |s| {
-        gauge(s, "portex_pool_size_ports").is_some_and(|size| size < 20.0)
-            && gauge(s, "portex_pool_used_ports") == Some(1.0)
-    });
-    let size = gauge(&s, "portex_pool_size_ports").unwrap_or(0.0);
     cases.push((
         "live ledger, listener inside the range closed, 80 server TIME_WAIT left",
-        ((size - 1.0) as u64, kernel_count(client)),
+        shrunk_pool_vs_kernel(ns, &metrics),
     ));
     // Bound-only sockets: seen at reconciliation (sock_diag's BOUND_INACTIVE).
     namespaces.push(Netns::with_range("oralo", LO, HI));
@@ -113,20 +105,27 @@ fn the_live_ledger_matches_the_kernel_after_the_reuse_delay() {
     ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
     let _server = ns.spawn(&["serve-close", "127.0.0.1:5000"]);
     let _bound = ns.spawn(&["bind-only", "127.0.0.1", "5"]);
+    cases.push((
+        "live ledger, 5 bound-only sockets",
+        shrunk_pool_vs_kernel(ns, &metrics),
+    ));
+    drop(portex.stop());
+    matrix(cases);
+}
+
+/// One connection closed into TIME_WAIT towards 127.0.0.1:5000 (the server must be
+/// up), then (the ledger's free ports once its pool shrank below the 20-port range, the
+/// kernel's count): for the cases whose bound ports the ledger learns at reconciliation.
+fn shrunk_pool_vs_kernel(ns: &Netns, metrics: &str) -> (u64, u64) {
     let client = ns.spawn(&["tw-then-count", "127.0.0.1:5000", "1", "100"]);
     let netns = ns.inode().to_string();
     let gauge = |s: &[Sample], name: &str| pool_gauge(s, name, &netns);
-    let (_, s) = samples_until(&metrics, Duration::from_secs(25), |s| {
+    let (_, s) = samples_until(metrics, Duration::from_secs(25), |s| {
         gauge(s, "portex_pool_size_ports").is_some_and(|size| size < 20.0)
             && gauge(s, "portex_pool_used_ports") == Some(1.0)
     });
     let size = gauge(&s, "portex_pool_size_ports").unwrap_or(0.0);
-    cases.push((
-        "live ledger, 5 bound-only sockets",
-        ((size - 1.0) as u64, kernel_count(client)),
-    ));
-    drop(portex.stop());
-    matrix(cases);
+    ((size - 1.0) as u64, kernel_count(client))
 }
 
 /// One gauge of the pool towards 127.0.0.1:5000 in namespace `netns` (inode), if exported.

@@ -6,7 +6,7 @@ use rustc_hash::FxHashMap;
 
 use crate::logic::{
     diagnose::{Diagnosis, Severity},
-    model::{DiagSocket, Transport},
+    model::DiagSocket,
     pool::{Pool, PoolKey, sustainable_per_s, table_rules, tw_hold_ms},
     sysctls::NetSettings,
 };
@@ -32,13 +32,7 @@ pub(crate) fn recent_close_rates(
     for s in sockets.iter().filter(|s| {
         s.in_time_wait() && rules.client_side(s.local) && s.time_wait_age_ms() < RECENT_MS
     }) {
-        let key = PoolKey {
-            netns,
-            transport: Transport::Tcp,
-            saddr: s.local.ip(),
-            daddr: s.remote.ip(),
-            dport: s.remote.port(),
-        };
+        let key = PoolKey::tcp_of(netns, s);
         *counts.entry(key).or_default() += 1;
     }
     let mut v: Vec<(PoolKey, f64)> = counts

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Result, bail};
 
-use crate::logic::nat::CtEntry;
+use crate::{logic::nat::CtEntry, sys::netlink};
 
 const NETLINK_NETFILTER: i32 = 12;
 /// (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
@@ -49,31 +49,8 @@ pub(crate) fn table_fill() -> Option<(u64, u64)> {
     Some((read("nf_conntrack_count")?, read("nf_conntrack_max")?))
 }
 
-struct Fd(i32);
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: we own this descriptor.
-        unsafe { libc::close(self.0) };
-    }
-}
-
 /// Every entry of the caller's namespace's table, both families.
 pub(crate) fn dump() -> Result<Vec<CtEntry>> {
-    // SAFETY: plain socket creation.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_NETFILTER,
-        )
-    };
-    if fd < 0 {
-        bail!(
-            "opening a ctnetlink socket: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    let fd = Fd(fd);
     let mut req = Vec::with_capacity(NLMSG_HDRLEN + NFGEN_LEN);
     req.extend_from_slice(&((NLMSG_HDRLEN + NFGEN_LEN) as u32).to_ne_bytes());
     req.extend_from_slice(&CT_GET.to_ne_bytes());
@@ -82,43 +59,12 @@ pub(crate) fn dump() -> Result<Vec<CtEntry>> {
     req.extend_from_slice(&0u32.to_ne_bytes());
     // AF_UNSPEC: both families; version 0; res_id 0.
     req.extend_from_slice(&[0, 0, 0, 0]);
-    // SAFETY: a zeroed sockaddr_nl addresses the kernel.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: req and sa are live for the call; the lengths passed are theirs.
-    let rc = unsafe {
-        libc::sendto(
-            fd.0,
-            req.as_ptr() as *const _,
-            req.len(),
-            0,
-            &sa as *const _ as *const libc::sockaddr,
-            size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if rc < 0 {
-        bail!(
-            "sending a ctnetlink request: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    let mut buf = vec![0u8; 256 * 1024];
     let mut out = Vec::new();
-    loop {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            bail!("reading ctnetlink: {e}");
-        }
-        match parse_messages(&buf[..n as usize], &mut out) {
-            Some(0) => return Ok(out),
-            Some(errno) => bail!("ctnetlink: {}", std::io::Error::from_raw_os_error(errno)),
-            None => {}
-        }
+    match netlink::dump(NETLINK_NETFILTER, "ctnetlink", &req, |d| {
+        parse_messages(d, &mut out)
+    })? {
+        0 => Ok(out),
+        errno => bail!("ctnetlink: {}", std::io::Error::from_raw_os_error(errno)),
     }
 }
 

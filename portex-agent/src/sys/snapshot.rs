@@ -40,7 +40,11 @@ fn read_nat() -> Result<Option<NatSnapshot>> {
             .and_then(|s| s.trim().parse().ok());
     let entries = conntrack::dump()?;
     // nft is a process to start: only when some connection is NATed.
-    let range = entries.iter().any(|e| e.snat).then(nft::nat_range).flatten();
+    let range = entries
+        .iter()
+        .any(|e| e.snat)
+        .then(nft::nat_range)
+        .flatten();
     Ok(Some(NatSnapshot {
         entries,
         table,

@@ -5,7 +5,10 @@ use std::net::SocketAddr;
 
 use anyhow::{Result, bail};
 
-use crate::logic::{addr, model::DiagSocket};
+use crate::{
+    logic::{addr, model::DiagSocket},
+    sys::netlink,
+};
 
 /// The protocols sock_diag dumps, as its requests spell them.
 pub(crate) const TCP: u8 = portex_common::IPPROTO_TCP as u8;
@@ -60,68 +63,18 @@ pub(crate) fn for_each(protocol: u8, states: u32, f: &mut dyn FnMut(DiagSocket))
     Ok(())
 }
 
-struct Fd(i32);
-impl Drop for Fd {
-    fn drop(&mut self) {
-        // SAFETY: we own this descriptor.
-        unsafe { libc::close(self.0) };
-    }
-}
-
 /// Sends one dump request and streams its answer; Some(errno) when the kernel refused.
 fn run_dump(req: Vec<u8>, protocol: u8, out: &mut dyn FnMut(DiagSocket)) -> Result<Option<i32>> {
-    // SAFETY: plain socket creation.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
-            NETLINK_SOCK_DIAG,
-        )
-    };
-    if fd < 0 {
-        bail!(
-            "opening a sock_diag netlink socket: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    let fd = Fd(fd);
-    // SAFETY: a zeroed sockaddr_nl addresses the kernel.
-    let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    sa.nl_family = libc::AF_NETLINK as u16;
-    // SAFETY: req and sa are live for the call; the lengths passed are theirs.
-    let rc = unsafe {
-        libc::sendto(
-            fd.0,
-            req.as_ptr() as *const _,
-            req.len(),
-            0,
-            &sa as *const _ as *const libc::sockaddr,
-            size_of::<libc::sockaddr_nl>() as u32,
-        )
-    };
-    if rc < 0 {
-        bail!(
-            "sending a sock_diag request: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        // SAFETY: buf is valid for its length.
-        let n = unsafe { libc::recv(fd.0, buf.as_mut_ptr() as *mut _, buf.len(), 0) };
-        if n < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            bail!("reading sock_diag: {e}");
-        }
-        match parse_messages(&buf[..n as usize], protocol, out) {
-            Parsed::More => {}
-            Parsed::Done => return Ok(None),
-            Parsed::Error(errno) => return Ok(Some(errno)),
-        }
-    }
+    netlink::dump(
+        NETLINK_SOCK_DIAG,
+        "sock_diag",
+        &req,
+        |d| match parse_messages(d, protocol, out) {
+            Parsed::More => None,
+            Parsed::Done => Some(None),
+            Parsed::Error(errno) => Some(Some(errno)),
+        },
+    )
 }
 
 /// A dump request: nlmsghdr of type `ty` followed by `body`.

@@ -39,6 +39,18 @@ pub(crate) struct PoolKey {
 }
 
 impl PoolKey {
+    /// The TCP pool a socket of namespace `netns` draws from (its source address,
+    /// destination address and port).
+    pub(crate) fn tcp_of(netns: u64, s: &crate::logic::model::DiagSocket) -> PoolKey {
+        PoolKey {
+            netns,
+            transport: Transport::Tcp,
+            saddr: s.local.ip(),
+            daddr: s.remote.ip(),
+            dport: s.remote.port(),
+        }
+    }
+
     pub(crate) fn is_udp_pool(&self) -> bool {
         self.transport == Transport::Udp
     }

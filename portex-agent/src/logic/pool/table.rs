@@ -28,13 +28,7 @@ pub(crate) fn build_pools(
             continue;
         }
         if s.holds_tcp_port() && rules.client_side(s.local) {
-            let key = PoolKey {
-                netns,
-                transport: Transport::Tcp,
-                saddr: s.local.ip(),
-                daddr: s.remote.ip(),
-                dport: s.remote.port(),
-            };
+            let key = PoolKey::tcp_of(netns, s);
             let u = match PortUse::of_tcp(s.state) {
                 PortUse::TimeWait
                     if rules.tw_reusable(s.local.ip(), s.remote.ip(), s.time_wait_age_ms()) =>
