@@ -3,7 +3,8 @@
 //! lets exactly 10 through (the rest time out: their SYNs are dropped), and `portex
 //! status` in the gateway must show that pool as 10 of 10 used, the same count as
 //! `conntrack -L`, with the pod as its source, critical; and the conntrack table as
-//! `conntrack -C` counts it. Every namespace (and so every veth and rule) goes when the
+//! `conntrack -C` counts it. A `watch` running meanwhile reports the 2 refused
+//! connections as `connect_failed` with cause `nat_exhausted`, from the pod's process. Every namespace (and so every veth and rule) goes when the
 //! test ends, on every path.
 use std::process::Command;
 
@@ -101,10 +102,28 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
         assert_eq!(code, Some(0), "nft {rule:?}: {err}");
     }
     let _server = srv.spawn(&["serve-close", "0.0.0.0:8080"]);
+    let watch = Portex::start(&["watch", "--json"]);
     // 12 tries, 2 s each at most: the kernel's answer is how many got through.
     let client = pod.spawn(&["hold-conns", "10.78.0.2:8080", "12"]);
     let held = client.driven.facts("held");
     assert_eq!(held, ["10 failed 2"], "the NAT range is 10 ports");
+    // The 2 that timed out: connect_failed, nat_exhausted, the pod's process, the pool.
+    watch.wait_lines("nat_exhausted", 2);
+    let fin = watch.stop();
+    let failed: Vec<_> = fin
+        .events_of(client.driven.pid)
+        .into_iter()
+        .filter(|e| e["event"]["action"] == "connect_failed")
+        .collect();
+    assert_eq!(failed.len(), 2, "{}", fin.dump(client.driven.pid));
+    for f in &failed {
+        assert_eq!(f["portex"]["cause"], "nat_exhausted", "{f}");
+        assert_eq!(f["error"]["code"], "ETIMEDOUT", "{f}");
+        assert_eq!(f["destination"]["ip"], "10.78.0.2", "{f}");
+        assert_eq!(f["portex"]["netns"], pod.inode(), "{f}");
+        assert_eq!(f["portex"]["pool"]["used"], 10, "{f}");
+        assert_eq!(f["portex"]["pool"]["size"], 10, "{f}");
+    }
     let listed = conntrack_entries(&gw);
     let (code, v) = status_in(&gw, &[]);
     let n = &v["namespaces"][0];

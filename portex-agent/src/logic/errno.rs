@@ -42,6 +42,7 @@ pub(crate) const EAGAIN: i32 = 11;
 pub(crate) const EADDRINUSE: i32 = 98;
 pub(crate) const EADDRNOTAVAIL: i32 = 99;
 pub(crate) const EINPROGRESS: i32 = 115;
+pub(crate) const ETIMEDOUT: i32 = 110;
 
 #[cfg(test)]
 mod tests {

@@ -84,6 +84,10 @@ pub enum Cause {
     /// EADDRNOTAVAIL that is not about ports: a non-local address, IPv6 link-local
     /// without scope, and the like.
     AddressNotAvailable,
+    /// The SYN went unanswered while a NAT pool of this host towards the destination
+    /// was full: conntrack dropped it (a guess when several NATs reach it: see
+    /// docs/events.md).
+    NatExhausted,
     /// Any other failure (refused, unreachable, timed out ...).
     Other,
 }
@@ -95,6 +99,7 @@ impl Cause {
             Cause::TupleCollision => "tuple_collision",
             Cause::PortInUse => "port_in_use",
             Cause::AddressNotAvailable => "address_not_available",
+            Cause::NatExhausted => "nat_exhausted",
             Cause::Other => "other",
         }
     }
@@ -106,6 +111,9 @@ impl Cause {
             Cause::TupleCollision => "bound source port already used towards this destination",
             Cause::PortInUse => "the requested port is taken",
             Cause::AddressNotAvailable => "address not available (not local, or missing scope)",
+            Cause::NatExhausted => {
+                "no free port in the host's NAT towards this destination (SYN dropped by conntrack)"
+            }
             Cause::Other => "not a port problem",
         }
     }

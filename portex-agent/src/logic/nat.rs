@@ -137,6 +137,24 @@ pub(crate) fn nat_pools(
     pools
 }
 
+/// The full NAT pool (fullest first) towards `dest` over `proto`, if one is: what a
+/// connection that never got its SYN answered most likely ran into.
+pub(crate) fn full_pool_towards(
+    pools: &[NatPool],
+    proto: u8,
+    dest: SocketAddr,
+) -> Option<&NatPool> {
+    pools
+        .iter()
+        .filter(|p| {
+            p.key.proto == proto
+                && p.key.daddr == dest.ip()
+                && p.key.dport == dest.port()
+                && p.used >= p.size
+        })
+        .max_by(|a, b| a.utilisation().total_cmp(&b.utilisation()))
+}
+
 /// The NAT port range the rules of a namespace use, from `nft -j list ruleset`: every
 /// masquerade/snat statement with a port range; Some only when they all agree.
 pub(crate) fn rule_range(nft_json: &serde_json::Value) -> Option<(u16, u16)> {
@@ -314,6 +332,26 @@ mod tests {
             )),
             None
         );
+    }
+
+    #[test]
+    fn a_handshake_towards_a_full_nat_pool_finds_it() {
+        let entries: Vec<CtEntry> = (0..10)
+            .map(|i| {
+                e(
+                    &format!("10.77.0.2:{}", 50000 + i),
+                    &format!("10.78.0.1:{}", 40000 + i),
+                    false,
+                )
+            })
+            .collect();
+        let pools = nat_pools(9, &entries, Some((40000, 40009)));
+        let dest = "10.78.0.2:8080".parse().unwrap();
+        assert_eq!(full_pool_towards(&pools, 6, dest).map(|p| p.used), Some(10));
+        assert!(full_pool_towards(&pools, 17, dest).is_none());
+        assert!(full_pool_towards(&pools, 6, "10.78.0.2:8081".parse().unwrap()).is_none());
+        let roomy = nat_pools(9, &entries, Some((40000, 40019)));
+        assert!(full_pool_towards(&roomy, 6, dest).is_none());
     }
 
     #[test]

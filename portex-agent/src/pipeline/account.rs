@@ -131,6 +131,13 @@ impl Account {
         pressure
     }
 
+    /// Counts a record the pipeline made itself (a NAT failure), outside the ledger.
+    pub(crate) fn count(&self, r: &Record) {
+        if let Some(m) = &self.metrics {
+            count(m, r, None);
+        }
+    }
+
     /// Auto mode: asks for the syscall hooks while a pool fills up or ports fail (at
     /// once after a failure, otherwise every 250 ms: the scan covers every pool).
     pub(crate) fn check_arming(&mut self, tracker: Option<&Tracker>, now: u64) {

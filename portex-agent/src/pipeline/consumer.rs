@@ -14,6 +14,7 @@ use super::{
     account::Account,
     emit::{Emit, Stop},
     enrich::{Enrich, resolve_socket},
+    nat_watch::NatWatch,
     tracker::Tracker,
 };
 use crate::{
@@ -27,6 +28,8 @@ pub(crate) struct Consumer {
     pub(crate) account: Account,
     /// None: nothing is rendered (`top`).
     pub(crate) emit: Option<Emit>,
+    /// Handshakes that died towards a full NAT pool.
+    pub(crate) nat: NatWatch,
     /// The pool ledger; None when the user turned it off.
     pub(crate) ledger: Option<Arc<Mutex<Tracker>>>,
     /// When this loop last came round (clock::monotonic_ns), for the health check.
@@ -63,6 +66,12 @@ impl Consumer {
                         self.enrich.container(&mut r, now);
                         if let Some(e) = self.emit.as_mut() {
                             e.record(&r, &name, pressure.as_ref());
+                        }
+                        if let Some(f) = self.nat.failure_of(&r, now) {
+                            self.account.count(&f);
+                            if let Some(e) = self.emit.as_mut() {
+                                e.record(&f, &name, None);
+                            }
                         }
                     });
                 }

@@ -15,6 +15,7 @@ mod emit;
 mod enrich;
 mod hooks;
 pub(crate) mod metrics;
+mod nat_watch;
 mod run;
 pub(crate) mod tracker;
 
@@ -127,6 +128,7 @@ impl Pipeline {
         }
         let mut consumer = Consumer {
             enrich: Enrich::new(),
+            nat: Default::default(),
             account,
             emit,
             ledger: ledger.clone(),

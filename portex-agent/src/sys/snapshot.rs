@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{
     logic::model::DiagSocket,
-    logic::nat::CtEntry,
+    logic::nat::{CtEntry, NatPool, nat_pools},
     logic::sysctls::NetSettings,
     sys::netns::{self, Netns},
     sys::sockdiag,
@@ -28,6 +28,17 @@ pub(crate) struct NatSnapshot {
     pub table: (u64, u64),
     pub range: Option<(u16, u16)>,
     pub tw_timeout_s: Option<u64>,
+}
+
+/// The NAT pools of every namespace of the host (where conntrack holds SNAT entries).
+pub(crate) fn host_nat_pools() -> Vec<NatPool> {
+    let mut out = Vec::new();
+    for ns in netns::all() {
+        if let Ok(Ok(Some(n))) = netns::in_netns(&ns, read_nat) {
+            out.extend(nat_pools(ns.inode, &n.entries, n.range));
+        }
+    }
+    out
 }
 
 fn read_nat() -> Result<Option<NatSnapshot>> {
