@@ -5,6 +5,7 @@ pub(crate) mod cli;
 pub(crate) mod completions;
 pub(crate) mod config;
 mod help;
+pub(crate) mod logging;
 pub(crate) mod status;
 pub(crate) mod top;
 pub(crate) mod watch;
@@ -47,13 +48,18 @@ pub fn main() -> ! {
     std::process::exit(code);
 }
 
-/// The subcommand's name: the first argument that is not a flag (the top level takes
-/// no flag with a value).
+/// The subcommand's name: the first argument that is neither a flag nor the value of a
+/// logging flag before it (`portex --log-level debug status`).
 fn subcommand(argv: &[OsString]) -> Option<&str> {
-    argv.iter()
-        .skip(1)
-        .filter_map(|a| a.to_str())
-        .find(|a| !a.starts_with('-'))
+    let mut args = argv.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(a) = args.next() {
+        if logging::FLAGS_WITH_VALUE.contains(&a) {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
 }
 
 /// One line, no backtrace: the outermost context and its causes.
@@ -109,7 +115,8 @@ fn from_variable(e: &clap::Error, argv: &[OsString]) -> String {
         cli::ENV_PREFIX,
         long.replace('-', "_").to_ascii_uppercase()
     );
-    if subcommand(argv) == Some("agent") && !on_command_line && std::env::var_os(&var).is_some() {
+    let has_variable = subcommand(argv) == Some("agent") || logging::is_flag(&flag);
+    if has_variable && !on_command_line && std::env::var_os(&var).is_some() {
         format!(" (from {var})")
     } else {
         String::new()
