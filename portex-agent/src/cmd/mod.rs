@@ -31,6 +31,10 @@ pub fn main() -> ! {
         (1, 2)
     };
     let cli = cli::parse(&argv).unwrap_or_else(|e| bad_usage(e, &argv, usage_code));
+    if let Err(e) = logging::init(&cli.log, default_filter(&cli.command)) {
+        crate::sys::logging::fatal(&e);
+        std::process::exit(usage_code);
+    }
     let res = match cli.command {
         Command::Watch(args) => watch::run(args).map(|_| 0),
         Command::Status(args) => status::run(args),
@@ -62,6 +66,16 @@ fn subcommand(argv: &[OsString]) -> Option<&str> {
     None
 }
 
+/// Diagnostics at info and above, except over `top`'s full-screen view: lines on the
+/// terminal it draws on would tear it (its stderr redirected elsewhere gets them all).
+fn default_filter(command: &Command) -> &'static str {
+    use std::io::IsTerminal;
+    match command {
+        Command::Top(a) if !a.once && std::io::stderr().is_terminal() => "error",
+        _ => "info",
+    }
+}
+
 /// One line, no backtrace: the outermost context and its causes.
 fn report(e: anyhow::Error) {
     let mut msg = format!("{e}");
@@ -69,7 +83,7 @@ fn report(e: anyhow::Error) {
         msg.push_str(": ");
         msg.push_str(&cause.to_string());
     }
-    eprintln!("portex: error: {msg}");
+    crate::sys::logging::fatal(&msg);
 }
 
 /// A wrong flag or value is one line too (clap adds usage and a hint on more lines),
