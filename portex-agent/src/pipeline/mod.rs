@@ -120,9 +120,7 @@ impl Pipeline {
         // says who could.
         if ledger.is_some() {
             account.tw_owners = crate::sys::tw_owners_file::TwOwnersWriter::new()
-                .inspect_err(|e| {
-                    eprintln!("portex: warning: status will not name TIME_WAIT owners: {e:#}")
-                })
+                .inspect_err(|e| tracing::warn!("status will not name TIME_WAIT owners: {e:#}"))
                 .ok();
         }
         let mut consumer = Consumer {
