@@ -232,6 +232,9 @@ fn read(
         .build()
         .context("starting the reader's async runtime")?;
     rt.block_on(async {
+        if let Some(log) = probe.take_kernel_log() {
+            tokio::spawn(crate::sys::kernel_log::drain(log));
+        }
         let reader = reader::run(ring, tx, counts, stop);
         tokio::pin!(reader);
         loop {

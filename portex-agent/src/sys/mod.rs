@@ -7,6 +7,7 @@ pub(crate) mod containers;
 pub(crate) mod ebpf;
 pub(crate) mod host;
 pub(crate) mod http;
+pub(crate) mod kernel_log;
 pub(crate) mod logging;
 pub(crate) mod netns;
 pub(crate) mod nft;
