@@ -38,6 +38,7 @@ pub mod bench {
 pub mod fuzzing {
     pub use crate::{
         cmd::cli::{AgentArgs, Cli, Command},
+        cmd::logging::{LogArgs, LogFormat},
         logic::{
             decode::{DecodeError, decode},
             self_stats::{StatFields, parse_btime, parse_max_open_files, parse_stat_fields},

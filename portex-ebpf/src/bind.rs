@@ -1,10 +1,11 @@
 //! `syscalls:sys_enter_bind` / `sys_exit_bind`: ports taken by bind() and its failures
 //! (EADDRINUSE when no ephemeral port is left).
 use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
-use portex_common::{counter, kind};
+use portex_common::kind;
 
 use crate::{
-    maps::{BINDS, BindCtx, count},
+    diag,
+    maps::{BINDS, BindCtx},
     syscall::{ARG_ADDR, ARG_FD, MAX_USER_ERRNO, RET, arg, read_sockaddr},
     util::{current_owner, current_tid, emit, now_ns, set_caller},
 };
@@ -24,7 +25,7 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         addr,
     };
     if BINDS.insert(current_tid(), b, 0).is_err() {
-        count(counter::MAP_FULL);
+        diag::map_full("BINDS");
     }
     None
 }

@@ -1,10 +1,11 @@
 //! `syscalls:sys_enter_connect` / `sys_exit_connect`: the errno of a failed connect(),
 //! which no socket state carries, and the source port of a successful one.
 use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::tracepoint, programs::TracePointContext};
-use portex_common::{IPPROTO_TCP, connflag, counter, kind};
+use portex_common::{IPPROTO_TCP, connflag, kind};
 
 use crate::{
-    maps::{CONNECTS, ConnectCtx, count},
+    diag,
+    maps::{CONNECTS, ConnectCtx},
     syscall::{ARG_ADDR, ARG_FD, MAX_USER_ERRNO, RET, arg, read_sockaddr},
     util::{current_owner, current_tid, emit, now_ns, set_caller},
 };
@@ -38,7 +39,7 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         daddr,
     };
     if CONNECTS.insert(current_tid(), c, 0).is_err() {
-        count(counter::MAP_FULL);
+        diag::map_full("CONNECTS");
     }
     None
 }

@@ -5,6 +5,7 @@
 
 mod bind;
 mod connect;
+mod diag;
 mod maps;
 mod sock_state;
 mod syscall;

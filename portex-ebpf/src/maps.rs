@@ -104,9 +104,14 @@ pub struct BindCtx {
 const _: () = assert!(size_of::<ConnectCtx>() == portex_common::CONNECT_CTX_SIZE);
 const _: () = assert!(size_of::<BindCtx>() == portex_common::BIND_CTX_SIZE);
 
-pub fn count(index: u32) {
-    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+/// Adds one to a loss counter; its new value on this CPU (0 if the slot is missing).
+pub fn count(index: u32) -> u64 {
+    match COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
-        unsafe { *p += 1 };
+        Some(p) => unsafe {
+            *p += 1;
+            *p
+        },
+        None => 0,
     }
 }

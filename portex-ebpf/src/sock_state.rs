@@ -4,10 +4,11 @@
 //! the others update the socket's entry in SOCKS, which every event carries. That keeps
 //! the cost per connection near two records per side instead of one per transition.
 use aya_ebpf::{EbpfContext, macros::tracepoint, programs::TracePointContext};
-use portex_common::{AF_INET, AF_INET6, IPPROTO_TCP, SockInfo, counter, kind, sockflag, tcpstate};
+use portex_common::{AF_INET, AF_INET6, IPPROTO_TCP, SockInfo, kind, sockflag, tcpstate};
 
 use crate::{
-    maps::{LISTENERS, SOCKS, connect_in_flight, count, report_accepted},
+    diag,
+    maps::{LISTENERS, SOCKS, connect_in_flight, report_accepted},
     util::{current_owner, current_tid, emit, now_ns, set_owner},
 };
 
@@ -119,7 +120,7 @@ fn on_syn_sent(ctx: &TracePointContext, t: &Transition) -> Option<()> {
     }
     let owner = current_owner(now_ns(), flags);
     if SOCKS.insert(t.skaddr, owner, 0).is_err() {
-        count(counter::MAP_FULL);
+        diag::map_full("SOCKS");
     }
     None
 }
@@ -128,7 +129,7 @@ fn on_listen(t: &Transition) -> Option<()> {
     // The port is 0 here only for listen() on an unbound socket (rare); such a listener's
     // children then start without an owner until the server closes them.
     if t.sport != 0 && LISTENERS.insert(t.sport, current_owner(0, 0), 0).is_err() {
-        count(counter::MAP_FULL);
+        diag::map_full("LISTENERS");
     }
     None
 }
@@ -151,7 +152,7 @@ fn on_child(t: &Transition) -> Option<()> {
     owner.birth_ns = now_ns();
     owner.flags |= sockflag::PASSIVE | sockflag::OWNER_GUESSED;
     if SOCKS.insert(t.skaddr, owner, 0).is_err() {
-        count(counter::MAP_FULL);
+        diag::map_full("SOCKS");
     }
     None
 }
@@ -244,6 +245,9 @@ fn report(
 ) -> Option<()> {
     if t.old == tcpstate::SYN_SENT && !closing {
         claim_connect(t.skaddr, &mut info);
+        if info.is_none() {
+            diag::missed_start(t.skaddr, t.sport, field::<u16>(ctx, DPORT));
+        }
     }
     // A port allocation failure (SYN_SENT -> CLOSE with no port) matters: wake the
     // reader at once, unless a connect() hook is around it (its exit wakes the reader

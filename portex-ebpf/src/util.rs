@@ -6,9 +6,9 @@ use aya_ebpf::{
         bpf_ktime_get_boot_ns,
     },
 };
-use portex_common::{Event, SockInfo, TASK_COMM_LEN, counter};
+use portex_common::{Event, SockInfo, TASK_COMM_LEN};
 
-use crate::maps::{EVENTS, LAST_URGENT_WAKE, URGENT_WAKE_GAP_NS, WAKEUP_BYTES, count};
+use crate::maps::{EVENTS, LAST_URGENT_WAKE, URGENT_WAKE_GAP_NS, WAKEUP_BYTES};
 
 pub fn now_ns() -> u64 {
     // SAFETY: helper without arguments.
@@ -40,7 +40,7 @@ pub fn current_tid() -> u32 {
 #[inline(always)]
 pub fn emit(urgent: bool, fill: impl FnOnce(&mut Event)) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
-        count(counter::RINGBUF_FULL);
+        crate::diag::ring_full();
         return;
     };
     let ev = entry.as_mut_ptr();

@@ -36,6 +36,9 @@ pub(crate) const ENV_PREFIX: &str = "PORTEX_";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// --log-level, --log-format, --kernel-log: before or after the subcommand.
+    #[command(flatten)]
+    pub log: crate::cmd::logging::LogArgs,
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,6 +5,7 @@ pub(crate) mod cli;
 pub(crate) mod completions;
 pub(crate) mod config;
 mod help;
+pub(crate) mod logging;
 pub(crate) mod status;
 pub(crate) mod top;
 pub(crate) mod watch;
@@ -30,6 +31,10 @@ pub fn main() -> ! {
         (1, 2)
     };
     let cli = cli::parse(&argv).unwrap_or_else(|e| bad_usage(e, &argv, usage_code));
+    if let Err(e) = logging::init(&cli.log, default_filter(&cli.command)) {
+        crate::sys::logging::fatal(&e);
+        std::process::exit(usage_code);
+    }
     let res = match cli.command {
         Command::Watch(args) => watch::run(args).map(|_| 0),
         Command::Status(args) => status::run(args),
@@ -47,13 +52,28 @@ pub fn main() -> ! {
     std::process::exit(code);
 }
 
-/// The subcommand's name: the first argument that is not a flag (the top level takes
-/// no flag with a value).
+/// The subcommand's name: the first argument that is neither a flag nor the value of a
+/// logging flag before it (`portex --log-level debug status`).
 fn subcommand(argv: &[OsString]) -> Option<&str> {
-    argv.iter()
-        .skip(1)
-        .filter_map(|a| a.to_str())
-        .find(|a| !a.starts_with('-'))
+    let mut args = argv.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(a) = args.next() {
+        if logging::FLAGS_WITH_VALUE.contains(&a) {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
+/// Diagnostics at info and above, except over `top`'s full-screen view: lines on the
+/// terminal it draws on would tear it (its stderr redirected elsewhere gets them all).
+fn default_filter(command: &Command) -> &'static str {
+    use std::io::IsTerminal;
+    match command {
+        Command::Top(a) if !a.once && std::io::stderr().is_terminal() => "error",
+        _ => "info",
+    }
 }
 
 /// One line, no backtrace: the outermost context and its causes.
@@ -63,7 +83,7 @@ fn report(e: anyhow::Error) {
         msg.push_str(": ");
         msg.push_str(&cause.to_string());
     }
-    eprintln!("portex: error: {msg}");
+    crate::sys::logging::fatal(&msg);
 }
 
 /// A wrong flag or value is one line too (clap adds usage and a hint on more lines),
@@ -109,7 +129,8 @@ fn from_variable(e: &clap::Error, argv: &[OsString]) -> String {
         cli::ENV_PREFIX,
         long.replace('-', "_").to_ascii_uppercase()
     );
-    if subcommand(argv) == Some("agent") && !on_command_line && std::env::var_os(&var).is_some() {
+    let has_variable = subcommand(argv) == Some("agent") || logging::is_flag(&flag);
+    if has_variable && !on_command_line && std::env::var_os(&var).is_some() {
         format!(" (from {var})")
     } else {
         String::new()

@@ -46,10 +46,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
             // A namespace can vanish while we walk them; only ours (or the one asked
             // for) must be readable.
             Err(e) if ns.inode != here && args.netns.is_none() => {
-                eprintln!(
-                    "portex: warning: skipping network namespace {}: {e:#}",
-                    ns.inode
-                );
+                tracing::warn!("skipping network namespace {}: {e:#}", ns.inode);
                 continue;
             }
             Err(e) => {

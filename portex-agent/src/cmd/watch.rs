@@ -20,9 +20,7 @@ pub(crate) fn run(args: WatchArgs) -> Result<()> {
     if let Some(pid) = filter.pid
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
     {
-        eprintln!(
-            "portex: warning: no process {pid} is running now; its events are shown if it appears"
-        );
+        tracing::warn!("no process {pid} is running now; its events are shown if it appears");
     }
     let stdout = std::io::stdout();
     let out = WriteOutput(std::io::BufWriter::with_capacity(1 << 16, stdout));

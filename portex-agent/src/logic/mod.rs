@@ -24,4 +24,5 @@ pub(crate) mod self_stats;
 pub(crate) mod sysctls;
 pub(crate) mod top_holders;
 pub(crate) mod untrusted;
+pub(crate) mod warn_limit;
 pub(crate) mod workload;

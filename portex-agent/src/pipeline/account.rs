@@ -90,7 +90,7 @@ impl Account {
             if let Some(w) = &self.tw_owners {
                 let owners = TwOwners::from_pools(views.iter().map(|v| &v.pool));
                 if let Err(e) = w.write(&owners) {
-                    eprintln!("portex: warning: status will not name TIME_WAIT owners: {e:#}");
+                    tracing::warn!("status will not name TIME_WAIT owners: {e:#}");
                     self.tw_owners = None;
                 }
             }

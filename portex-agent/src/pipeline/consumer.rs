@@ -46,13 +46,21 @@ impl Consumer {
             let batch = match rx.recv_timeout(Duration::from_millis(250)) {
                 Ok(b) => Some(b),
                 Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(e) = self.emit.as_mut() {
+                        e.finish(boot_now_ns());
+                    }
+                    return Ok(());
+                }
             };
             let now = boot_now_ns();
             let ledger = self.ledger.clone();
             // Held for one batch: `top` reads the ledger between batches.
             let mut tracker = ledger.as_ref().map(|l| l.lock().unwrap());
             self.account.tick(tracker.as_deref_mut(), now);
+            if let Some(e) = self.emit.as_mut() {
+                e.tick(now);
+            }
             if let Some(batch) = batch {
                 for ev in batch.iter() {
                     interpret(ev, |mut r| {

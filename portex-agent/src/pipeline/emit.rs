@@ -1,8 +1,10 @@
 //! The render stage: filters records, renders lines (NDJSON or text) into a buffer
-//! handed to the output once per batch, and warns on stderr about every
-//! EADDRNOTAVAIL.
+//! handed to the output once per batch, and warns on stderr (the logger) about
+//! EADDRNOTAVAIL: the first failures of a pool at once, the rest summed up
+//! (logic::warn_limit).
 use std::{
     io::{ErrorKind, Write},
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -11,7 +13,12 @@ use std::{
 
 use crate::{
     logic::{
-        clock::WallClock, errno::EADDRNOTAVAIL, filter::Filter, ledger::Pressure, model::Record,
+        clock::WallClock,
+        errno::EADDRNOTAVAIL,
+        filter::Filter,
+        ledger::Pressure,
+        model::{Record, Transport},
+        warn_limit::{LIMITS, Summary, Verdict, WarnLimit},
     },
     render::{View, json, text},
 };
@@ -68,7 +75,14 @@ pub(crate) struct Emit {
     /// Lines rendered, for the summary; published per line so that the summary can be
     /// printed while this thread is stuck on a blocked output.
     written: Arc<AtomicU64>,
+    /// Which EADDRNOTAVAIL warnings are written one by one.
+    warnings: WarnLimit<PoolId>,
+    /// The output thread's clock (boot ns), set by `tick`.
+    now: u64,
 }
+
+/// A pool as far as a failed connect tells it: namespace, destination, transport.
+type PoolId = (Option<u64>, Option<SocketAddr>, Transport);
 
 impl Emit {
     pub(crate) fn new(format: Format, filter: Filter, out: Box<dyn Output>) -> Emit {
@@ -83,6 +97,24 @@ impl Emit {
             lines_in_buffer: 0,
             left: None,
             written: Arc::default(),
+            warnings: WarnLimit::new(LIMITS),
+            now: 0,
+        }
+    }
+
+    /// Once per round of the output thread: the time, and the summaries of the warnings
+    /// that were not written one by one.
+    pub(crate) fn tick(&mut self, now: u64) {
+        self.now = now;
+        for s in self.warnings.tick(now) {
+            warn_summary(&s);
+        }
+    }
+
+    /// At the end of the run: the summaries of what is still counted.
+    pub(crate) fn finish(&mut self, now: u64) {
+        for s in self.warnings.finish(now) {
+            warn_summary(&s);
         }
     }
 
@@ -106,7 +138,10 @@ impl Emit {
             && self.filter.accepts(r, name)
         {
             if r.errno == Some(EADDRNOTAVAIL) {
-                warn_addrnotavail(r, name);
+                let pool = (r.netns, r.destination, r.transport);
+                if self.warnings.failure(&pool, r.process.pid, name, self.now) == Verdict::Show {
+                    warn_addrnotavail(r, name);
+                }
             }
             // A connection's line is its close's record under another action.
             let as_connection;
@@ -176,28 +211,60 @@ impl Emit {
     }
 }
 
-/// Every EADDRNOTAVAIL goes to stderr the moment it is seen, whatever the output format:
-/// it is the incident the user is hunting.
+/// An EADDRNOTAVAIL goes to stderr the moment it is seen, whatever the output format:
+/// it is the incident the user is hunting (the first ones of a pool; the rest are
+/// summed up by `warn_summary`).
 fn warn_addrnotavail(r: &Record, name: &str) {
     let mut safe = String::new();
     text::sanitize(name, &mut safe);
-    let dest = r
-        .destination
-        .map(|d| d.to_string())
-        .unwrap_or_else(|| "?".into());
     let cause = r.cause.map(|c| c.describe()).unwrap_or("unknown cause");
-    let pool = r
-        .pool
-        .map(|p| {
-            format!(
-                "; pool {}/{} used, {} in TIME_WAIT",
-                p.used, p.size, p.time_wait
-            )
-        })
-        .unwrap_or_default();
-    eprintln!(
-        "portex: warning: EADDRNOTAVAIL: pid {} ({safe}) could not connect to {dest} over {}: {cause}{pool}",
-        r.process.pid,
-        r.transport.as_str()
+    tracing::warn!(
+        pid = r.process.pid,
+        process = %safe,
+        destination = %Dest(r.destination),
+        transport = %r.transport.as_str(),
+        netns = r.netns,
+        pool.used = r.pool.map(|p| p.used),
+        pool.size = r.pool.map(|p| p.size),
+        pool.time_wait = r.pool.map(|p| p.time_wait),
+        "EADDRNOTAVAIL: connect failed: {cause}"
     );
+}
+
+/// The failures of a pool that were not written one by one in the last interval.
+fn warn_summary(s: &Summary<PoolId>) {
+    let (netns, dest, transport) = match &s.pool {
+        Some((n, d, t)) => (*n, Dest(*d).to_string(), Some(t.as_str())),
+        // Pools beyond the ones followed one by one, together.
+        None => (None, "(other pools)".to_string(), None),
+    };
+    let mut top = String::new();
+    if let Some((_, name, _)) = &s.top {
+        text::sanitize(name, &mut top);
+    }
+    tracing::warn!(
+        destination = %dest,
+        transport = transport.map(tracing::field::display),
+        netns,
+        not_shown = s.not_shown,
+        seconds = s.seconds,
+        top.pid = s.top.as_ref().map(|t| t.0),
+        top.process = s.top.is_some().then_some(tracing::field::display(&top)),
+        top.failures = s.top.as_ref().map(|t| t.2),
+        "EADDRNOTAVAIL: {} more in the last {} s, not shown one by one",
+        s.not_shown,
+        s.seconds
+    );
+}
+
+/// A destination for the log: "?" when unknown.
+struct Dest(Option<SocketAddr>);
+
+impl std::fmt::Display for Dest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(d) => d.fmt(f),
+            None => f.write_str("?"),
+        }
+    }
 }

@@ -23,16 +23,16 @@ impl HookSwitch {
         self.notify.notify_one();
     }
 
-    /// Carries out the latest request, and says so on stderr (the agent's log).
+    /// Carries out the latest request, and says so in the log.
     pub(super) fn apply(&self, probe: &Probe) {
         let want = self.want.load(Ordering::Relaxed);
         let reason = self.reason.lock().unwrap().clone();
         match probe.set_syscall_hooks(want) {
-            Ok(()) => eprintln!(
-                "portex: syscall hooks {}: {reason}",
+            Ok(()) => tracing::info!(
+                "syscall hooks {}: {reason}",
                 if want { "attached" } else { "detached" }
             ),
-            Err(e) => eprintln!("portex: error: cannot change the syscall hooks: {e:#}"),
+            Err(e) => tracing::error!("cannot change the syscall hooks: {e:#}"),
         }
     }
 }

@@ -121,9 +121,7 @@ impl Pipeline {
         // says who could.
         if ledger.is_some() {
             account.tw_owners = crate::sys::tw_owners_file::TwOwnersWriter::new()
-                .inspect_err(|e| {
-                    eprintln!("portex: warning: status will not name TIME_WAIT owners: {e:#}")
-                })
+                .inspect_err(|e| tracing::warn!("status will not name TIME_WAIT owners: {e:#}"))
                 .ok();
         }
         let mut consumer = Consumer {
@@ -236,6 +234,9 @@ fn read(
         .build()
         .context("starting the reader's async runtime")?;
     rt.block_on(async {
+        if let Some(log) = probe.take_kernel_log() {
+            tokio::spawn(crate::sys::kernel_log::drain(log));
+        }
         let reader = reader::run(ring, tx, counts, stop);
         tokio::pin!(reader);
         loop {

@@ -66,8 +66,8 @@ pub(crate) fn run(setup: Setup) -> Result<()> {
             output_beat: p.output_beat.clone(),
         });
     }
-    eprintln!(
-        "portex: watching TCP connect/bind/close on this host ({} programs attached, syscall hooks {hooks}){}; stop with Ctrl-C",
+    tracing::info!(
+        "watching TCP connect/bind/close on this host ({} programs attached, syscall hooks {hooks}){}; stop with Ctrl-C",
         p.probe.attached(),
         listener
             .as_ref()
@@ -150,38 +150,54 @@ fn wait_for_output(p: &mut Pipeline) -> Result<(), Stop> {
     }
     let left = p.counts.in_flight.swap(0, Ordering::Relaxed);
     p.counts.user_dropped.fetch_add(left, Ordering::Relaxed);
-    eprintln!(
-        "portex: warning: the output thread is stuck (blocked output or a long \
-         reconciliation); exiting without it, {left} queued events counted as dropped"
+    tracing::warn!(
+        "the output thread is stuck (blocked output or a long reconciliation); exiting \
+         without it, {left} queued events counted as dropped"
     );
     Ok(())
 }
 
-/// One line on stderr: what was seen, rendered and lost, and where.
+/// One line on stderr: what was seen, rendered and lost, and where. Its text is read
+/// by scripts and tests; in JSON log format the figures are fields too.
 fn summary(p: &Pipeline, sink: Option<&SinkCounts>) {
-    let written = p.written.load(Ordering::Relaxed);
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let events = n(&p.counts.events);
+    let written = n(&p.written);
     let ringbuf = p.probe.ringbuf_drops();
     let skipped = p.probe.recursion_misses();
     let map_full = p.probe.map_full();
-    let user = p.counts.user_dropped.load(Ordering::Relaxed);
-    let decode = p.counts.decode_errors.load(Ordering::Relaxed);
+    let user = n(&p.counts.user_dropped);
+    let decode = n(&p.counts.decode_errors);
+    let dropped = ringbuf + user + decode + skipped;
+    let mut fields = serde_json::Map::new();
+    let mut field = |k: &str, v: u64| {
+        fields.insert(k.into(), v.into());
+    };
+    field("kernel_events", events);
+    field("lines_rendered", written);
+    field("dropped", dropped);
+    field("dropped_ring_buffer_full", ringbuf);
+    field("dropped_user_space", user);
+    field("dropped_undecodable", decode);
+    field("dropped_kernel_runs_skipped", skipped);
+    field("socket_map_full", map_full);
     let sink = sink
         .map(|s| {
-            format!(
-                "; output: {} lines written, {} dropped, {} write errors",
-                s.lines_written.load(Ordering::Relaxed),
-                s.lines_dropped.load(Ordering::Relaxed),
-                s.write_errors.load(Ordering::Relaxed)
-            )
+            let (w, d, e) = (n(&s.lines_written), n(&s.lines_dropped), n(&s.write_errors));
+            field("output_lines_written", w);
+            field("output_lines_dropped", d);
+            field("output_write_errors", e);
+            format!("; output: {w} lines written, {d} dropped, {e} write errors")
         })
         .unwrap_or_default();
     // A run the kernel skipped (recursion) is an event that may be missing: it is
     // part of the headline loss, not a footnote.
-    eprintln!(
-        "portex: {} kernel events, {written} lines rendered; dropped: {} (ring buffer full {ringbuf}, \
-         user space {user}, undecodable {decode}, kernel runs skipped {skipped}); \
-         socket map full {map_full}{sink}",
-        p.counts.events.load(Ordering::Relaxed),
-        ringbuf + user + decode + skipped,
+    crate::sys::logging::always(
+        &format!(
+            "{events} kernel events, {written} lines rendered; dropped: {dropped} (ring buffer \
+             full {ringbuf}, user space {user}, undecodable {decode}, kernel runs skipped \
+             {skipped}); socket map full {map_full}{sink}"
+        ),
+        fields,
     );
 }

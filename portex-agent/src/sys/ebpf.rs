@@ -13,7 +13,13 @@ use aya::{
 };
 use portex_common::{BIND_CTX_SIZE, CONNECT_CTX_SIZE, counter};
 
-use crate::{logic::arming::HookMode, sys::host};
+use crate::{
+    logic::arming::HookMode,
+    sys::{
+        host,
+        kernel_log::{self, KernelLog},
+    },
+};
 
 /// The kernel object built by build.rs (aya-build).
 #[cfg(not(portex_no_ebpf))]
@@ -46,6 +52,10 @@ pub(crate) struct LoadOptions {
     /// the listening port, not an ephemeral one; without them the kernel program drops
     /// their transitions at its first check.
     pub accepted: bool,
+    /// The most verbose aya-log level the programs may emit (0: none; their log calls
+    /// are then dead code the verifier removes). By default what the logger asks for
+    /// (sys::logging).
+    pub kernel_log: u8,
 }
 
 impl Default for LoadOptions {
@@ -57,6 +67,7 @@ impl Default for LoadOptions {
             wakeup_bytes: 64 << 10,
             syscall_hooks: HookMode::On,
             accepted: true,
+            kernel_log: crate::sys::logging::kernel_log_level(),
         }
     }
 }
@@ -71,6 +82,8 @@ pub(crate) struct Probe {
     core: usize,
     /// Links of the syscall programs while they are attached.
     hooks: Mutex<Vec<(&'static str, TracePointLinkId)>>,
+    /// The programs' diagnostics, until the reader thread takes them (kernel_log > 0).
+    kernel_log: Mutex<Option<KernelLog>>,
 }
 
 impl Probe {
@@ -87,6 +100,7 @@ impl Probe {
         let wakeup = opts.wakeup_bytes.min(opts.ring_bytes as u64 / 4);
         loader.override_global("WAKEUP_BYTES", &wakeup, true);
         loader.override_global("REPORT_ACCEPTED", &accepted, true);
+        loader.override_global(aya_log::LEVEL, &opts.kernel_log, true);
         loader.map_max_entries("EVENTS", opts.ring_bytes);
         let mut ebpf = loader
             .load(OBJECT)
@@ -110,6 +124,10 @@ impl Probe {
                 core += 1;
             }
         }
+        let kernel_log = match opts.kernel_log {
+            0 => None,
+            _ => Some(kernel_log::open(&mut ebpf)?),
+        };
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
@@ -119,11 +137,17 @@ impl Probe {
             loaded,
             core,
             hooks: Mutex::new(Vec::new()),
+            kernel_log: Mutex::new(kernel_log),
         };
         if opts.syscall_hooks == HookMode::On {
             probe.set_syscall_hooks(true)?;
         }
         Ok((probe, ring))
+    }
+
+    /// The programs' diagnostics, for the thread that reads them (once).
+    pub(crate) fn take_kernel_log(&self) -> Option<KernelLog> {
+        self.kernel_log.lock().unwrap().take()
     }
 
     /// Programs attached now.

@@ -73,9 +73,7 @@ pub(crate) async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
                 // EMFILE/ENFILE/ENOBUFS/ENOMEM stay until something is closed: waiting
                 // is the only thing that helps, and retrying at once pins a core.
                 if !reported {
-                    eprintln!(
-                        "portex: warning: metrics server cannot accept connections ({e}); backing off"
-                    );
+                    tracing::warn!("metrics server cannot accept connections ({e}); backing off");
                     reported = true;
                 }
                 metrics.http_accept_errors.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,8 @@ pub(crate) mod containers;
 pub(crate) mod ebpf;
 pub(crate) mod host;
 pub(crate) mod http;
+pub(crate) mod kernel_log;
+pub(crate) mod logging;
 pub(crate) mod netlink;
 pub(crate) mod netns;
 pub(crate) mod nft;

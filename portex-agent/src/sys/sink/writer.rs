@@ -131,7 +131,7 @@ impl Writer {
         match res {
             Ok(()) => {
                 if self.last_error.take().is_some() {
-                    eprintln!("portex: events are being written again");
+                    tracing::info!("events are being written again");
                 }
             }
             Err(e) => {
@@ -143,8 +143,8 @@ impl Writer {
                 self.retry_at = Instant::now() + Duration::from_secs(1);
                 let msg = e.to_string();
                 if self.last_error.as_deref() != Some(&msg) {
-                    eprintln!(
-                        "portex: error: writing events failed ({msg}); dropping and counting them, retrying every second"
+                    tracing::error!(
+                        "writing events failed ({msg}); dropping and counting them, retrying every second"
                     );
                     self.last_error = Some(msg);
                 }
@@ -159,14 +159,11 @@ impl Writer {
         if self.file.is_some() {
             match fs::symlink_metadata(path) {
                 Ok(md) if identity(&md) == self.id => return Ok(()),
-                Ok(_) => eprintln!(
-                    "portex: warning: {} was replaced; writing to the file now at that path",
+                Ok(_) => tracing::warn!(
+                    "{} was replaced; writing to the file now at that path",
                     path.display()
                 ),
-                Err(_) => eprintln!(
-                    "portex: warning: {} was removed; creating it again",
-                    path.display()
-                ),
+                Err(_) => tracing::warn!("{} was removed; creating it again", path.display()),
             }
             self.file = None;
         }
