@@ -18,6 +18,7 @@ pub(crate) mod lifecycle;
 pub(crate) mod limits;
 pub(crate) mod model;
 pub(crate) mod pool;
+pub(crate) mod pool_history;
 pub(crate) mod rate;
 pub(crate) mod self_stats;
 pub(crate) mod sysctls;
