@@ -1,4 +1,5 @@
-//! Issue "Port pools": `portex top` in a real terminal (tmux, 80x24).
+//! Issue "Port pools": `portex top` in a real terminal (tmux, 80x24); issue 15: the
+//! picture of a filling pool and the answer on the same screen (80x24 and 200x50).
 use std::{
     process::Command,
     thread,
@@ -11,19 +12,19 @@ struct Tmux(String);
 
 impl Tmux {
     fn start(cmd: &str) -> Tmux {
-        let name = format!("portex-e2e-{}", std::process::id());
+        Tmux::sized(cmd, 80, 24)
+    }
+
+    fn sized(cmd: &str, width: u16, height: u16) -> Tmux {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "portex-e2e-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let (w, h) = (width.to_string(), height.to_string());
         let ok = Command::new("tmux")
-            .args([
-                "new-session",
-                "-d",
-                "-s",
-                &name,
-                "-x",
-                "80",
-                "-y",
-                "24",
-                cmd,
-            ])
+            .args(["new-session", "-d", "-s", &name, "-x", &w, "-y", &h, cmd])
             .status()
             .expect("tmux");
         assert!(ok.success());
@@ -189,4 +190,106 @@ fn top_without_a_terminal_says_so_and_once_prints_a_frame() {
         "{text}"
     );
     drop(held);
+}
+
+/// The figure after "used " in the chart's legend ("used 12  TIME_WAIT 12 ...").
+fn chart_used(screen: &str) -> Option<u32> {
+    screen.lines().find_map(|l| {
+        let at = l.find(" used ")? + " used ".len();
+        let rest = &l[at..];
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        rest[digits.len()..]
+            .starts_with("  TIME_WAIT")
+            .then(|| digits.parse().ok())?
+    })
+}
+
+/// The braille cells of a screen: the plotted lines of the chart.
+fn plot(screen: &str) -> String {
+    screen
+        .chars()
+        .filter(|c| ('\u{2801}'..='\u{28ff}').contains(c))
+        .collect()
+}
+
+/// Waits for the chart's used figure to reach `n`; returns the screen.
+fn wait_used(t: &Tmux, n: u32, what: &str) -> String {
+    let (ok, s) = t.wait_for(60, |s| chart_used(s).is_some_and(|u| u >= n));
+    assert!(ok, "{what}: the chart never showed {n} used:\n{s}");
+    s
+}
+
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn top_draws_a_filling_pool_and_the_fix_for_a_client_that_closes_first() {
+    if !require_root() {
+        return;
+    }
+    // 40 ports, TIME_WAIT held the whole 60 s: a client closing first 3 times a second
+    // fills the pool in about 13 s, then fails.
+    let ns = Netns::with_range("top-fill", 40000, 40039);
+    ns.sysctl("net.ipv4.tcp_tw_reuse", "0");
+    let cmd = format!("{} top", portex_bin().display());
+    let screens = [
+        ("80x24", Tmux::sized(&cmd, 80, 24)),
+        ("200x50", Tmux::sized(&cmd, 200, 50)),
+    ];
+    for (what, t) in &screens {
+        let (ok, s) = t.wait_for(60, |s| s.contains("sorted by"));
+        assert!(ok, "{what}: top did not start:\n{s}");
+    }
+    let fill = ns.spawn(&["client-close-paced", "127.0.0.1:7460", "3"]);
+    let pid = fill.driven.pid.to_string();
+    for (_, t) in &screens {
+        // The pools tab, only the pool the driver holds (other tests run beside this
+        // one, maybe towards the same address in another namespace).
+        t.keys("2");
+        t.keys("/");
+        t.keys(&pid);
+        t.keys("Enter");
+    }
+    for (what, t) in &screens {
+        let before = wait_used(t, 6, what);
+        let n = chart_used(&before).unwrap();
+        let after = wait_used(t, n + 6, what);
+        assert!(!plot(&before).is_empty(), "{what}: no plot:\n{before}");
+        assert_ne!(
+            plot(&before),
+            plot(&after),
+            "{what}: the chart did not move:\n{before}\n{after}"
+        );
+        assert!(
+            after.lines().any(|l| l.contains("q quit")),
+            "{what}: the key line fits:\n{after}"
+        );
+    }
+    // Full: the first failure is marked and the answers are on the big screen at once.
+    let (_, big) = &screens[1];
+    let (ok, s) = big.wait_for(60, |s| {
+        s.contains("1st failure")
+            && s.contains("fix: let the server close first")
+            && s.contains("fix: sysctl -w net.ipv4.tcp_tw_reuse=1")
+    });
+    assert!(ok, "200x50: the failure and the fixes:\n{s}");
+    assert!(s.contains("40 of 40 ports used (100%)"), "{s}");
+    assert!(s.contains("connect() failed towards it, the first"), "{s}");
+    assert!(s.contains(&format!("top holders: {pid} ")), "{s}");
+    // On the small one, Enter gives the detail the screen and the arrows scroll it.
+    let (_, small) = &screens[0];
+    small.keys("Enter");
+    let mut found = false;
+    for _ in 0..30 {
+        let s = small.screen();
+        if s.contains("fix: let the server close first") {
+            found = true;
+            break;
+        }
+        small.keys("j");
+        thread::sleep(Duration::from_millis(300));
+    }
+    assert!(found, "80x24: the fix after scrolling:\n{}", small.screen());
+    for (_, t) in &screens {
+        t.keys("q");
+    }
+    drop(fill);
 }
