@@ -111,7 +111,10 @@ fn at_80x24_the_table_the_chart_and_the_keys_fit_and_the_fix_is_a_scroll_away() 
         st.step(1);
     }
     let s = screen(&st, 80, 24);
-    assert!(s.contains("fix: sysctl -w net.ipv4.tcp_tw_reuse=1 (safe"), "{s}");
+    assert!(
+        s.contains("fix: sysctl -w net.ipv4.tcp_tw_reuse=1 (safe"),
+        "{s}"
+    );
     // Back to the table: the selection moves again.
     st.zoom = false;
     st.step(1);
