@@ -54,7 +54,8 @@ pub enum Command {
     /// 0 ok, 1 warning, 2 critical, 3 could not check.
     #[command(after_help = help::STATUS)]
     Status(StatusArgs),
-    /// Live full-screen view: per-process churn and per-pool pressure (needs root).
+    /// Live full-screen view: per-process churn and per-pool pressure, the selected pool's
+    /// last minutes and what to change (needs root).
     #[command(after_help = help::TOP)]
     Top(TopArgs),
     /// Run as a service: NDJSON events to a file or stdout, metrics for Prometheus (needs

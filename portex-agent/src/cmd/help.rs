@@ -33,6 +33,16 @@ above --warn; 2 a pool at or above --critical; 3 could not check (bad flags, no 
 namespace, no access to /proc or the kernel's tables).";
 
 pub(super) const TOP: &str = "\
+Under the table, the selected row's detail: the pool's used, TIME_WAIT and free ports over
+the last five minutes (the forecast drawn on until the pool is full, the first failure
+marked), its top holders, and its diagnoses with their fixes as `portex status` words
+them; for a process, the pool where it holds the largest share. --once prints the detail
+of the fullest pool under the tables.
+
+Keys: 1, 2 or tab switch the table; up/down or j/k select a row; enter gives the detail
+the whole screen (up/down then scroll it, enter or esc go back); s sorts; p or space
+pauses; / filters (part of a name, a pid, or part of a pool's route); q or esc quits.
+
 Examples:
   portex top                            live view, refreshed every second (q quits)
   portex top --once --rows 10           one frame as text, for a ticket or a script

@@ -19,6 +19,7 @@ pub(crate) mod limits;
 pub(crate) mod model;
 pub(crate) mod nat;
 pub(crate) mod pool;
+pub(crate) mod pool_history;
 pub(crate) mod rate;
 pub(crate) mod self_stats;
 pub(crate) mod sysctls;

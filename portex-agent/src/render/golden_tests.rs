@@ -369,8 +369,8 @@ fn golden_event_lines() {
 fn golden_top_frame() {
     let (_, _, mut ledger, last) = live();
     let now = last + S / 2;
-    let (procs, pools) = frame_rows(&mut ledger, now, SortBy::default(), "");
-    check("top.txt", &text_frame(&procs, &pools, 20));
+    let frame = frame_rows(&mut ledger, now, SortBy::default(), &Thresholds::default());
+    check("top.txt", &text_frame(&frame, 20));
 }
 
 #[test]

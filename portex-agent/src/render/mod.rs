@@ -9,6 +9,8 @@ pub(crate) mod prometheus;
 pub(crate) mod status;
 pub(crate) mod text;
 pub(crate) mod top;
+pub(crate) mod top_chart;
+pub(crate) mod top_detail;
 
 use crate::logic::model::Record;
 

@@ -132,6 +132,15 @@ pub(crate) fn diagnosis_json(d: &Diagnosis) -> Value {
     })
 }
 
+/// A diagnosis as `status` words it, "[severity] summary" and "fix: ...": `top` shows
+/// the same two lines.
+pub(crate) fn diagnosis_lines(d: &Diagnosis) -> [String; 2] {
+    [
+        format!("[{}] {}", d.severity.as_str(), d.summary),
+        format!("fix: {}", d.fix),
+    ]
+}
+
 pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
     let worst = reports
         .iter()
@@ -472,8 +481,9 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
             nat_text(n, th, limit, &mut o);
         }
         for d in &r.diagnoses {
-            let _ = writeln!(o, "  [{}] {}", d.severity.as_str(), d.summary);
-            let _ = writeln!(o, "      fix: {}", d.fix);
+            let [what, fix] = diagnosis_lines(d);
+            let _ = writeln!(o, "  {what}");
+            let _ = writeln!(o, "      {fix}");
         }
         o.push('\n');
     }

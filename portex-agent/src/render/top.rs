@@ -1,15 +1,20 @@
-//! What `portex top` shows, computed from the ledger: rows, sorting, filtering, and the
-//! plain-text frame used by `--once`. Pure (the ledger and the clock come in).
+//! What `portex top` shows, computed from the ledger: rows, sorting, filtering, the
+//! diagnoses of the live pools, and the plain-text frame used by `--once`. Pure (the
+//! ledger and the clock come in).
 use std::fmt::Write;
 
 use rustc_hash::FxHashMap as HashMap;
 
 use crate::{
     logic::{
-        ledger::{Ledger, PoolView},
-        pool::{Pool, usage_by_process},
+        diagnose::{Diagnosis, Thresholds},
+        ledger::{Ledger, NsDiagnoses, PoolView},
+        pool::PoolKey,
     },
-    render::text::{rate, sanitize},
+    render::{
+        text::{rate, sanitize},
+        top_detail::{DetailLine, plain_text, pool_lines},
+    },
 };
 
 #[derive(Clone, Debug, PartialEq)]
@@ -25,24 +30,48 @@ pub(crate) struct ProcRow {
     /// The failure errno names, e.g. "EADDRNOTAVAIL:12".
     pub failure_detail: String,
     pub fullest_share: f64,
+    /// The pool of that share (the detail of a process shows it).
+    pub fullest_pool: Option<PoolKey>,
     /// A failure happened in the last few seconds: highlight the row.
     pub failing_now: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct PoolRow {
+    pub key: PoolKey,
     pub label: String,
     pub size: u32,
     pub used: u32,
     pub time_wait: u32,
     pub utilisation: f64,
     pub opens_per_s: f64,
+    /// Connections this side closed first per second (each keeps its port in TIME_WAIT).
+    pub closes_first_per_s: f64,
     /// New connections per second the pool sustains when this side closes first.
     pub sustainable_per_s: f64,
     pub failures: u64,
     /// "full in 42s", "steady 1200", "-".
     pub forecast: String,
+    /// Seconds until full at the current growth (0: full now); None when not filling.
+    pub seconds_to_full: Option<f64>,
+    /// Ports the pool settles at with the current rates.
+    pub steady_state_used: f64,
     pub top_holder: String,
+    /// The biggest holders: (label, ports held, of them in TIME_WAIT).
+    pub holders: Vec<(String, u32, u32)>,
+}
+
+/// Holders a pool row keeps for its detail.
+const HOLDERS: usize = 5;
+
+/// One refresh of `top`: both tabs' rows, unfiltered, and what `status` would say of
+/// each namespace's pools.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct TopFrame {
+    pub procs: Vec<ProcRow>,
+    /// Fullest first.
+    pub pools: Vec<PoolRow>,
+    pub diagnoses: Vec<NsDiagnoses>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -87,30 +116,93 @@ impl SortBy {
 
 const HIGHLIGHT_NS: u64 = 5_000_000_000;
 
-/// Both tabs' rows from one pass over the ledger's pools (the tally behind the pool
-/// views walks every tracked socket: once a frame, not once a tab).
-pub(crate) fn frame_rows(
-    ledger: &mut Ledger,
-    now: u64,
-    sort: SortBy,
-    filter: &str,
-) -> (Vec<ProcRow>, Vec<PoolRow>) {
+/// Both tabs' rows and the diagnoses from one pass over the ledger's pools (the tally
+/// behind the pool views walks every tracked socket: once a frame, not once a tab).
+pub(crate) fn frame_rows(ledger: &mut Ledger, now: u64, sort: SortBy, th: &Thresholds) -> TopFrame {
     let views = ledger.pool_views(now);
-    let procs = process_rows(ledger, views.iter().map(|v| &v.pool), now, sort, filter);
-    (procs, pool_rows(views, filter))
+    let procs = process_rows(ledger, &views, now, sort);
+    let pools = pool_rows(&views);
+    let diagnoses = ledger.diagnoses(views, th);
+    TopFrame {
+        procs,
+        pools,
+        diagnoses,
+    }
 }
 
-fn process_rows<'a>(
-    ledger: &mut Ledger,
-    pools: impl Iterator<Item = &'a Pool>,
-    now: u64,
-    sort: SortBy,
-    filter: &str,
-) -> Vec<ProcRow> {
-    let shares: HashMap<u32, f64> = usage_by_process(pools)
-        .into_iter()
-        .map(|u| (u.owner.pid, u.fullest_share))
-        .collect();
+impl TopFrame {
+    /// The process rows a filter (a name part, or a pid) keeps.
+    pub(crate) fn shown_procs(&self, filter: &str) -> Vec<&ProcRow> {
+        self.procs
+            .iter()
+            .filter(|r| filter.is_empty() || r.name.contains(filter) || r.pid.to_string() == filter)
+            .collect()
+    }
+
+    /// The pool rows a filter (a part of the route or of the top holder) keeps.
+    pub(crate) fn shown_pools(&self, filter: &str) -> Vec<&PoolRow> {
+        self.pools
+            .iter()
+            .filter(|r| {
+                filter.is_empty() || r.label.contains(filter) || r.top_holder.contains(filter)
+            })
+            .collect()
+    }
+
+    pub(crate) fn pool(&self, key: &PoolKey) -> Option<&PoolRow> {
+        self.pools.iter().find(|r| &r.key == key)
+    }
+
+    /// What concerns a pool: its own diagnoses and its namespace's (a narrow range).
+    pub(crate) fn pool_diagnoses(&self, key: &PoolKey) -> Vec<&Diagnosis> {
+        self.ns_diagnoses(key.netns)
+            .filter(|d| d.pool.as_ref().is_none_or(|p| p == key))
+            .collect()
+    }
+
+    /// What concerns a process: the diagnoses that name it, and those of the pool where
+    /// it holds the largest share.
+    pub(crate) fn process_diagnoses(&self, r: &ProcRow) -> Vec<&Diagnosis> {
+        let Some(key) = &r.fullest_pool else {
+            return self
+                .diagnoses
+                .iter()
+                .flat_map(|n| n.diagnoses.iter())
+                .filter(|d| d.pids.contains(&r.pid))
+                .collect();
+        };
+        self.ns_diagnoses(key.netns)
+            .filter(|d| {
+                d.pids.contains(&r.pid)
+                    || match &d.pool {
+                        Some(p) => p == key,
+                        None => d.pids.is_empty(),
+                    }
+            })
+            .collect()
+    }
+
+    fn ns_diagnoses(&self, netns: u64) -> impl Iterator<Item = &Diagnosis> {
+        self.diagnoses
+            .iter()
+            .filter(move |n| n.netns == netns)
+            .flat_map(|n| n.diagnoses.iter())
+    }
+}
+
+fn process_rows(ledger: &mut Ledger, views: &[PoolView], now: u64, sort: SortBy) -> Vec<ProcRow> {
+    // Per pid, the largest share of one pool's size it holds, and that pool.
+    let mut fullest: HashMap<u32, (f64, &PoolKey)> = HashMap::default();
+    for v in views.iter().filter(|v| v.pool.size > 0) {
+        for h in &v.pool.holders {
+            let Some(o) = &h.owner else { continue };
+            let share = h.held as f64 / v.pool.size as f64;
+            let e = fullest.entry(o.pid).or_insert((share, &v.pool.key));
+            if share > e.0 {
+                *e = (share, &v.pool.key);
+            }
+        }
+    }
     let mut rows: Vec<ProcRow> = ledger
         .processes_mut()
         .iter_mut()
@@ -118,6 +210,7 @@ fn process_rows<'a>(
         .map(|(&pid, p)| {
             let mut name = String::new();
             sanitize(&p.name, &mut name);
+            let fullest = fullest.get(&pid);
             ProcRow {
                 pid,
                 name,
@@ -132,13 +225,13 @@ fn process_rows<'a>(
                     .map(|(k, v)| format!("{k}:{v}"))
                     .collect::<Vec<_>>()
                     .join(" "),
-                fullest_share: shares.get(&pid).copied().unwrap_or(0.0),
+                fullest_share: fullest.map_or(0.0, |f| f.0),
+                fullest_pool: fullest.map(|f| f.1.clone()),
                 failing_now: p.last_failure_ns != 0
                     && now.saturating_sub(p.last_failure_ns) < HIGHLIGHT_NS,
             }
         })
         .filter(|r| r.held > 0 || r.connects_per_s > 0.0 || r.closes_per_s > 0.0 || r.failures > 0)
-        .filter(|r| filter.is_empty() || r.name.contains(filter) || r.pid.to_string() == filter)
         .collect();
     let key = |r: &ProcRow| -> f64 {
         match sort {
@@ -159,16 +252,17 @@ fn process_rows<'a>(
     rows
 }
 
-fn pool_rows(views: Vec<PoolView>, filter: &str) -> Vec<PoolRow> {
+fn pool_rows(views: &[PoolView]) -> Vec<PoolRow> {
     views
-        .into_iter()
+        .iter()
         .map(|v| {
-            let top_holder = v
+            let holders: Vec<(String, u32, u32)> = v
                 .pool
                 .holders
-                .first()
-                .map(|h| h.label())
-                .unwrap_or_default();
+                .iter()
+                .take(HOLDERS)
+                .map(|h| (h.label(), h.held, h.time_wait))
+                .collect();
             let forecast = match v.forecast.seconds_to_full {
                 Some(s) if s <= 0.0 => "FULL".into(),
                 Some(s) => format!("full in {s:.0}s"),
@@ -178,19 +272,23 @@ fn pool_rows(views: Vec<PoolView>, filter: &str) -> Vec<PoolRow> {
                 None => "-".into(),
             };
             PoolRow {
+                key: v.pool.key.clone(),
                 label: v.pool.key.route(),
                 size: v.pool.size,
                 used: v.pool.used,
                 time_wait: v.pool.time_wait,
                 utilisation: v.pool.utilisation(),
                 opens_per_s: v.opens_per_s,
+                closes_first_per_s: v.closes_first_per_s,
                 sustainable_per_s: v.sustainable_per_s,
                 failures: v.failures,
                 forecast,
-                top_holder,
+                seconds_to_full: v.forecast.seconds_to_full,
+                steady_state_used: v.forecast.steady_state_used,
+                top_holder: holders.first().map(|h| h.0.clone()).unwrap_or_default(),
+                holders,
             }
         })
-        .filter(|r| filter.is_empty() || r.label.contains(filter) || r.top_holder.contains(filter))
         .collect()
 }
 
@@ -244,8 +342,9 @@ fn table_line<const N: usize>(cells: &[String; N], widths: &[u16; N]) -> String 
     line.trim_end().to_string()
 }
 
-/// One frame as text, both tabs (for `--once` and for terminals that are not).
-pub(crate) fn text_frame(procs: &[ProcRow], pools: &[PoolRow], max_rows: usize) -> String {
+/// One frame as text, both tabs and the detail of the fullest pool (for `--once` and
+/// for terminals that are not).
+pub(crate) fn text_frame(frame: &TopFrame, max_rows: usize) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "PROCESSES");
     let _ = writeln!(
@@ -253,7 +352,7 @@ pub(crate) fn text_frame(procs: &[ProcRow], pools: &[PoolRow], max_rows: usize) 
         "{}",
         table_line(&PROC_HEADER.map(String::from), &PROC_WIDTHS)
     );
-    for r in procs.iter().take(max_rows) {
+    for r in frame.procs.iter().take(max_rows) {
         let mark = if r.failing_now { " <- failing" } else { "" };
         let _ = writeln!(o, "{}{mark}", table_line(&proc_cells(r), &PROC_WIDTHS));
     }
@@ -263,8 +362,13 @@ pub(crate) fn text_frame(procs: &[ProcRow], pools: &[PoolRow], max_rows: usize) 
         "{}",
         table_line(&POOL_HEADER.map(String::from), &POOL_WIDTHS)
     );
-    for r in pools.iter().take(max_rows) {
+    for r in frame.pools.iter().take(max_rows) {
         let _ = writeln!(o, "{}", table_line(&pool_cells(r), &POOL_WIDTHS));
+    }
+    if let Some(r) = frame.pools.first() {
+        let _ = writeln!(o, "\nFULLEST POOL {}", r.key.label());
+        let lines: Vec<DetailLine> = pool_lines(r, None, &frame.pool_diagnoses(&r.key));
+        o.push_str(&plain_text(&lines));
     }
     o
 }
@@ -284,17 +388,18 @@ mod tests {
             failures: 0,
             failure_detail: String::new(),
             fullest_share: 0.5,
+            fullest_pool: None,
             failing_now: false,
         }
     }
 
     #[test]
     fn frame_lines_fit_80_columns() {
-        let f = text_frame(
-            &[row(1234567, "a-very-long-process-name-indeed", 28232)],
-            &[],
-            10,
-        );
+        let frame = TopFrame {
+            procs: vec![row(1234567, "a-very-long-process-name-indeed", 28232)],
+            ..TopFrame::default()
+        };
+        let f = text_frame(&frame, 10);
         for l in f.lines() {
             assert!(
                 l.chars().count() <= 80,

@@ -1,6 +1,9 @@
 //! `portex top`: the live view. One row per process (connects/s, closes/s, ports held,
-//! TIME_WAIT, failures, fullest pool), a second tab per pool with its forecast. It runs
-//! the one pipeline without a render stage and reads the ledger it keeps.
+//! TIME_WAIT, failures, fullest pool), a second tab per pool with its forecast, and under
+//! either table the detail of the selected row: its pool's occupancy over the last
+//! minutes, its holders, and the diagnoses with their fixes. It runs the one pipeline
+//! without a render stage and reads the ledger it keeps.
+mod detail;
 mod ui;
 
 use std::{
@@ -66,8 +69,13 @@ pub(crate) fn run(args: TopArgs) -> Result<()> {
         }
         let frame = feed.with_ledger(|t| {
             let now = boot_now_ns();
-            let (procs, pools) = frame_rows(&mut t.ledger, now, SortBy::default(), "");
-            text_frame(&procs, &pools, args.rows)
+            let frame = frame_rows(
+                &mut t.ledger,
+                now,
+                SortBy::default(),
+                &Thresholds::default(),
+            );
+            text_frame(&frame, args.rows)
         })?;
         print!("{frame}");
         return Ok(());

@@ -160,6 +160,7 @@ impl Ledger {
                 }
                 if close.time_wait {
                     p.tw_closes += 1;
+                    p.tw_close_rate.add(now, 1);
                     p.time_wait += 1;
                 } else {
                     p.used = p.used.saturating_sub(1);

@@ -9,7 +9,9 @@
 //!
 //! Files: entry (the packed per-connection record), events (records applied),
 //! reconcile (the kernel's table), procs (per-process statistics), views (pools as the
-//! views and pressure events show them, through the one pool model).
+//! views and pressure events show them, through the one pool model), diagnoses (what
+//! `status` would say of those pools).
+mod diagnoses;
 mod entry;
 mod events;
 mod procs;
@@ -22,6 +24,7 @@ mod views;
 // matters here: the kernel's own sockets).
 use rustc_hash::FxHashMap as HashMap;
 
+pub(crate) use diagnoses::NsDiagnoses;
 pub(crate) use procs::ProcStats;
 pub(crate) use views::{PoolView, Pressure};
 
@@ -53,6 +56,9 @@ struct PoolStats {
     releases: Rate,
     closes: u64,
     tw_closes: u64,
+    /// Closes that left this side in TIME_WAIT (it closed first), per second: the
+    /// demand diagnose() weighs against what the pool sustains.
+    tw_close_rate: Rate,
     lifetime_s_sum: f64,
     failures: u64,
     /// Entries of this pool whose port bind() chose (they shrink the other pools only).

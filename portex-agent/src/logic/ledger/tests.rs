@@ -346,3 +346,40 @@ fn a_closed_listeners_connections_become_one_bound_port_at_reconciliation() {
     l.reconcile(NS, s, &table[100..], |_| None, 2 * S);
     assert_eq!(l.pool_state(key), Some((1, 1000, 0)));
 }
+
+#[test]
+fn live_pools_are_diagnosed_as_status_would_with_the_ledger_close_rate() {
+    let mut l = ledger();
+    // 9 connections of 10 ports, 8 closed by this side (TIME_WAIT, not reusable towards
+    // a non-loopback address with tcp_tw_reuse=2), one a second.
+    for i in 0..9 {
+        let t = (i as u64 + 1) * S;
+        l.apply(&rec(Action::Connect, 40000 + i, 80, t), Some(NS), t);
+        if i < 8 {
+            l.apply(&close(40000 + i, true, t + S / 2), Some(NS), t + S / 2);
+        }
+    }
+    let now = 10 * S;
+    let views = l.pool_views(now);
+    assert!(views[0].closes_first_per_s > 0.5, "{:?}", views[0]);
+    let ns = l.diagnoses(views, &Thresholds::default());
+    assert_eq!(ns.len(), 1);
+    assert_eq!(ns[0].netns, NS);
+    let mut ids: Vec<&str> = ns[0].diagnoses.iter().map(|d| d.id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        [
+            "client_closes_first",
+            "narrow_port_range",
+            "pool_exhaustion",
+            "rate_above_sustainable",
+            "tcp_tw_reuse_off"
+        ]
+    );
+    // A namespace whose sysctls no reconciliation has read yet says nothing.
+    let mut blind = Ledger::new();
+    blind.apply(&rec(Action::Connect, 40000, 80, S), Some(NS), S);
+    let views = blind.pool_views(2 * S);
+    assert!(blind.diagnoses(views, &Thresholds::default()).is_empty());
+}

@@ -19,6 +19,8 @@ pub(crate) struct PoolView {
     pub(crate) sustainable_per_s: f64,
     pub(crate) failures: u64,
     pub(crate) forecast: Forecast,
+    /// Connections this side closed first per second (TIME_WAIT started), recently.
+    pub(crate) closes_first_per_s: f64,
 }
 
 /// A pool_pressure event: utilisation crossed a threshold upwards.
@@ -79,6 +81,7 @@ impl Ledger {
         let p = self.pools.get_mut(key)?;
         let opens = p.opens.per_sec(now);
         let releases = p.releases.per_sec(now);
+        let closes_first = p.tw_close_rate.per_sec(now);
         let lifetime = if p.closes > 0 {
             p.lifetime_s_sum / p.closes as f64
         } else {
@@ -110,6 +113,7 @@ impl Ledger {
             opens_per_s: opens,
             failures: p.failures,
             forecast: f,
+            closes_first_per_s: closes_first,
         })
     }
 

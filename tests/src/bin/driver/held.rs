@@ -242,3 +242,39 @@ pub(crate) fn bind_only(ip: std::net::IpAddr, n: usize) {
     }
     hold_until_stdin_closes();
 }
+
+/// A client that closes first, `per_s` connections a second to its own listener (which
+/// reads to the end and then closes: the client's port goes to TIME_WAIT), until stdin
+/// closes. Once the pool is full, connect() fails and the client keeps trying at the
+/// same pace: a pool that fills at a known rate, then fails, for `top`'s chart.
+pub(crate) fn client_close_paced(listen: SocketAddr, per_s: f64) {
+    let l = TcpListener::bind(listen).expect("listen");
+    let dest = l.local_addr().unwrap();
+    println!("listen {dest}");
+    thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 16];
+            while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+        }
+    });
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        let _ = tx.send(());
+    });
+    println!("ready");
+    std::io::stdout().flush().unwrap();
+    let gap = Duration::from_secs_f64(1.0 / per_s.max(0.01));
+    // Nothing is printed after "ready": the test no longer reads stdout.
+    while rx.recv_timeout(gap).is_err() {
+        let Ok(mut s) = TcpStream::connect(dest) else {
+            continue;
+        };
+        s.write_all(b"x").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        // The server's FIN: the client closed first and now sits in TIME_WAIT.
+        let mut buf = [0u8; 16];
+        while s.read(&mut buf).map(|k| k > 0).unwrap_or(false) {}
+    }
+}

@@ -93,6 +93,9 @@ fn main() {
         ["bind-only", ip, n] => bind_only(ip.parse().unwrap(), n.parse().unwrap()),
         ["bind-connect", addr, n] => bind_connect(addr.parse().unwrap(), n.parse().unwrap()),
         ["churn", addr, n] => churn(addr.parse().unwrap(), n.parse().unwrap()),
+        ["client-close-paced", addr, per_s] => {
+            client_close_paced(addr.parse().unwrap(), per_s.parse().unwrap())
+        }
         ["refused", addr] => refused(addr.parse().unwrap()),
         ["hold-conns", addr, n] => hold_conns(addr.parse().unwrap(), n.parse().unwrap()),
         ["flood", addr, seconds, threads] => flood(
