@@ -49,7 +49,15 @@ fn read_nat() -> Result<Option<NatSnapshot>> {
         std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait")
             .ok()
             .and_then(|s| s.trim().parse().ok());
-    let entries = conntrack::dump()?;
+    // ctnetlink needs CAP_NET_ADMIN: without it, status still reports the host's own
+    // pools (it needs no privilege for them) and leaves the NAT out.
+    let entries = match conntrack::dump() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::debug!("NAT pools left out: {e:#}");
+            return Ok(None);
+        }
+    };
     // nft is a process to start: only when some connection is NATed.
     let range = entries
         .iter()
