@@ -201,6 +201,10 @@ pub fn unit_sandbox(caps: &[String]) -> Option<Vec<String>> {
         nrs.join(","),
         families.join(","),
         writable.join(","),
+        unit_values("UMask")
+            .last()
+            .cloned()
+            .unwrap_or_else(|| "0022".into()),
         "--".into(),
     ])
 }

@@ -134,8 +134,12 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         .lines()
         .any(|l| l.starts_with("portex_process_held_ports{") && l.contains(&old_label));
     let events = portex.events_now(new.driven.pid);
-    let tw_owners =
-        std::path::Path::new(&format!("/run/portex/tw-owners/{}.json", portex.pid())).is_file();
+    // Readable by a status run by any user, whatever the unit's UMask.
+    let tw_owners = std::fs::metadata(format!("/run/portex/tw-owners/{}.json", portex.pid()))
+        .is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o777 == 0o644
+        });
     let netns = seen_new && events.iter().all(|e| e["portex"]["netns"] == inode);
     drop((new, old));
     let fin = portex.stop();
@@ -215,6 +219,8 @@ fn the_emulated_sandbox_confines_as_the_unit_does() {
     assert!(status.contains("\nNoNewPrivs:\t1\n"), "{status}");
     // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
     assert!(status.contains("\nCapBnd:\t0000000000280004\n"), "{status}");
+    let (_, _, mask) = sh("umask");
+    assert_eq!(mask.trim(), "0027");
     // ProtectSystem=strict, with the runtime directory writable.
     let (code, _, text) = sh("touch /etc/portex-sandbox-probe");
     assert_ne!(code, Some(0), "{text}");

@@ -1,4 +1,4 @@
-//! `unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE -- PROG ARGS...`: runs PROG the way
+//! `unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE UMASK -- PROG ARGS...`: runs PROG the way
 //! packaging/systemd/portex.service would, as far as a process can do it to itself
 //! without systemd as PID 1 (tests::unit builds the arguments from the unit):
 //! - a mount namespace of its own (PrivateMounts) in which everything is read-only but
@@ -7,6 +7,7 @@
 //!   writable), and a new /proc with hidepid=invisible (ProtectProc=invisible);
 //! - a UTS namespace of its own (ProtectHostname);
 //! - the capability bounding set CAPS (CapabilityBoundingSet), no new privileges;
+//! - the file mode mask UMASK (octal; UMask=);
 //! - a seccomp filter as systemd builds it: only the numbers in SYSCALLS, native
 //!   architecture only, the process killed on any other call (SystemCallFilter,
 //!   SystemCallArchitectures=native); socket() only for FAMILIES, else EAFNOSUPPORT
@@ -232,10 +233,13 @@ fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
 }
 
 pub fn unit_sandbox(args: &[String]) -> ! {
-    let [caps, syscalls, families, writable, dash, cmd @ ..] = args else {
-        panic!("unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE -- PROG ARGS...");
+    let [caps, syscalls, families, writable, umask, dash, cmd @ ..] = args else {
+        panic!("unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE UMASK -- PROG ARGS...");
     };
     assert_eq!(dash, "--");
+    let umask = libc::mode_t::from_str_radix(umask, 8).expect("an octal umask");
+    // SAFETY: sets this process's mask; cannot fail.
+    unsafe { libc::umask(umask) };
     let err = enter(caps, &list(syscalls), &list(families), writable, cmd).unwrap_err();
     eprintln!("unit-sandbox: {err}");
     std::process::exit(126);
