@@ -31,7 +31,7 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # The DaemonSet's schema check: the Kubernetes API's schemas, bundled (no cluster).
-if ! command -v kubernetes-validate >/dev/null 2>&1; then
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
   log "installing kubernetes-validate"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
     kubernetes-validate==1.37.0
