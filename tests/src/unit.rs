@@ -205,6 +205,15 @@ pub fn unit_sandbox(caps: &[String]) -> Option<Vec<String>> {
             .last()
             .cloned()
             .unwrap_or_else(|| "0022".into()),
+        // What a filtered call gets: an errno, or (systemd's default) the process killed.
+        match unit_values("SystemCallErrorNumber")
+            .last()
+            .map(String::as_str)
+        {
+            None | Some("kill") => "kill".into(),
+            Some("EPERM") => libc::EPERM.to_string(),
+            Some(other) => panic!("the tests do not know SystemCallErrorNumber={other}"),
+        },
         "--".into(),
     ])
 }

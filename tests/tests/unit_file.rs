@@ -38,6 +38,7 @@ const HARDENING: &[(&str, &str)] = &[
         "AF_UNIX AF_NETLINK AF_INET AF_INET6",
     ),
     ("RestrictNamespaces", "net"),
+    ("SystemCallErrorNumber", "EPERM"),
     ("SystemCallArchitectures", "native"),
     ("UMask", "0027"),
     ("MemoryDenyWriteExecute", "yes"),

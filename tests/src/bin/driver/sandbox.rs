@@ -1,4 +1,4 @@
-//! `unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE UMASK -- PROG ARGS...`: runs PROG the way
+//! `unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE UMASK DENY -- PROG ARGS...`: runs PROG the way
 //! packaging/systemd/portex.service would, as far as a process can do it to itself
 //! without systemd as PID 1 (tests::unit builds the arguments from the unit):
 //! - a mount namespace of its own (PrivateMounts) in which everything is read-only but
@@ -9,7 +9,8 @@
 //! - the capability bounding set CAPS (CapabilityBoundingSet), no new privileges;
 //! - the file mode mask UMASK (octal; UMask=);
 //! - a seccomp filter as systemd builds it: only the numbers in SYSCALLS, native
-//!   architecture only, the process killed on any other call (SystemCallFilter,
+//!   architecture only; any other call fails with the errno DENY, or kills the process
+//!   where DENY is `kill` (SystemCallFilter, SystemCallErrorNumber,
 //!   SystemCallArchitectures=native); socket() only for FAMILIES, else EAFNOSUPPORT
 //!   (RestrictAddressFamilies); no namespace but net for setns(), unshare() and clone(),
 //!   clone3() ENOSYS so that the C library falls back to clone() (RestrictNamespaces);
@@ -82,14 +83,14 @@ fn guarded(nr: u32, body: Vec<libc::sock_filter>) -> Vec<libc::sock_filter> {
 }
 
 /// The filter program (see the module's comment).
-fn program(allowed: &[u32], families: &[u32]) -> Vec<libc::sock_filter> {
+fn program(allowed: &[u32], families: &[u32], deny: u32) -> Vec<libc::sock_filter> {
     let mut p = vec![
         stmt(LD, ARCH),
         jump(JEQ, AUDIT_ARCH_X86_64, 1, 0),
-        ret(SECCOMP_RET_KILL_PROCESS),
+        ret(deny),
         stmt(LD, NR),
         jump(JGE, X32_SYSCALL_BIT, 0, 1),
-        ret(SECCOMP_RET_KILL_PROCESS),
+        ret(deny),
     ];
     let has = |nr: i64| allowed.contains(&(nr as u32));
     if has(libc::SYS_socket) {
@@ -155,7 +156,7 @@ fn program(allowed: &[u32], families: &[u32]) -> Vec<libc::sock_filter> {
         p.push(jump(JEQ, *nr, 0, 1));
         p.push(ret(SECCOMP_RET_ALLOW));
     }
-    p.push(ret(SECCOMP_RET_KILL_PROCESS));
+    p.push(ret(deny));
     p
 }
 
@@ -233,14 +234,28 @@ fn list<T: std::str::FromStr>(s: &str) -> Vec<T> {
 }
 
 pub fn unit_sandbox(args: &[String]) -> ! {
-    let [caps, syscalls, families, writable, umask, dash, cmd @ ..] = args else {
-        panic!("unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE UMASK -- PROG ARGS...");
+    let [
+        caps,
+        syscalls,
+        families,
+        writable,
+        umask,
+        deny,
+        dash,
+        cmd @ ..,
+    ] = args
+    else {
+        panic!("unit-sandbox CAPS SYSCALLS FAMILIES WRITABLE UMASK DENY -- PROG ARGS...");
+    };
+    let deny = match deny.as_str() {
+        "kill" => SECCOMP_RET_KILL_PROCESS,
+        n => errno(n.parse().expect("an errno number or kill")),
     };
     assert_eq!(dash, "--");
     let umask = libc::mode_t::from_str_radix(umask, 8).expect("an octal umask");
     // SAFETY: sets this process's mask; cannot fail.
     unsafe { libc::umask(umask) };
-    let err = enter(caps, &list(syscalls), &list(families), writable, cmd).unwrap_err();
+    let err = enter(caps, &list(syscalls), &list(families), writable, deny, cmd).unwrap_err();
     eprintln!("unit-sandbox: {err}");
     std::process::exit(126);
 }
@@ -250,6 +265,7 @@ fn enter(
     syscalls: &[u32],
     families: &[u32],
     writable: &str,
+    deny: u32,
     cmd: &[String],
 ) -> Result<std::convert::Infallible> {
     // SAFETY: plain syscalls on this process; no pointers.
@@ -287,7 +303,7 @@ fn enter(
     // SAFETY: as above.
     let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) };
     check(rc, "no_new_privs")?;
-    let mut filter = program(syscalls, families);
+    let mut filter = program(syscalls, families, deny);
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
         filter: filter.as_mut_ptr(),
