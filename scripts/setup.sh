@@ -22,11 +22,22 @@ command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v conntrack >/dev/null 2>&1 || need_apt+=(conntrack)
 # The bench's peer (libbpf-tools' tcplife): churn ratio and lines per connection beside it.
 command -v tcplife >/dev/null 2>&1 || need_apt+=(libbpf-tools)
+# The unit's tests: systemd-analyze rates and verifies it offline and expands its syscall
+# groups; the kernel's syscall numbers for the emulated filter.
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+[ "$(uname -m)" != x86_64 ] || [ -e /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] || need_apt+=(linux-libc-dev)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+# The DaemonSet's schema check: the Kubernetes API's schemas, bundled (no cluster).
+if ! python3 -c 'import kubernetes_validate' >/dev/null 2>&1; then
+  log "installing kubernetes-validate"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    kubernetes-validate==1.37.0
 fi
 
 if ! rustup toolchain list | grep -q '^nightly'; then
@@ -45,5 +56,10 @@ done
 if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
   log "building bpf-linker against LLVM 22 (about a minute)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --no-default-features --features llvm-22
+fi
+# The Vector config's remap program runs in Vector's own VRL implementation (its CLI).
+if ! command -v vrl >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/vrl" ]; then
+  log "building the vrl command line (a few minutes, once)"
+  cargo install --locked vrl --version 0.38.0
 fi
 log "ready"

@@ -22,6 +22,7 @@ mod oracle;
 mod portex;
 mod procs;
 mod sockets;
+mod unit;
 
 pub use bpf::*;
 pub use driver::*;
@@ -37,6 +38,7 @@ pub use portex::*;
 pub use procs::*;
 pub use serde_json::Value;
 pub use sockets::*;
+pub use unit::*;
 
 use std::{io, path::PathBuf, process::Command, sync::OnceLock};
 

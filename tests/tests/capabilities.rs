@@ -2,23 +2,13 @@
 //! does its whole job with exactly that set, and each capability in it is needed: drop
 //! one and a specific part of the job fails. The observed process belongs to another
 //! user (nobody) in another network namespace, as on a real host.
-use std::{path::PathBuf, process::Command, time::Duration};
+//!
+//! Every run is inside the emulation of the rest of the unit's sandbox (its syscall
+//! filter, address families, namespaces, read-only file system, hidden /proc: see the
+//! driver's unit-sandbox), so the whole job also works under the unit's hardening.
+use std::{process::Command, time::Duration};
 
 use portex_e2e::*;
-
-/// The unit's CapabilityBoundingSet, as setpriv names them ("sys_admin", ...).
-fn unit_caps() -> Vec<String> {
-    let unit = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../packaging/systemd/portex.service"),
-    )
-    .unwrap();
-    unit.lines()
-        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
-        .expect("the unit names its capabilities")
-        .split_whitespace()
-        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
-        .collect()
-}
 
 /// A driver run as uid 65534 inside `ns` (entered by `ip netns exec` as root: nobody
 /// may not setns), holding its sockets until dropped.
@@ -44,13 +34,21 @@ struct Seen {
     netns: bool,
     /// Events of the other user's connections at all (the programs loaded).
     events: usize,
+    /// Its TIME_WAIT owners for `status` in /run/portex (the unit's RuntimeDirectory).
+    tw_owners: bool,
 }
 
 fn run_with(set: &[String]) -> Result<Seen, String> {
-    let bounding = format!(
-        "--bounding-set=-all{}",
-        set.iter().map(|c| format!(",+{c}")).collect::<String>()
-    );
+    let sandbox = unit_sandbox(set);
+    let sandboxed = sandbox.is_some();
+    let wrapper = sandbox.unwrap_or_else(|| {
+        let bounding = format!(
+            "--bounding-set=-all{}",
+            set.iter().map(|c| format!(",+{c}")).collect::<String>()
+        );
+        vec!["setpriv".into(), bounding]
+    });
+    let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let ns = Netns::with_range("caps", 40000, 40009);
     // Four connections held from before the agent starts: 4 of 10 ports. The metrics
     // name processes, not pids: this one gets a name of its own.
@@ -69,7 +67,7 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         ],
     );
     let portex = Portex::start_wrapped(
-        &["setpriv", &bounding],
+        &wrapper,
         &[
             "agent",
             "--metrics",
@@ -96,6 +94,12 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         set.len(),
         "{set:?}: {capeff:x}"
     );
+    if sandboxed {
+        assert!(
+            eff.contains("\nSeccomp:\t2\n"),
+            "the agent runs under the filter"
+        );
+    }
     let addr = portex.metrics_addr();
     // New connections while the agent runs, kept open until their events are seen.
     let new = nobody(
@@ -130,6 +134,12 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         .lines()
         .any(|l| l.starts_with("portex_process_held_ports{") && l.contains(&old_label));
     let events = portex.events_now(new.driven.pid);
+    // Readable by a status run by any user, whatever the unit's UMask.
+    let tw_owners = std::fs::metadata(format!("/run/portex/tw-owners/{}.json", portex.pid()))
+        .is_ok_and(|m| {
+            use std::os::unix::fs::PermissionsExt;
+            m.is_file() && m.permissions().mode() & 0o777 == 0o644
+        });
     let netns = seen_new && events.iter().all(|e| e["portex"]["netns"] == inode);
     drop((new, old));
     let fin = portex.stop();
@@ -139,6 +149,7 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         holder,
         netns,
         events: events.len(),
+        tw_owners,
     })
 }
 
@@ -157,6 +168,7 @@ fn the_units_capabilities_are_sufficient_and_each_is_needed() {
             holder: true,
             netns: true,
             events: all.events,
+            tw_owners: true,
         },
         "with exactly {caps:?}"
     );
@@ -178,4 +190,84 @@ fn the_units_capabilities_are_sufficient_and_each_is_needed() {
     // /proc/PID/fd of another user's process: the owner of sockets older than the agent.
     let s = without("dac_read_search").expect("starts without dac_read_search");
     assert!(!s.holder, "without dac_read_search: {s:?}");
+}
+
+/// The emulation of the unit's sandbox that the test above runs the agent in does
+/// confine: what the unit forbids fails inside it, what it allows works.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn the_emulated_sandbox_confines_as_the_unit_does() {
+    if !require_root() {
+        return;
+    }
+    let Some(wrapper) = unit_sandbox(&unit_caps()) else {
+        return;
+    };
+    let sh = |script: &str| -> (Option<i32>, Option<i32>, String) {
+        use std::os::unix::process::ExitStatusExt;
+        let out = Command::new(&wrapper[0])
+            .args(&wrapper[1..])
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), out.status.signal(), text)
+    };
+    let (_, _, status) = sh("cat /proc/self/status");
+    assert!(status.contains("\nSeccomp:\t2\n"), "{status}");
+    assert!(status.contains("\nNoNewPrivs:\t1\n"), "{status}");
+    // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
+    assert!(status.contains("\nCapBnd:\t0000000000280004\n"), "{status}");
+    let (_, _, mask) = sh("umask");
+    assert_eq!(mask.trim(), "0027");
+    // ProtectSystem=strict, with the runtime directory writable.
+    let (code, _, text) = sh("touch /etc/portex-sandbox-probe");
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("Read-only file system"), "{text}");
+    let probe = format!("/run/portex/sandbox-probe-{}", std::process::id());
+    let (code, _, text) = sh(&format!("touch {probe} && rm {probe}"));
+    assert_eq!(code, Some(0), "{text}");
+    // RestrictNamespaces=net: a mount namespace is refused, a network one is not.
+    let (code, _, text) = sh("unshare --mount true");
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("Operation not permitted"), "{text}");
+    let (code, _, text) = sh("unshare --net true");
+    assert_eq!(code, Some(0), "{text}");
+    // SystemCallFilter: mount() is not in it (SystemCallErrorNumber=EPERM: it fails).
+    let (code, signal, text) = sh("mount -t tmpfs none /mnt");
+    assert!(code.is_some_and(|c| c != 0) && signal.is_none(), "{text}");
+    assert!(!sh("grep ' /mnt ' /proc/self/mountinfo").2.contains("tmpfs"));
+}
+
+/// Where tracefs is not mounted (sys-kernel-tracing.mount does not run in LXC), the
+/// filter refuses the agent's own mount() with EPERM (SystemCallErrorNumber) and the
+/// agent exits with the one line that says how to mount it. tracefs is unmounted in a
+/// mount namespace of the test's own, not on the host.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn without_tracefs_the_sandboxed_agent_says_how_to_mount_it() {
+    if !require_root() {
+        return;
+    }
+    let Some(wrapper) = unit_sandbox(&unit_caps()) else {
+        return;
+    };
+    let script = format!(
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; \
+         exec {} {} agent --output /dev/null",
+        wrapper.join(" "),
+        portex_bin().display()
+    );
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "slave", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Operation not permitted")
+            && stderr.contains("mount it with: mount -t tracefs nodev /sys/kernel/tracing"),
+        "{stderr}"
+    );
 }

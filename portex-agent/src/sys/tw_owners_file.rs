@@ -9,7 +9,7 @@
 use std::{
     fs,
     io::Write,
-    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     time::{Duration, SystemTime},
 };
@@ -43,7 +43,9 @@ fn prepare_dir() -> Result<PathBuf> {
     let dir = PathBuf::from(DIR);
     for d in [dir.parent().unwrap_or(&dir), dir.as_path()] {
         match fs::DirBuilder::new().mode(0o755).create(d) {
-            Ok(()) => {}
+            // Readable by all whatever the umask (the unit's is 0027): `status` is run
+            // by any user.
+            Ok(()) => fs::set_permissions(d, fs::Permissions::from_mode(0o755))?,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
             Err(e) => bail!("creating {}: {e}", d.display()),
         }
@@ -89,6 +91,7 @@ impl TwOwnersWriter {
             .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.tmp)?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
         f.write_all(&body)?;
         drop(f);
         fs::rename(&self.tmp, &self.path)?;
