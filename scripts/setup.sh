@@ -19,6 +19,8 @@ command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # The bench's peer (libbpf-tools' tcplife): churn ratio and lines per connection beside it.
 command -v tcplife >/dev/null 2>&1 || need_apt+=(libbpf-tools)
+# `cargo xtask dist` builds the OCI image with podman (dpkg-deb, for the .deb, is dpkg's).
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
