@@ -26,6 +26,8 @@ command -v tcplife >/dev/null 2>&1 || need_apt+=(libbpf-tools)
 # groups; the kernel's syscall numbers for the emulated filter.
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 [ "$(uname -m)" != x86_64 ] || [ -e /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] || need_apt+=(linux-libc-dev)
+# `cargo xtask dist` builds the OCI image with podman (dpkg-deb, for the .deb, is dpkg's).
+command -v podman >/dev/null 2>&1 || need_apt+=(podman)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

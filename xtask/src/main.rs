@@ -2,6 +2,7 @@
 mod bench;
 mod churn;
 mod clippy;
+mod dist;
 mod man;
 mod soak;
 
@@ -15,6 +16,10 @@ fn usage() -> ! {
          \x20 setup                      install what a fresh machine lacks (scripts/setup.sh)\n\
          \x20 clippy                     clippy -D warnings: host crates, then portex-ebpf for bpf\n\
          \x20 man [--out DIR]            man pages from the command-line definition (target/man)\n\
+         \x20 dist [--check] [--no-deb] [--no-image]\n\
+         \x20                            release artifacts in target/dist: static binary, tarball,\n\
+         \x20                            .deb, OCI image, SHA256SUMS; --check (root) installs and\n\
+         \x20                            runs each (README \"Install\")\n\
          \x20 bench [--quick] [--out F]  interleaved A/B benchmark (root); writes JSON\n\
          \x20 bench-writer [--quick] [--out F]\n\
          \x20                            the NDJSON writer against serde_json on the same\n\
@@ -80,6 +85,18 @@ fn run() -> Result<()> {
         }
         Some("clippy") => clippy::run()?,
         Some("man") => man::run(val(&rest, "--out").map(PathBuf::from))?,
+        Some("dist") => {
+            let known = ["--check", "--no-deb", "--no-image"];
+            if let Some(bad) = rest.iter().find(|a| !known.contains(&a.as_str())) {
+                bail!("dist: unknown argument {bad} (known: {})", known.join(" "));
+            }
+            let has = |flag: &str| rest.iter().any(|a| a == flag);
+            dist::run(dist::Opts {
+                check: has("--check"),
+                deb: !has("--no-deb"),
+                image: !has("--no-image"),
+            })?
+        }
         Some("bench") => {
             let portex = build_release("the benchmark")?;
             let out = val(&rest, "--out")
