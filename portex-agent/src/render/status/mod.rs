@@ -3,10 +3,14 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
+mod nat;
+
+pub(crate) use nat::NatReport;
+use nat::{nat_json, nat_text};
+
 use crate::{
     logic::diagnose::{Diagnosis, Thresholds},
     logic::model::DiagSocket,
-    logic::nat::{NatPool, RangeSource, proto_name},
     logic::pool::{
         Pool, ProcessUsage, sustainable_per_s, table_rules, tw_hold_ms, usage_by_process,
     },
@@ -39,15 +43,6 @@ pub(crate) struct NetnsReport {
     pub diagnoses: Vec<Diagnosis>,
     /// The namespace's NAT, when conntrack is loaded there.
     pub nat: Option<NatReport>,
-}
-
-/// NAT pools from the conntrack table, and the table itself.
-pub(crate) struct NatReport {
-    pub pools: Vec<NatPool>,
-    /// (nf_conntrack_count, nf_conntrack_max).
-    pub table: (u64, u64),
-    /// The rules' port range, when nft reported one.
-    pub range: Option<(u16, u16)>,
 }
 
 impl NetnsReport {
@@ -303,77 +298,6 @@ fn server_ports_line(r: &NetnsReport) -> Option<String> {
     ))
 }
 
-fn nat_json(n: &NatReport) -> Value {
-    json!({
-        "conntrack": { "entries": n.table.0, "max": n.table.1 },
-        "rule_port_range": n.range.map(|(a, b)| [a, b]),
-        "pools": n.pools.iter().map(|p| json!({
-            "network": { "transport": proto_name(p.key.proto) },
-            "nat": { "ip": p.key.nat_ip.to_string() },
-            "destination": { "ip": p.key.daddr.to_string(), "port": p.key.dport },
-            "size": p.size,
-            "size_from": match p.size_from {
-                RangeSource::Rule => "rule",
-                RangeSource::Default => "kernel_default",
-            },
-            "used": p.used,
-            "free": p.size.saturating_sub(p.used),
-            "time_wait": p.time_wait,
-            "sources": p.sources.iter().map(|(ip, n)| json!({ "ip": ip.to_string(), "held": n })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// The NAT section of a namespace: the table's fill, then its NAT pools.
-fn nat_text(n: &NatReport, th: &Thresholds, limit: usize, o: &mut String) {
-    let (count, max) = n.table;
-    let _ = writeln!(
-        o,
-        "  conntrack table: {count} of {max} entries ({:.0}%); NAT port range {}",
-        if max > 0 {
-            count as f64 * 100.0 / max as f64
-        } else {
-            0.0
-        },
-        match n.range {
-            Some((a, b)) => format!("{a}-{b} (from the rules)"),
-            None => "not read from the rules: the kernel's default 1024-65535 assumed".into(),
-        }
-    );
-    if n.pools.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        o,
-        "  {:<46} {:>6} {:>6} {:>6} {:>5} {:>9}  TOP SOURCES",
-        "NAT POOL", "SIZE", "USED", "FREE", "UTIL", "TIME_WAIT"
-    );
-    for p in n.pools.iter().take(limit) {
-        let mark = match th.severity(p.utilisation()) {
-            Some(crate::logic::diagnose::Severity::Critical) => "!!",
-            Some(_) => "! ",
-            None => "  ",
-        };
-        let sources: Vec<String> = p
-            .sources
-            .iter()
-            .take(3)
-            .map(|(ip, k)| format!("{ip} ({k})"))
-            .collect();
-        let _ = writeln!(
-            o,
-            "{mark}{:<46} {:>6} {:>6} {:>6} {:>4.0}% {:>9}  {}",
-            p.key.label(),
-            p.size,
-            p.used,
-            p.size.saturating_sub(p.used),
-            p.utilisation() * 100.0,
-            p.time_wait,
-            sources.join(", ")
-        );
-    }
-}
-
 /// Whether the TIME_WAIT holders could be named, and by whom.
 fn tw_owners_line(r: &NetnsReport) -> String {
     match r.tw_owners_named {
@@ -491,73 +415,4 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::logic::{fixtures::tcp, pool::build_pools};
-
-    #[test]
-    fn the_verdict_names_the_fullest_pool_and_its_sustainable_rate() {
-        let settings = NetSettings {
-            range: (40000, 40019),
-            ..NetSettings::default()
-        };
-        // 15 live connections over loopback (reuse=2 applies: 1 s hold), 2 elsewhere.
-        let mut socks: Vec<DiagSocket> = (0..15)
-            .map(|i| tcp(1, &format!("127.0.0.1:{}", 40000 + i), "127.0.0.1:5000", 1))
-            .collect();
-        socks.push(tcp(1, "10.0.0.1:40000", "10.0.0.9:80", 2));
-        socks.push(tcp(1, "10.0.0.1:40001", "10.0.0.9:80", 3));
-        let pools = build_pools(7, &settings, &socks, |_| None);
-        let report = NetnsReport::new((7, None), 7, settings, &socks, pools, Vec::new());
-        let reports = [report];
-        let th = Thresholds::default();
-        let v = verdict(&reports).unwrap();
-        assert_eq!(v.hold_ms, 1000);
-        assert_eq!(
-            v.text(&th),
-            "verdict: ok: fullest pool tcp 127.0.0.1 -> 127.0.0.1:5000 (network namespace 7): \
-             5 of 20 ports free (75% used); it sustains ~20 new connections/s if this side \
-             closes first (a TIME_WAIT port is held 1 s)"
-        );
-        assert_eq!(v.json(&th)["sustainable_client_close_per_s"], 20.0);
-        assert!(verdict(&[]).is_none());
-    }
-
-    #[test]
-    fn bind_taken_ports_are_one_line_and_quiet_pools_are_summed() {
-        let settings = NetSettings {
-            range: (40000, 40999),
-            ..NetSettings::default()
-        };
-        let mut socks = vec![
-            tcp(10, "0.0.0.0:40007", "0.0.0.0:0", 1),
-            tcp(7, "10.0.0.1:40008", "0.0.0.0:0", 2),
-        ];
-        socks.extend(
-            (0..70).map(|i| tcp(6, "10.0.0.1:40009", &format!("10.0.0.5:{}", 50000 + i), 0)),
-        );
-        socks.extend((0..5).map(|i| {
-            tcp(
-                1,
-                &format!("10.0.0.1:{}", 40100 + i),
-                &format!("10.0.0.{i}:80"),
-                9,
-            )
-        }));
-        let pools = build_pools(7, &settings, &socks, |_| None);
-        let r = NetnsReport::new((7, None), 7, settings, &socks, pools, Vec::new());
-        assert_eq!(r.tcp_pool_size, 997);
-        assert_eq!(
-            server_ports_line(&r).unwrap(),
-            "listening and bound ports in range: 3 (listening: 40007; bound, not listening: \
-             40008; listener closed, connections left: 40009); each is one port less in every \
-             TCP pool"
-        );
-        assert_eq!(r.pools.len(), 5);
-        assert_eq!(
-            omitted_line(&r.pools, 2).unwrap(),
-            "... and 3 more pools holding 3 ports, none using more than 1 (--limit N lists more)"
-        );
-        assert!(omitted_line(&r.pools, 5).is_none());
-    }
-}
+mod tests;
