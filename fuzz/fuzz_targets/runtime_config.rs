@@ -12,8 +12,7 @@ use portex_agent::fuzzing::{
     Container, View, json,
     lifecycle::interpret,
     workload::{
-        MAX_VALUE_BYTES, Workload, parse_docker_config, parse_oci_config,
-        parse_storage_containers,
+        MAX_VALUE_BYTES, Workload, parse_docker_config, parse_oci_config, parse_storage_containers,
     },
 };
 use portex_common::{AF_INET, Event, IPPROTO_TCP, kind};
@@ -76,8 +75,8 @@ fuzz_target!(|data: &[u8]| {
                 &header,
                 &mut line,
             );
-            let v: serde_json::Value = serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"));
             assert_eq!(v["container"]["name"].as_str(), c.workload.name.as_deref());
         });
     }
