@@ -144,13 +144,18 @@ impl Ledger {
             | (e.bits & BOUND)
             | state;
         if pooled {
-            let key = self.pool_key(&t);
-            let p = self.pools.entry(key).or_default();
-            p.size = tcp_size;
-            p.used += !reusable as u32;
-            p.time_wait += tw as u32;
-            p.reusable += reusable as u32;
+            self.count_in_pool(&t, tcp_size, tw, reusable);
         }
+    }
+
+    /// One pooled entry into its pool's counts (a reconciliation recounts from zero).
+    fn count_in_pool(&mut self, t: &Tuple, tcp_size: u32, tw: bool, reusable: bool) {
+        let key = self.pool_key(t);
+        let p = self.pools.entry(key).or_default();
+        p.size = tcp_size;
+        p.used += !reusable as u32;
+        p.time_wait += tw as u32;
+        p.reusable += reusable as u32;
     }
 
     /// Removes what the kernel no longer has (TIME_WAIT recycled early, missed closes).
@@ -227,12 +232,7 @@ impl Ledger {
             }
         }
         for (t, tw, reusable) in counts {
-            let key = self.pool_key(&t);
-            let p = self.pools.entry(key).or_default();
-            p.size = tcp_size;
-            p.used += !reusable as u32;
-            p.time_wait += tw as u32;
-            p.reusable += reusable as u32;
+            self.count_in_pool(&t, tcp_size, tw, reusable);
         }
     }
 
