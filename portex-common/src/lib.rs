@@ -15,6 +15,10 @@ pub mod kind {
     pub const CONNECT_RET: u16 = 2;
     /// bind() on an AF_INET/AF_INET6 socket returned (failure, or success for port 0).
     pub const BIND_RET: u16 = 3;
+    /// A connecting socket retransmitted its SYN (tcp:tcp_retransmit_skb in SYN_SENT):
+    /// the first retransmission of each socket the kernel side knows, so at most one
+    /// per connect().
+    pub const SYN_RETRANS: u16 = 4;
 }
 
 /// Per-socket flags, kept in the kernel's socket map and copied into every event.
@@ -38,6 +42,8 @@ pub mod sockflag {
     pub const IN_CONNECT_SYSCALL: u32 = 1 << 6;
     /// The owner is not known: the socket existed before the agent started.
     pub const OWNER_UNKNOWN: u32 = 1 << 7;
+    /// The SYN was retransmitted (reported once, at the first retransmission).
+    pub const SYN_RETRANSMITTED: u32 = 1 << 8;
 }
 
 /// Flags of a CONNECT_RET event.

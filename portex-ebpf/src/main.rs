@@ -7,6 +7,7 @@ mod bind;
 mod connect;
 mod diag;
 mod maps;
+mod retransmit;
 mod sock_state;
 mod syscall;
 mod util;

@@ -15,10 +15,11 @@ fn sigterm_stops_the_agent_cleanly_and_detaches_every_program() {
     let before = all_bpf_programs();
     let portex = Portex::start(&["agent", "--syscall-hooks", "on"]);
     let pid = portex.pid();
-    // Ours are the 6 of `--syscall-hooks on` (inet_sock_set_state, tcp_receive_reset,
-    // connect and bind enter/exit): new since `before`, and listed by bpftool.
+    // Ours are the 7 of `--syscall-hooks on` (inet_sock_set_state, tcp_receive_reset,
+    // tcp_retransmit_skb, connect and bind enter/exit): new since `before`, and listed
+    // by bpftool.
     let ours = bpf_programs_of(pid);
-    assert_eq!(ours.len(), 6, "{ours:?}");
+    assert_eq!(ours.len(), 7, "{ours:?}");
     let loaded = all_bpf_programs();
     for id in &ours {
         assert!(

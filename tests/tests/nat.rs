@@ -108,7 +108,8 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
     let held = client.driven.facts("held");
     assert_eq!(held, ["10 failed 2"], "the NAT range is 10 ports");
     // The 2 that timed out: connect_failed, nat_exhausted, the pod's process, the pool.
-    watch.wait_lines("nat_exhausted", 2);
+    // Two connect_stalled, then two connect_failed.
+    watch.wait_lines("nat_exhausted", 4);
     let fin = watch.stop();
     let failed: Vec<_> = fin
         .events_of(client.driven.pid)
@@ -123,6 +124,25 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
         assert_eq!(f["portex"]["netns"], pod.inode(), "{f}");
         assert_eq!(f["portex"]["pool"]["used"], 10, "{f}");
         assert_eq!(f["portex"]["pool"]["size"], 10, "{f}");
+    }
+    // Each of the two was still waiting a second in (connect_timeout is 2 s): its
+    // retransmitted SYN was reported at once, with the cause and the pool.
+    let stalled: Vec<_> = fin
+        .events_of(client.driven.pid)
+        .into_iter()
+        .filter(|e| e["event"]["action"] == "connect_stalled")
+        .collect();
+    assert_eq!(stalled.len(), 2, "{}", fin.dump(client.driven.pid));
+    for s in &stalled {
+        assert_eq!(s["portex"]["cause"], "nat_exhausted", "{s}");
+        assert_eq!(s["event"]["outcome"], "unknown", "{s}");
+        assert_eq!(s["destination"]["port"], 8080, "{s}");
+        assert_ne!(s["source"]["port"], 0, "{s}");
+        assert_eq!(s["portex"]["pool"]["used"], 10, "{s}");
+        assert!(
+            s["event"]["duration"].as_u64().unwrap() >= 900_000_000,
+            "{s}"
+        );
     }
     let listed = conntrack_entries(&gw);
     let (code, v) = status_in(&gw, &[]);

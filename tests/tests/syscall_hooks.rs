@@ -45,7 +45,7 @@ fn auto_mode_attaches_the_hooks_at_the_first_port_failure_and_detaches_when_quie
         return;
     };
     assert!(
-        portex.wait_stderr("2 programs attached, syscall hooks auto", 1, Duration::ZERO),
+        portex.wait_stderr("3 programs attached, syscall hooks auto", 1, Duration::ZERO),
         "starts without the syscall hooks"
     );
 

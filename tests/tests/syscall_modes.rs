@@ -63,7 +63,7 @@ fn hooks_off_still_reports_a_tcp_exhaustion_with_an_inferred_errno() {
     if !require_root() {
         return;
     }
-    let (out, tcp, bind) = exhaust_under("off", 2, 8101);
+    let (out, tcp, bind) = exhaust_under("off", 3, 8101);
     let ev = out.events_of(tcp.pid);
     for f in with_action(&ev, "connect_failed") {
         assert_eq!(f["portex"]["errno_inferred"], true, "{f}");
@@ -91,7 +91,7 @@ fn hooks_on_read_the_errno_from_the_syscall_and_report_bind() {
     if !require_root() {
         return;
     }
-    let (out, tcp, bind) = exhaust_under("on", 6, 8102);
+    let (out, tcp, bind) = exhaust_under("on", 7, 8102);
     for f in with_action(&out.events_of(tcp.pid), "connect_failed") {
         assert!(f["portex"].get("errno_inferred").is_none(), "{f}");
     }

@@ -212,7 +212,7 @@ pub struct FilterArgs {
     /// Only events of processes (or threads) with this name.
     #[arg(long, value_name = "NAME")]
     pub comm: Option<String>,
-    /// Only connect_failed and bind_failed (and pool_pressure alarms).
+    /// Only connect_failed, bind_failed and connect_stalled (and pool_pressure alarms).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true",
           value_name = "BOOL", value_parser = BoolishValueParser::new())]
     pub failures_only: Option<bool>,

@@ -13,7 +13,7 @@ pub enum DecodeError {
 pub fn decode(buf: &[u8]) -> Result<Event, DecodeError> {
     let ev = Event::from_bytes(buf).ok_or(DecodeError::Short(buf.len()))?;
     match ev.kind {
-        kind::STATE | kind::CONNECT_RET | kind::BIND_RET => Ok(ev),
+        kind::STATE | kind::CONNECT_RET | kind::BIND_RET | kind::SYN_RETRANS => Ok(ev),
         k => Err(DecodeError::UnknownKind(k)),
     }
 }

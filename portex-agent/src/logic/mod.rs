@@ -24,6 +24,7 @@ pub(crate) mod rate;
 pub(crate) mod self_stats;
 pub(crate) mod sysctls;
 pub(crate) mod top_holders;
+pub(crate) mod tp_format;
 pub(crate) mod untrusted;
 pub(crate) mod warn_limit;
 pub(crate) mod workload;

@@ -20,6 +20,9 @@ pub enum Action {
     /// bind() took an ephemeral port (port 0 asked).
     Bind,
     BindFailed,
+    /// A connect() still waiting: its SYN was retransmitted (no answer within the
+    /// initial RTO, 1 s). Once per connect.
+    ConnectStalled,
     /// One line for a whole connection, at its close (`--lines connections`, like
     /// tcplife): the close record, with when it started.
     Connection,
@@ -36,6 +39,7 @@ impl Action {
             Action::Bind => "bind",
             Action::BindFailed => "bind_failed",
             Action::Connection => "connection",
+            Action::ConnectStalled => "connect_stalled",
         }
     }
 
@@ -178,6 +182,8 @@ impl From<&str> for Comm {
 pub struct CloseInfo {
     pub kind: CloseKind,
     pub time_wait: bool,
+    /// A RST came from the peer (refused, for a handshake that failed).
+    pub reset_received: bool,
     /// The TCP state the socket left for CLOSE.
     pub from_state: &'static str,
 }
@@ -228,6 +234,9 @@ impl Record {
     pub fn outcome(&self) -> &'static str {
         if self.action.is_failure() {
             "failure"
+        } else if self.action == Action::ConnectStalled {
+            // Still waiting: it may yet succeed.
+            "unknown"
         } else {
             "success"
         }

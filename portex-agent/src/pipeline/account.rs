@@ -12,7 +12,7 @@ use crate::{
         errno,
         ledger::{PoolView, Pressure, ProcStats},
         limits,
-        model::{Cause, Record},
+        model::{Action, Cause, Record},
         pool::TwOwners,
         top_holders::{HolderGroup, top_groups},
     },
@@ -241,6 +241,10 @@ fn count(m: &Metrics, r: &Record, pressure: Option<&Pressure>) {
         .unwrap()
         .entry(r.action.as_str())
         .or_default() += 1;
+    if r.action == Action::ConnectStalled {
+        let cause = r.cause.map_or("unknown", |c| c.as_str());
+        *m.stalls.lock().unwrap().entry(cause).or_default() += 1;
+    }
     if let (Some(e), Some(c)) = (r.errno, r.cause) {
         let key = (errno::name(e), c.as_str(), r.transport.as_str());
         *m.failures.lock().unwrap().entry(key).or_default() += 1;

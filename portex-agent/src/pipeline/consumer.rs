@@ -68,6 +68,7 @@ impl Consumer {
                         if !resolve_socket(&mut r) {
                             return;
                         }
+                        self.nat.attribute_stall(&mut r, now);
                         let pressure =
                             self.account
                                 .record(tracker.as_deref_mut(), &mut r, start, &name, now);

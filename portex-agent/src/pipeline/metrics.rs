@@ -36,6 +36,8 @@ pub(crate) struct Metrics {
     /// (errno, cause, transport) -> count
     pub(crate) failures: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
     pub(crate) pool_pressure: Mutex<BTreeMap<&'static str, u64>>,
+    /// connect_stalled by cause ("unknown" when none was found).
+    pub(crate) stalls: Mutex<BTreeMap<&'static str, u64>>,
     pub(crate) snapshot: Mutex<Snapshot>,
     /// None before the programs are loaded and after they are detached.
     pub(crate) sources: Mutex<Option<Sources>>,
@@ -51,6 +53,7 @@ impl Metrics {
             events: self.events.lock().unwrap().clone(),
             failures: self.failures.lock().unwrap().clone(),
             pool_pressure: self.pool_pressure.lock().unwrap().clone(),
+            stalls: self.stalls.lock().unwrap().clone(),
             snapshot: self.snapshot.lock().unwrap().clone(),
             own: self_stats::read(),
             ..Page::default()

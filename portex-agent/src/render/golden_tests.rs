@@ -135,6 +135,38 @@ fn stream() -> Vec<Event> {
     let mut other = event(kind::CONNECT_RET, 300, "probe", 0, ([192, 0, 2, 1], 9), ts);
     other.ret = -111;
     v.push(other);
+    ts += 5_000_000;
+    // A connect whose SYN goes unanswered for a second (retransmitted), and one the
+    // peer refuses (RST in SYN_SENT).
+    let dead = ([192, 0, 2, 1], 443);
+    let mut stall = state(
+        300,
+        40006,
+        dead,
+        tcpstate::SYN_SENT,
+        tcpstate::SYN_SENT,
+        0,
+        ts,
+    );
+    stall.kind = kind::SYN_RETRANS;
+    stall.flags = sockflag::ACTIVE | sockflag::SYN_RETRANSMITTED;
+    stall.birth_ns = ts - S;
+    ts += 5_000_000;
+    let refused = sockflag::ACTIVE | sockflag::RESET_RCVD;
+    let refused = state(
+        300,
+        40007,
+        dead,
+        tcpstate::SYN_SENT,
+        tcpstate::CLOSE,
+        refused,
+        ts,
+    );
+    for mut e in [stall, refused] {
+        e.comm = [0; 16];
+        e.comm[..5].copy_from_slice(b"probe");
+        v.push(e);
+    }
     v
 }
 
@@ -297,6 +329,7 @@ fn metrics_page() -> String {
             .into_iter()
             .collect(),
         pool_pressure: [("warning", 2)].into_iter().collect(),
+        stalls: [("nat_exhausted", 2)].into_iter().collect(),
         snapshot: Snapshot {
             pools: vec![PoolGauge {
                 netns: NS,
@@ -396,6 +429,7 @@ fn the_stream_covers_every_kind_of_line() {
         "\"time_wait\"",
         "\"connect_failed\"",
         "\"bind_failed\"",
+        "\"connect_stalled\"",
         "pool_pressure",
     ] {
         assert!(

@@ -125,7 +125,7 @@ pub(crate) fn event_type(r: &Record) -> &'static [&'static str] {
         Action::Established if r.passive => &["connection", "start"],
         Action::Established => &["connection"],
         Action::Close | Action::Connection => &["connection", "end"],
-        Action::TimeWait => &["connection", "info"],
+        Action::TimeWait | Action::ConnectStalled => &["connection", "info"],
         Action::Bind | Action::BindFailed => &["info"],
     }
 }
@@ -288,7 +288,11 @@ pub fn write_line(v: &View, h: &Header, out: &mut String) {
             "\",\"time_wait\":false,\"from_state\":\""
         });
         out.push_str(c.from_state);
-        out.push_str("\"}");
+        out.push('"');
+        if c.reset_received {
+            out.push_str(",\"reset_received\":true");
+        }
+        out.push('}');
     }
     if let Some(p) = r.pool {
         out.push_str(",\"pool\":{\"used\":");

@@ -168,6 +168,8 @@ struct Close {
     kind: &'static str,
     time_wait: bool,
     from_state: &'static str,
+    #[serde(skip_serializing_if = "is_false")]
+    reset_received: bool,
 }
 
 #[derive(Serialize)]
@@ -270,6 +272,7 @@ pub fn write_line(v: &View, host: &Host, ts: &mut String, out: &mut Vec<u8>) {
                 kind: c.kind.as_str(),
                 time_wait: c.time_wait,
                 from_state: c.from_state,
+                reset_received: c.reset_received,
             }),
             pool: r.pool.map(|p| Pool {
                 used: p.used,

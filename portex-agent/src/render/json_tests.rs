@@ -266,6 +266,7 @@ fn a_connection_line_has_its_start_and_end_and_says_what_serde_says() {
     r.action = Action::Connection;
     r.duration_ns = Some(1_500_000_000);
     r.close = Some(CloseInfo {
+        reset_received: false,
         kind: CloseKind::Active,
         time_wait: true,
         from_state: "FIN_WAIT2",

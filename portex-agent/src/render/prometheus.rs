@@ -53,6 +53,8 @@ pub(crate) struct Page {
     /// (errno, cause, transport) -> count
     pub(crate) failures: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     pub(crate) pool_pressure: BTreeMap<&'static str, u64>,
+    /// connect_stalled by cause.
+    pub(crate) stalls: BTreeMap<&'static str, u64>,
     pub(crate) snapshot: Snapshot,
     /// The agent's own process (the standard process_* metrics).
     pub(crate) own: SelfStats,
@@ -110,6 +112,15 @@ pub(crate) fn render(page: &Page) -> String {
             o,
             "portex_failures_total{{errno=\"{e}\",cause=\"{c}\",transport=\"{t}\"}} {n}"
         );
+    }
+    head(
+        &mut o,
+        "portex_connect_stalls_total",
+        "counter",
+        "connect() calls whose SYN was retransmitted (still waiting), by cause: nat_exhausted when a full NAT pool of this host serves the destination, else unknown.",
+    );
+    for (c, n) in page.stalls.iter() {
+        let _ = writeln!(o, "portex_connect_stalls_total{{cause=\"{c}\"}} {n}");
     }
     head(
         &mut o,

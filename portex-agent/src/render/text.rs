@@ -26,6 +26,9 @@ pub fn write_line(v: &View, out: &mut String) {
     }
     if let Some(c) = &r.close {
         let _ = write!(out, " {}", c.kind.as_str());
+        if c.reset_received && c.kind == crate::logic::model::CloseKind::HandshakeFailed {
+            out.push_str(" refused");
+        }
         if c.time_wait {
             out.push_str(" time_wait");
         }
@@ -155,6 +158,7 @@ mod tests {
     fn a_close_shows_its_kind_time_wait_and_duration_in_milliseconds() {
         let mut r = rec(Action::Close, "10.0.0.1:40001", Some("10.0.0.9:443"));
         r.close = Some(CloseInfo {
+            reset_received: false,
             kind: CloseKind::Active,
             time_wait: true,
             from_state: "FIN_WAIT2",
@@ -165,6 +169,7 @@ mod tests {
             "18:08:31.727400 close             8133 curl tcp 10.0.0.1:40001 -> 10.0.0.9:443 active time_wait 12.345ms\n"
         );
         r.close = Some(CloseInfo {
+            reset_received: false,
             kind: CloseKind::Reset,
             time_wait: false,
             from_state: "ESTABLISHED",

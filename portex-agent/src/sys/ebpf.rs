@@ -14,7 +14,7 @@ use aya::{
 use portex_common::{BIND_CTX_SIZE, CONNECT_CTX_SIZE, counter};
 
 use crate::{
-    logic::arming::HookMode,
+    logic::{arming::HookMode, tp_format},
     sys::{
         host,
         kernel_log::{self, KernelLog},
@@ -27,14 +27,52 @@ pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_
 #[cfg(portex_no_ebpf)]
 pub static OBJECT: &[u8] = &[];
 
-/// (program, tracepoint category, tracepoint name, needed for the syscall path)
-const PROGRAMS: &[(&str, &str, &str, bool)] = &[
-    ("inet_sock_set_state", "sock", "inet_sock_set_state", false),
-    ("tcp_receive_reset", "tcp", "tcp_receive_reset", false),
-    ("sys_enter_connect", "syscalls", "sys_enter_connect", true),
-    ("sys_exit_connect", "syscalls", "sys_exit_connect", true),
-    ("sys_enter_bind", "syscalls", "sys_enter_bind", true),
-    ("sys_exit_bind", "syscalls", "sys_exit_bind", true),
+/// How a program is attached.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    /// Always, for the whole run.
+    Core,
+    /// For the whole run when the tracepoint's record has the layout the program reads
+    /// (tracefs format, checked first); otherwise left out with one line saying so.
+    Optional(&'static [(&'static str, usize, usize)]),
+    /// The syscall path: attached and detached as `--syscall-hooks` says.
+    Syscall,
+}
+
+/// (program, tracepoint category, tracepoint name, how it is attached)
+const PROGRAMS: &[(&str, &str, &str, Hook)] = &[
+    (
+        "inet_sock_set_state",
+        "sock",
+        "inet_sock_set_state",
+        Hook::Core,
+    ),
+    ("tcp_receive_reset", "tcp", "tcp_receive_reset", Hook::Core),
+    (
+        "tcp_retransmit_skb",
+        "tcp",
+        "tcp_retransmit_skb",
+        Hook::Optional(tp_format::TCP_RETRANSMIT_SKB),
+    ),
+    (
+        "sys_enter_connect",
+        "syscalls",
+        "sys_enter_connect",
+        Hook::Syscall,
+    ),
+    (
+        "sys_exit_connect",
+        "syscalls",
+        "sys_exit_connect",
+        Hook::Syscall,
+    ),
+    (
+        "sys_enter_bind",
+        "syscalls",
+        "sys_enter_bind",
+        Hook::Syscall,
+    ),
+    ("sys_exit_bind", "syscalls", "sys_exit_bind", Hook::Syscall),
 ];
 
 #[derive(Clone, Debug)]
@@ -107,8 +145,15 @@ impl Probe {
             .context("loading the eBPF object into the kernel")?;
         let mut loaded = Vec::new();
         let mut core = 0;
-        for &(name, category, tp, syscall) in PROGRAMS {
+        for &(name, category, tp, hook) in PROGRAMS {
+            let syscall = hook == Hook::Syscall;
             if syscall && opts.syscall_hooks == HookMode::Off {
+                continue;
+            }
+            if let Hook::Optional(layout) = hook
+                && let Err(why) = layout_matches(category, tp, layout)
+            {
+                tracing::info!("{category}:{tp} is not watched: {why}");
                 continue;
             }
             let prog: &mut TracePoint = ebpf
@@ -183,8 +228,8 @@ impl Probe {
         // Before the first program runs, so that the state program looks for the
         // entries the syscall programs make.
         set_hooks_flag(&mut ebpf, true)?;
-        for &(name, category, tp, syscall) in PROGRAMS {
-            if !syscall || !self.loaded.contains(&name) {
+        for &(name, category, tp, hook) in PROGRAMS {
+            if hook != Hook::Syscall || !self.loaded.contains(&name) {
                 continue;
             }
             let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into()?;
@@ -232,6 +277,27 @@ impl Probe {
             .filter_map(|prog| prog.fd().ok())
             .filter_map(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
             .sum()
+    }
+}
+
+/// Whether the running kernel lays out `category:tp`'s record as `layout` says.
+fn layout_matches(
+    category: &str,
+    tp: &str,
+    layout: &[(&str, usize, usize)],
+) -> std::result::Result<(), String> {
+    let format = host::tracefs_events()
+        .map(|d| d.join(category).join(tp).join("format"))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .ok_or("its format cannot be read from tracefs")?;
+    let bad = tp_format::mismatches(&format, layout);
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "this kernel lays out its record differently ({})",
+            bad.join(", ")
+        ))
     }
 }
 

@@ -42,15 +42,20 @@ pub(crate) fn preflight() -> Result<()> {
     Ok(())
 }
 
+const TRACEFS_EVENTS: [&str; 2] = [
+    "/sys/kernel/tracing/events",
+    "/sys/kernel/debug/tracing/events",
+];
+
+/// tracefs's events folder, where it is mounted.
+pub(crate) fn tracefs_events() -> Option<&'static Path> {
+    TRACEFS_EVENTS.iter().map(Path::new).find(|p| p.is_dir())
+}
+
 /// aya finds tracepoint ids through tracefs, which is not always mounted.
 fn ensure_tracefs() -> Result<()> {
-    for p in [
-        "/sys/kernel/tracing/events",
-        "/sys/kernel/debug/tracing/events",
-    ] {
-        if Path::new(p).is_dir() {
-            return Ok(());
-        }
+    if tracefs_events().is_some() {
+        return Ok(());
     }
     let target = c"/sys/kernel/tracing";
     // SAFETY: constant NUL-terminated strings.

@@ -34,6 +34,7 @@ fn second(l: &mut Ledger, i: u16) {
         l.apply(&rec(Action::Connect, 40000 + i, ts), Some(NS), ts);
         let mut c = rec(Action::Close, 40000 + i, ts + S / 2);
         c.close = Some(CloseInfo {
+            reset_received: false,
             kind: CloseKind::Active,
             time_wait: true,
             from_state: "FIN_WAIT2",

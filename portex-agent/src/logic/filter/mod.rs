@@ -12,7 +12,7 @@ pub(crate) use lines::Lines;
 pub(crate) use values::{AddrMatch, ContainerPrefix, PortRange};
 
 use crate::logic::{
-    model::{Owner, Record},
+    model::{Action, Owner, Record},
     pool::PoolKey,
 };
 
@@ -53,7 +53,9 @@ impl Family {
 impl Filter {
     /// `process_name` is the resolved process name; `--comm` matches it or the thread's.
     pub(crate) fn accepts(&self, r: &Record, process_name: &str) -> bool {
-        if self.failures_only && !r.action.is_failure() {
+        // A stalled connect is a failure in the making: an on-call watching failures
+        // wants it before the timeout.
+        if self.failures_only && !r.action.is_failure() && r.action != Action::ConnectStalled {
             return false;
         }
         if self.pid.is_some_and(|p| p != r.process.pid) {

@@ -20,8 +20,9 @@ fn to(dst: &str) -> Record {
     record(Action::Connect, (7, 7, "app"), src, Some(dst))
 }
 
-const ALL: [Action; 7] = [
+const ALL: [Action; 8] = [
     Action::Connect,
+    Action::ConnectStalled,
     Action::Established,
     Action::Close,
     Action::TimeWait,
@@ -80,7 +81,7 @@ fn comm_matches_the_process_name_or_the_thread_name_exactly() {
 }
 
 #[test]
-fn failures_only_keeps_connect_failed_and_bind_failed() {
+fn failures_only_keeps_the_failures_and_the_connects_still_waiting() {
     let f = Filter {
         failures_only: true,
         ..Filter::default()
@@ -89,7 +90,14 @@ fn failures_only_keeps_connect_failed_and_bind_failed() {
         .into_iter()
         .filter(|&a| f.accepts(&rec(a, 7, "app"), "app"))
         .collect();
-    assert_eq!(kept, [Action::ConnectFailed, Action::BindFailed]);
+    assert_eq!(
+        kept,
+        [
+            Action::ConnectStalled,
+            Action::ConnectFailed,
+            Action::BindFailed
+        ]
+    );
 }
 
 #[test]

@@ -33,6 +33,7 @@ fn rec(action: Action, sport: u16, dport: u16, ts: u64) -> Record {
 fn close(sport: u16, tw: bool, ts: u64) -> Record {
     let mut r = rec(Action::Close, sport, 80, ts);
     r.close = Some(CloseInfo {
+        reset_received: false,
         kind: if tw {
             CloseKind::Active
         } else {

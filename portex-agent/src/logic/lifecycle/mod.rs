@@ -64,6 +64,7 @@ pub fn interpret(ev: &Event, mut out: impl FnMut(Record)) {
         kind::STATE => state(ev, &mut out),
         kind::CONNECT_RET => connect_ret(ev, &mut out),
         kind::BIND_RET => bind_ret(ev, &mut out),
+        kind::SYN_RETRANS => syn_retransmitted(ev, &mut out),
         _ => {}
     }
 }
@@ -98,6 +99,7 @@ fn state(ev: &Event, out: &mut impl FnMut(Record)) {
             r.close = Some(CloseInfo {
                 kind,
                 time_wait,
+                reset_received: ev.flags & sockflag::RESET_RCVD != 0,
                 from_state: tcp_state_name(old),
             });
             if ev.birth_ns != 0 && ev.ts_ns >= ev.birth_ns {
@@ -116,6 +118,17 @@ fn state(ev: &Event, out: &mut impl FnMut(Record)) {
         }
         _ => {}
     }
+}
+
+/// The first SYN retransmission of a connect: it is still waiting, already for the
+/// initial RTO. Whether a full NAT pool is why is for the pipeline to say (it knows
+/// the pools); here it is a stall of unknown cause.
+fn syn_retransmitted(ev: &Event, out: &mut impl FnMut(Record)) {
+    let mut r = base(ev, Action::ConnectStalled);
+    if ev.birth_ns != 0 && ev.ts_ns >= ev.birth_ns {
+        r.duration_ns = Some(ev.ts_ns - ev.birth_ns);
+    }
+    out(r);
 }
 
 /// How a socket closed, from the state it left for CLOSE and its flags, and whether its

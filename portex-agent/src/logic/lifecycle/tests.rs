@@ -144,10 +144,16 @@ fn connect_is_reported_once_whichever_path_sees_the_port() {
         sockflag::ACTIVE,
     ));
     assert_eq!(actions(&v), [Action::Connect, Action::Close]);
-    assert_eq!(
-        v[1].close.as_ref().unwrap().kind,
-        CloseKind::HandshakeFailed
-    );
+    let close = v[1].close.as_ref().unwrap();
+    assert_eq!(close.kind, CloseKind::HandshakeFailed);
+    // No RST flag: unanswered or given up, not refused.
+    assert!(!close.reset_received);
+    let v = run(&transition(
+        tcpstate::SYN_SENT,
+        tcpstate::CLOSE,
+        sockflag::ACTIVE | sockflag::RESET_RCVD,
+    ));
+    assert!(v[1].close.as_ref().unwrap().reset_received, "refused");
     // From the syscall path.
     let mut e = ev(kind::CONNECT_RET);
     e.ret = -EINPROGRESS;
@@ -245,4 +251,23 @@ fn ipv4_mapped_addresses_show_as_ipv4() {
 #[test]
 fn unknown_kinds_produce_nothing() {
     assert!(run(&ev(77)).is_empty());
+}
+
+#[test]
+fn a_retransmitted_syn_is_a_stalled_connect_with_how_long_it_waited() {
+    let mut e = transition(tcpstate::SYN_SENT, tcpstate::SYN_SENT, sockflag::ACTIVE);
+    e.kind = kind::SYN_RETRANS;
+    e.birth_ns = 1_000_000;
+    e.ts_ns = 1_001_000_000;
+    let v = run(&e);
+    assert_eq!(actions(&v), [Action::ConnectStalled]);
+    let r = &v[0];
+    assert_eq!(r.duration_ns, Some(1_000_000_000));
+    assert_eq!(r.source, "10.0.0.1:40000".parse().unwrap());
+    assert_eq!(r.destination, Some("10.0.0.2:80".parse().unwrap()));
+    assert_eq!((r.cause, r.errno, r.close.is_none()), (None, None, true));
+    assert_eq!(r.outcome(), "unknown");
+    // A socket older than the agent: no start, no duration.
+    e.birth_ns = 0;
+    assert_eq!(run(&e)[0].duration_ns, None);
 }
