@@ -68,7 +68,8 @@ impl Consumer {
                         if !resolve_socket(&mut r) {
                             return;
                         }
-                        self.nat.attribute_stall(&mut r, now);
+                        // Before it is counted and written: a stall may get its cause.
+                        let nat_failure = self.nat.judge(&mut r, now);
                         let pressure =
                             self.account
                                 .record(tracker.as_deref_mut(), &mut r, start, &name, now);
@@ -76,7 +77,10 @@ impl Consumer {
                         if let Some(e) = self.emit.as_mut() {
                             e.record(&r, &name, pressure.as_ref());
                         }
-                        if let Some(f) = self.nat.failure_of(&r, now) {
+                        if let Some(mut f) = nat_failure {
+                            // Made before the close was enriched: the same owner.
+                            f.netns = r.netns;
+                            f.container = r.container.clone();
                             self.account.count(&f);
                             if let Some(e) = self.emit.as_mut() {
                                 e.record(&f, &name, None);
