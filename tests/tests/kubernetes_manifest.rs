@@ -135,10 +135,11 @@ fn the_daemonset_runs_the_agent_as_the_unit_does() {
         assert_eq!(c[probe]["httpGet"]["port"], 9633, "{probe}");
     }
 
-    // The image of this version (`cargo xtask dist` tags it), never :latest.
+    // The image of this version as `cargo xtask dist` names it (and a node that
+    // imported the archive knows it), never :latest.
     assert_eq!(
         c["image"],
-        format!("portex:{}", env!("CARGO_PKG_VERSION")),
+        format!("localhost/portex:{}", env!("CARGO_PKG_VERSION")),
         "the DaemonSet names the image of this version"
     );
 

@@ -3,6 +3,7 @@
 //! with `unsafe`; parsers of what the kernel writes live beside their reader.
 pub(crate) mod clock;
 pub(crate) mod conntrack;
+pub(crate) mod conntrack_stats;
 pub(crate) mod containers;
 pub(crate) mod ebpf;
 pub(crate) mod host;
