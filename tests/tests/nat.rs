@@ -158,6 +158,19 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
     assert_eq!(pool["nat"]["ip"], "10.78.0.1");
     assert_eq!(pool["sources"][0]["ip"], "10.77.0.2");
     assert_eq!(pool["sources"][0]["held"], 10);
+    // conntrack's own count of the SYNs it could not map, as `conntrack -S` sums it.
+    let (_, per_cpu, _) = gw.exec(&["conntrack", "-S"]);
+    let insert_failed: u64 = per_cpu
+        .split_whitespace()
+        .filter_map(|w| w.strip_prefix("insert_failed="))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    assert!(insert_failed >= 2, "each dropped SYN counts: {per_cpu}");
+    assert_eq!(
+        nat["conntrack"]["insert_failed"].as_u64(),
+        Some(insert_failed),
+        "{per_cpu}"
+    );
     let (_, count, _) = gw.exec(&["conntrack", "-C"]);
     assert_eq!(
         nat["conntrack"]["entries"].as_u64(),

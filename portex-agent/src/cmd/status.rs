@@ -72,6 +72,7 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
                 pools,
                 table: n.table,
                 range: n.range,
+                stats: n.stats,
             }
         });
         diagnoses.sort_by_key(|d| std::cmp::Reverse(d.severity));

@@ -13,6 +13,18 @@ use crate::logic::diagnose::{Diagnosis, Thresholds};
 /// conntrack's TCP states (nf_conntrack_tcp.h).
 pub(crate) const CT_TCP_TIME_WAIT: u8 = 7;
 
+/// conntrack's counters of a namespace since it was created, over every CPU (what
+/// `conntrack -S` prints per CPU).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CtStats {
+    /// Packets whose new entry could not be inserted: behind a NAT, mostly SYNs for
+    /// which no free port was found (or a clash).
+    pub insert_failed: u64,
+    pub drop: u64,
+    /// Entries evicted to make room when the table was full.
+    pub early_drop: u64,
+}
+
 /// The port range of a NAT rule without one (nf_nat_l4proto_unique_tuple).
 pub(crate) const DEFAULT_NAT_RANGE: (u16, u16) = (1024, 65535);
 

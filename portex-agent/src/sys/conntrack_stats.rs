@@ -5,7 +5,7 @@
 //! wide range they start before the pool is quite full).
 use anyhow::{Result, bail};
 
-use crate::sys::netlink;
+use crate::{logic::nat::CtStats, sys::netlink};
 
 const NETLINK_NETFILTER: i32 = 12;
 /// (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU
@@ -21,15 +21,6 @@ const NFGEN_LEN: usize = 4;
 const CTA_STATS_INSERT_FAILED: u16 = 9;
 const CTA_STATS_DROP: u16 = 10;
 const CTA_STATS_EARLY_DROP: u16 = 11;
-
-/// The namespace's counters since it was created, over every CPU.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct CtStats {
-    pub insert_failed: u64,
-    pub drop: u64,
-    /// Entries evicted to make room when the table was full.
-    pub early_drop: u64,
-}
 
 /// Reads the counters of the caller's namespace.
 pub(crate) fn read() -> Result<CtStats> {

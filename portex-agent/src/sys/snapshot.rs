@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{
     logic::model::DiagSocket,
-    logic::nat::{CtEntry, NatPool, nat_pools},
+    logic::nat::{CtEntry, CtStats, NatPool, nat_pools},
     logic::sysctls::NetSettings,
     sys::netns::{self, Netns},
     sys::sockdiag,
@@ -28,6 +28,8 @@ pub(crate) struct NatSnapshot {
     pub table: (u64, u64),
     pub range: Option<(u16, u16)>,
     pub tw_timeout_s: Option<u64>,
+    /// conntrack's counters (insert_failed, drop), when ctnetlink gave them.
+    pub stats: Option<CtStats>,
 }
 
 /// The NAT pools of every namespace of the host (where conntrack holds SNAT entries).
@@ -64,11 +66,15 @@ fn read_nat() -> Result<Option<NatSnapshot>> {
         .any(|e| e.snat)
         .then(nft::nat_range)
         .flatten();
+    let stats = crate::sys::conntrack_stats::read()
+        .inspect_err(|e| tracing::debug!("conntrack counters left out: {e:#}"))
+        .ok();
     Ok(Some(NatSnapshot {
         entries,
         table,
         range,
         tw_timeout_s,
+        stats,
     }))
 }
 

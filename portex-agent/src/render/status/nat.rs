@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::logic::{
     diagnose::{Severity, Thresholds},
-    nat::{NatPool, RangeSource, proto_name},
+    nat::{CtStats, NatPool, RangeSource, proto_name},
 };
 
 /// NAT pools from the conntrack table, and the table itself.
@@ -16,11 +16,19 @@ pub(crate) struct NatReport {
     pub table: (u64, u64),
     /// The rules' port range, when nft reported one.
     pub range: Option<(u16, u16)>,
+    /// conntrack's counters since the namespace was created.
+    pub stats: Option<CtStats>,
 }
 
 pub(super) fn nat_json(n: &NatReport) -> Value {
     json!({
-        "conntrack": { "entries": n.table.0, "max": n.table.1 },
+        "conntrack": {
+            "entries": n.table.0,
+            "max": n.table.1,
+            "insert_failed": n.stats.map(|s| s.insert_failed),
+            "drop": n.stats.map(|s| s.drop),
+            "early_drop": n.stats.map(|s| s.early_drop),
+        },
         "rule_port_range": n.range.map(|(a, b)| [a, b]),
         "pools": n.pools.iter().map(|p| json!({
             "network": { "transport": proto_name(p.key.proto) },
@@ -55,6 +63,15 @@ pub(super) fn nat_text(n: &NatReport, th: &Thresholds, limit: usize, o: &mut Str
             None => "not read from the rules: the kernel's default 1024-65535 assumed".into(),
         }
     );
+    if let Some(s) = n.stats.filter(|s| s.insert_failed + s.drop > 0) {
+        // Behind a NAT these are mostly SYNs for which no free port was found.
+        let _ = writeln!(
+            o,
+            "  conntrack dropped {} packets ({} could not be inserted: no free NAT port or \
+             a clash; {} entries evicted from a full table) since the namespace started",
+            s.drop, s.insert_failed, s.early_drop
+        );
+    }
     if n.pools.is_empty() {
         return;
     }
