@@ -32,9 +32,34 @@ pub(crate) fn suspect(r: &Record) -> Option<SocketAddr> {
     }
 }
 
-/// The full TCP NAT pool among `pools` that serves `dest`, as an event's pool state.
-pub(crate) fn full_pool(pools: &[NatPool], dest: SocketAddr) -> Option<PoolState> {
-    let p = full_pool_towards(pools, portex_common::IPPROTO_TCP as u8, dest)?;
+/// From this utilisation on, a NAT pool whose namespace's conntrack is failing inserts
+/// counts as exhausted. The kernel looks for a free port in at most four windows of the
+/// range (128, 64, 32 and 16 ports from random offsets), and the mapped ports cluster
+/// (each search probes on from a random start), so on a wide range SYNs start to be
+/// dropped before the last port is taken.
+pub(crate) const NEARLY_FULL: f64 = 0.9;
+
+/// The TCP NAT pool among `pools` that explains a SYN to `dest` going unanswered, as an
+/// event's pool state: a full one, or a nearly full one in a namespace whose conntrack
+/// failed inserts since the last look (`failing_netns`).
+pub(crate) fn exhausted_pool(
+    pools: &[NatPool],
+    dest: SocketAddr,
+    failing_netns: &[u64],
+) -> Option<PoolState> {
+    let tcp = portex_common::IPPROTO_TCP as u8;
+    let p = full_pool_towards(pools, tcp, dest).or_else(|| {
+        pools
+            .iter()
+            .filter(|p| {
+                p.key.proto == tcp
+                    && p.key.daddr == dest.ip()
+                    && p.key.dport == dest.port()
+                    && p.utilisation() >= NEARLY_FULL
+                    && failing_netns.contains(&p.key.netns)
+            })
+            .max_by(|a, b| a.utilisation().total_cmp(&b.utilisation()))
+    })?;
     Some(PoolState {
         used: p.used,
         size: p.size,
@@ -126,15 +151,28 @@ mod tests {
     }
 
     #[test]
+    fn a_nearly_full_pool_counts_only_while_conntrack_fails_inserts() {
+        let dest = "10.78.0.2:8080".parse().unwrap();
+        // 9 of 10: not full; the NAT's namespace (9) failing inserts makes it the one.
+        assert_eq!(exhausted_pool(&pools(9), dest, &[]), None);
+        assert_eq!(
+            exhausted_pool(&pools(9), dest, &[4]),
+            None,
+            "another namespace"
+        );
+        let p = exhausted_pool(&pools(9), dest, &[9]).unwrap();
+        assert_eq!((p.used, p.size), (9, 10));
+        // 8 of 10 is below NEARLY_FULL: failing inserts there are something else.
+        assert_eq!(exhausted_pool(&pools(8), dest, &[9]), None);
+    }
+
+    #[test]
     fn a_full_pool_makes_a_stall_a_nat_stall_and_a_timeout_a_nat_failure() {
         let dest = "10.78.0.2:8080".parse().unwrap();
-        assert_eq!(full_pool(&pools(9), dest), None, "one port left");
-        let pool = full_pool(&pools(10), dest).unwrap();
+        let pool = exhausted_pool(&pools(10), dest, &[]).unwrap();
         assert_eq!((pool.used, pool.size), (10, 10));
-        assert_eq!(
-            full_pool(&pools(10), "10.78.0.2:8081".parse().unwrap()),
-            None
-        );
+        let other = "10.78.0.2:8081".parse().unwrap();
+        assert_eq!(exhausted_pool(&pools(10), other, &[9]), None);
 
         let mut stall = close(CloseKind::HandshakeFailed, false);
         stall.action = Action::ConnectStalled;

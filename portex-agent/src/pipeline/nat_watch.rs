@@ -7,7 +7,7 @@ use crate::{
     logic::{
         model::Record,
         nat::NatPool,
-        nat_attribution::{attribute, full_pool, suspect},
+        nat_attribution::{attribute, exhausted_pool, suspect},
     },
     sys::snapshot::host_nat_pools,
 };
@@ -34,7 +34,7 @@ impl NatWatch {
             self.pools = host_nat_pools();
             self.read_at = Some(now);
         }
-        let pool = full_pool(&self.pools, dest)?;
+        let pool = exhausted_pool(&self.pools, dest, &[])?;
         attribute(r, pool)
     }
 }
