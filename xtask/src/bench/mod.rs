@@ -11,12 +11,12 @@
 //! bench's namespace are not exactly those failures, all EADDRNOTAVAIL, all from the
 //! workload's pid; a NAT gateway whose conntrack table does not hold the fill's SNAT
 //! entries, or whose `portex status` fails or disagrees with `conntrack -C`. Quick mode
-//! (CI) adds: no event dropped in churn, and two loose
-//! ceilings, failure-to-event p99 and the agent's RSS.
+//! (CI) adds: no event dropped in churn, and two loose ceilings, failure-to-event p99 and
+//! the agent's RSS.
 //!
 //! One file per section, in the order they run: churn, syscalls, status, failures,
-//! exhaustion, memory, nat (`--only` picks some); the tracers they run beside the workloads in tracers.rs, the printed table in
-//! render.rs.
+//! exhaustion, memory, nat (`--only` picks some); the tracers they run beside the
+//! workloads in tracers.rs, the printed table in render.rs.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},

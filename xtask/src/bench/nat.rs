@@ -102,9 +102,11 @@ pub(super) fn run(ctx: &Ctx, r: &mut Report) -> Result<()> {
         full.best_ms, empty.best_ms
     );
     eprintln!(
-        "bench: nat agent over {agent_secs} s: {:.0} ms CPU with the entries, {:.0} ms without; NAT scans: {}",
+        "bench: nat agent over {agent_secs} s: {:.0} ms CPU with the entries, {:.0} ms without ({} and {} kernel events); NAT scans: {}",
         agent_full.cpu_ms,
         agent_empty.cpu_ms,
+        agent_full.events.unwrap_or(0),
+        agent_empty.events.unwrap_or(0),
         agent_full.scans_text()
     );
     if still < entries {
@@ -333,6 +335,9 @@ struct AgentRun {
     /// portex_conntrack_entries of gw; the sum of portex_nat_pool_used (exported pools).
     conntrack_entries: Option<f64>,
     pool_used: Option<f64>,
+    /// Kernel events the agent saw (the whole host's TCP activity): what else it had to
+    /// do in the run, for reading its CPU on a shared machine.
+    events: Option<u64>,
     exit: String,
 }
 
@@ -347,7 +352,8 @@ impl AgentRun {
     fn json(&self) -> Value {
         json!({"cpu_ms": self.cpu_ms, "nat_scan_seconds": self.scan_seconds,
             "nat_scans_total": self.scans, "conntrack_entries_gw": self.conntrack_entries,
-            "nat_pool_used_sum": self.pool_used, "exit": self.exit})
+            "nat_pool_used_sum": self.pool_used, "kernel_events": self.events,
+            "exit": self.exit})
     }
 }
 
@@ -383,6 +389,7 @@ fn agent_run(
             scans: None,
             conntrack_entries: None,
             pool_used: None,
+            events: stopped.events,
             exit: stopped.exit,
         });
     };
@@ -415,6 +422,7 @@ fn agent_run(
                 .map(|s| s.value)
                 .sum()
         }),
+        events: stopped.events,
         exit: stopped.exit,
     })
 }
