@@ -4,6 +4,7 @@ mod churn;
 mod clippy;
 mod dist;
 mod man;
+mod nat_fill;
 mod soak;
 
 use std::path::PathBuf;
@@ -20,7 +21,10 @@ fn usage() -> ! {
          \x20                            release artifacts in target/dist: static binary, tarball,\n\
          \x20                            .deb, OCI image, SHA256SUMS; --check (root) installs and\n\
          \x20                            runs each (README \"Install\")\n\
-         \x20 bench [--quick] [--out F]  interleaved A/B benchmark (root); writes JSON\n\
+         \x20 bench [--quick] [--only SECTION,...] [--out F]\n\
+         \x20                            interleaved A/B benchmark (root); writes JSON;\n\
+         \x20                            sections: churn syscalls status failures exhaustion\n\
+         \x20                            memory nat\n\
          \x20 bench-writer [--quick] [--out F]\n\
          \x20                            the NDJSON writer against serde_json on the same\n\
          \x20                            records (ns/line, bytes/line); writes JSON\n\
@@ -29,6 +33,7 @@ fn usage() -> ! {
          \x20                            churn for M minutes (30; quick: 3) (root); writes JSON\n\
          \x20 churn ...                  the connection churn generator (used by bench)\n\
          \x20 syscalls ...               the syscall-heavy workload (used by bench)\n\
+         \x20 nat-fill ...               UDP datagrams that fill a NAT gateway's conntrack (bench)\n\
          \x20 soak-server, soak-client   the soak's server and short-lived client processes"
     );
     std::process::exit(2)
@@ -105,6 +110,7 @@ fn run() -> Result<()> {
             bench::run(
                 bench::Opts {
                     quick: rest.iter().any(|a| a == "--quick"),
+                    only: val(&rest, "--only").map(|s| s.split(',').map(String::from).collect()),
                     out,
                 },
                 &portex,
@@ -159,6 +165,20 @@ fn run() -> Result<()> {
             num(&rest, "--per-round", 40)?,
             num(&rest, "--seconds", 10.0)?,
         )?,
+        Some("nat-fill") => nat_fill::run(nat_fill::Opts {
+            netns: val(&rest, "--netns").context("--netns")?.to_string(),
+            src: val(&rest, "--src")
+                .context("--src")?
+                .parse()
+                .context("--src")?,
+            dest: val(&rest, "--dest")
+                .context("--dest")?
+                .parse()
+                .context("--dest")?,
+            dports: nat_fill::parse_ports(val(&rest, "--dports").context("--dports")?)?,
+            count: num(&rest, "--count", 100_000)?,
+            first_port: num(&rest, "--first-port", 20_000)?,
+        })?,
         Some("fill-time-wait") => churn::fill_time_wait(
             val(&rest, "--netns").context("--netns")?,
             num(&rest, "--count", 10_000)?,

@@ -9,12 +9,14 @@
 //! portex tracer (no connection line under tcplife); a failure workload whose connects
 //! did not all fail with EADDRNOTAVAIL, or an agent whose `connect_failed` events in the
 //! bench's namespace are not exactly those failures, all EADDRNOTAVAIL, all from the
-//! workload's pid. Quick mode (CI) adds: no event dropped in churn, and two loose
-//! ceilings, failure-to-event p99 and the agent's RSS.
+//! workload's pid; a NAT gateway whose conntrack table does not hold the fill's SNAT
+//! entries, or whose `portex status` fails or disagrees with `conntrack -C`. Quick mode
+//! (CI) adds: no event dropped in churn, and two loose ceilings, failure-to-event p99 and
+//! the agent's RSS.
 //!
 //! One file per section, in the order they run: churn, syscalls, status, failures,
-//! exhaustion, memory; the tracers they run beside the workloads in tracers.rs, the printed table in
-//! render.rs.
+//! exhaustion, memory, nat (`--only` picks some); the tracers they run beside the
+//! workloads in tracers.rs, the printed table in render.rs.
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
@@ -28,6 +30,7 @@ mod churn;
 mod exhaustion;
 mod failures;
 mod memory;
+mod nat;
 mod render;
 mod status;
 mod syscalls;
@@ -36,8 +39,13 @@ pub mod writer;
 
 pub struct Opts {
     pub quick: bool,
+    /// Only these sections (`--only nat,status`); all when None.
+    pub only: Option<Vec<String>>,
     pub out: PathBuf,
 }
+
+/// One section: runs its workloads, writes its rows and broken mechanics into the report.
+type Section = fn(&Ctx, &mut Report) -> Result<()>;
 
 /// What every section reads: the mode, the portex under test, and how long it measures.
 struct Ctx<'a> {
@@ -67,13 +75,33 @@ pub fn run(o: Opts, portex: &Path) -> Result<()> {
         rounds,
         secs,
     };
+    let sections: [(&str, Section); 7] = [
+        ("churn", churn::run),
+        ("syscalls", syscalls::run),
+        ("status", status::run),
+        ("failures", failures::run),
+        ("exhaustion", exhaustion::run),
+        ("memory", memory::run),
+        ("nat", nat::run),
+    ];
+    if let Some(only) = &o.only
+        && let Some(bad) = only.iter().find(|n| !sections.iter().any(|(s, _)| s == n))
+    {
+        let names: Vec<&str> = sections.iter().map(|(s, _)| *s).collect();
+        bail!(
+            "--only {bad}: no such section (sections: {})",
+            names.join(" ")
+        );
+    }
     let mut r = Report::default();
-    churn::run(&ctx, &mut r)?;
-    syscalls::run(&ctx, &mut r)?;
-    status::run(&ctx, &mut r)?;
-    failures::run(&ctx, &mut r)?;
-    exhaustion::run(&ctx, &mut r)?;
-    memory::run(&ctx, &mut r)?;
+    for (name, section) in sections {
+        if o.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|n| n == name))
+        {
+            section(&ctx, &mut r)?;
+        }
+    }
 
     let Report {
         table,

@@ -73,10 +73,48 @@ pub(super) fn table(table: &[Value]) -> String {
                 f("agent_rss_mib"),
                 f("agent_peak_rss_mib")
             ),
+            "nat" => nat_line(r),
             _ => continue,
         };
         s.push_str(&line);
         s.push('\n');
     }
     s
+}
+
+/// A row of the NAT section (bench/nat.rs): conntrack -L, portex status, or the agent.
+fn nat_line(r: &Value) -> String {
+    let f = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let case = format!("{} SNAT conntrack entries", r["entries"]);
+    let tool = r["tool"].as_str().unwrap_or("");
+    match tool {
+        "conntrack -L" => format!(
+            "| nat | {case} | {tool} | {:.0} ms (best of 3) | |",
+            f(&r["best_ms"])
+        ),
+        "portex status --json" => format!(
+            "| nat | {case} | {tool} | {:.0} ms ({:.0} ms without them: {:+.0} ms dump and accounting) | {:.2} x conntrack -L |",
+            f(&r["best_ms"]),
+            f(&r["best_ms_without"]),
+            f(&r["added_ms"]),
+            f(&r["ratio_to_conntrack"])
+        ),
+        _ => {
+            let (w, wo) = (&r["with"], &r["without"]);
+            let scans = match (
+                w["nat_scans_total"].as_f64(),
+                w["nat_scan_seconds"].as_f64(),
+            ) {
+                (Some(n), Some(s)) => format!("{n} NAT scans, the last {:.1} ms", s * 1000.0),
+                _ => "NAT scans not reported by this build".into(),
+            };
+            format!(
+                "| nat | {case}, {} s | {tool} | CPU {:.0} ms ({:.0} ms without them: {:+.1} ms/s); {scans} | |",
+                r["seconds"],
+                f(&w["cpu_ms"]),
+                f(&wo["cpu_ms"]),
+                f(&r["cpu_added_ms_per_s"])
+            )
+        }
+    }
 }

@@ -24,6 +24,8 @@ pub(super) enum Tracer {
     /// What the agent costs once a pool is under pressure (hooks attached), with
     /// accepted sockets as well.
     AgentFull,
+    /// Default settings with the metrics served (on a port the kernel picks).
+    AgentMetrics,
     WatchJson,
     /// `watch --json --lines connections`: a line per connection, as tcplife.
     WatchConnections,
@@ -36,6 +38,7 @@ impl Tracer {
             Tracer::None => "untraced",
             Tracer::Agent => "portex agent",
             Tracer::AgentFull => "portex agent --syscall-hooks on --accepted",
+            Tracer::AgentMetrics => "portex agent --metrics 127.0.0.1:0",
             Tracer::WatchJson => "portex watch --json",
             Tracer::WatchConnections => "portex watch --json --lines connections",
             Tracer::Tcplife => "tcplife (libbpf-tools)",
@@ -46,7 +49,11 @@ impl Tracer {
     pub(super) fn is_portex(self) -> bool {
         matches!(
             self,
-            Tracer::Agent | Tracer::AgentFull | Tracer::WatchJson | Tracer::WatchConnections
+            Tracer::Agent
+                | Tracer::AgentFull
+                | Tracer::AgentMetrics
+                | Tracer::WatchJson
+                | Tracer::WatchConnections
         )
     }
 
@@ -65,6 +72,8 @@ pub(super) struct Running {
     stderr: mpsc::Receiver<String>,
     /// Where tcplife's stdout goes, so that its lines can be counted afterwards.
     out_file: Option<PathBuf>,
+    /// Where portex serves its metrics (ADDR:PORT), from its "watching" line.
+    pub(super) metrics_addr: Option<String>,
 }
 
 /// Starts a tracer with its stdout to /dev/null (tcplife's and watch's to a file,
@@ -103,6 +112,11 @@ pub(super) fn launch(
             c.args(["agent", "--syscall-hooks", "on", "--accepted"]);
             c
         }
+        Tracer::AgentMetrics => {
+            let mut c = Command::new(portex);
+            c.args(["agent", "--metrics", "127.0.0.1:0"]);
+            c
+        }
         Tracer::WatchJson => {
             let mut c = Command::new(portex);
             c.args(["watch", "--json"]);
@@ -128,13 +142,21 @@ pub(super) fn launch(
             let _ = tx.send(l);
         }
     });
+    let mut metrics_addr = None;
     if tracer == Tracer::Tcplife {
         thread::sleep(Duration::from_secs(2));
     } else {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(l) if l.contains("watching") => break,
+                Ok(l) if l.contains("watching") => {
+                    // `..., metrics on http://ADDR/metrics; stop with Ctrl-C`
+                    metrics_addr = l
+                        .split_once("metrics on http://")
+                        .and_then(|(_, rest)| rest.split_once("/metrics"))
+                        .map(|(a, _)| a.to_string());
+                    break;
+                }
                 Ok(l) if l.contains("error") => bail!("{}: {l}", tracer.name()),
                 _ if Instant::now() > end => bail!("{} did not start", tracer.name()),
                 _ => {}
@@ -146,6 +168,7 @@ pub(super) fn launch(
         child,
         stderr: rx,
         out_file,
+        metrics_addr,
     })
 }
 
@@ -230,6 +253,7 @@ pub(super) fn stop(r: Running) -> Result<Stopped> {
         mut child,
         stderr,
         out_file,
+        ..
     } = r;
     signal(child.id(), libc::SIGINT);
     let status = wait_exit(&mut child, EXIT_WITHIN);
