@@ -142,25 +142,10 @@ impl Ledger {
     ) -> Option<Pressure> {
         let size = self.size_of(key);
         let p = self.pools.get_mut(key)?;
-        let util = utilisation(p.used, size);
-        let sev = th.severity(util);
-        // Lower a standing alert only once utilisation is clearly below its threshold.
-        let below = |t: f64| util < t - 0.05;
-        if p.alert == Some(Severity::Critical) && below(th.critical) {
-            p.alert = Some(Severity::Warning);
-        }
-        if p.alert == Some(Severity::Warning) && below(th.warning) {
-            p.alert = None;
-        }
-        match sev {
-            Some(s) if p.alert.is_none_or(|a| s > a) => {
-                p.alert = Some(s);
-                let counted = self.tally().take(key, |pid| self.owner(pid));
-                let view = self.view(key, now, counted)?;
-                Some(Pressure { severity: s, view })
-            }
-            _ => None,
-        }
+        let s = th.crossing(&mut p.alert, utilisation(p.used, size))?;
+        let counted = self.tally().take(key, |pid| self.owner(pid));
+        let view = self.view(key, now, counted)?;
+        Some(Pressure { severity: s, view })
     }
 
     /// The fullest pool that holds anything, with its utilisation (0..1).
