@@ -70,6 +70,15 @@ pub(crate) enum RangeSource {
     Default,
 }
 
+impl RangeSource {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RangeSource::Rule => "rule",
+            RangeSource::Default => "default",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct NatPool {
     pub key: NatPoolKey,

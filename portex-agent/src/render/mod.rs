@@ -6,6 +6,7 @@ pub(crate) mod json_serde;
 #[cfg(test)]
 mod json_tests;
 pub(crate) mod prometheus;
+pub(crate) mod prometheus_nat;
 pub(crate) mod status;
 pub(crate) mod text;
 pub(crate) mod top;

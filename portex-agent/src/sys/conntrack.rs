@@ -51,6 +51,12 @@ pub(crate) fn table_fill() -> Option<(u64, u64)> {
 
 /// Every entry of the caller's namespace's table, both families.
 pub(crate) fn dump() -> Result<Vec<CtEntry>> {
+    dump_where(|_| true)
+}
+
+/// The entries of the caller's namespace's table that `keep` keeps: the others are
+/// dropped datagram by datagram, so a table of 100,000 entries is never held whole.
+pub(crate) fn dump_where(keep: impl Fn(&CtEntry) -> bool) -> Result<Vec<CtEntry>> {
     let mut req = Vec::with_capacity(NLMSG_HDRLEN + NFGEN_LEN);
     req.extend_from_slice(&((NLMSG_HDRLEN + NFGEN_LEN) as u32).to_ne_bytes());
     req.extend_from_slice(&CT_GET.to_ne_bytes());
@@ -61,7 +67,15 @@ pub(crate) fn dump() -> Result<Vec<CtEntry>> {
     req.extend_from_slice(&[0, 0, 0, 0]);
     let mut out = Vec::new();
     match netlink::dump(NETLINK_NETFILTER, "ctnetlink", &req, |d| {
-        parse_messages(d, &mut out)
+        let from = out.len();
+        let verdict = parse_messages(d, &mut out);
+        // Only this datagram's entries (those from `from` on) are judged.
+        let mut seen = 0;
+        out.retain(|e| {
+            seen += 1;
+            seen <= from || keep(e)
+        });
+        verdict
     })? {
         0 => Ok(out),
         errno => bail!("ctnetlink: {}", std::io::Error::from_raw_os_error(errno)),

@@ -35,6 +35,7 @@ impl Feed {
                 hooks_linger_ns: crate::logic::arming::LINGER_NS,
                 metrics: None,
                 pool_metrics: PoolMetricOptions::default(),
+                nat_scan_s: crate::logic::limits::NAT_SCAN_S.default,
             },
             None,
         )?;
