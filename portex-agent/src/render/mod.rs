@@ -12,6 +12,7 @@ pub(crate) mod text;
 pub(crate) mod top;
 pub(crate) mod top_chart;
 pub(crate) mod top_detail;
+pub(crate) mod top_nat;
 
 use crate::logic::model::Record;
 

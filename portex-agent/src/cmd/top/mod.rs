@@ -51,6 +51,11 @@ impl Feed {
         Ok(f(&mut ledger.lock().unwrap()))
     }
 
+    /// The NAT scanner's last view (its thread reads conntrack, never this one).
+    pub(crate) fn nat(&self) -> Option<std::sync::Arc<crate::logic::nat_view::NatView>> {
+        self.pipeline.nat().and_then(|f| f.latest())
+    }
+
     /// Events lost: ring buffer full, consumer behind, and runs the kernel skipped.
     pub(crate) fn drops(&self) -> u64 {
         self.pipeline.drops()
@@ -68,6 +73,7 @@ pub(crate) fn run(args: TopArgs) -> Result<()> {
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let nat = feed.nat();
         let frame = feed.with_ledger(|t| {
             let now = boot_now_ns();
             let frame = frame_rows(
@@ -75,6 +81,7 @@ pub(crate) fn run(args: TopArgs) -> Result<()> {
                 now,
                 SortBy::default(),
                 &Thresholds::default(),
+                nat.as_deref(),
             );
             text_frame(&frame, args.rows)
         })?;
