@@ -230,6 +230,19 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
             .any(|x| x.name == "portex_pool_pressure_total" && x.value >= 1.0)
     );
     agent.stop();
+    // `top` shows the NAT pool under the host's pools, with its top source.
+    let out = Command::new(portex_bin())
+        .args(["top", "--once", "--interval", "2"])
+        .output()
+        .expect("portex top --once");
+    let frame = String::from_utf8_lossy(&out.stdout);
+    let row = frame
+        .lines()
+        .find(|l| l.starts_with("NAT 10.78.0.2:8080 @10.78.0.1"))
+        .unwrap_or_else(|| panic!("no NAT row in top:\n{frame}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[3..8], ["10", "10", cells[5], "100%", "-"], "{row}");
+    assert_eq!(cells.last(), Some(&"10.77.0.2"), "{row}");
     assert!(
         count_lines_with(&dir.join("events.ndjson"), "\"kind\":\"nat\"") >= 1,
         "no NAT pool_pressure in the agent's events"
