@@ -315,7 +315,7 @@ fn pressure_passes_the_filters_its_pool_and_holders_match() {
 
 #[test]
 fn a_nat_pools_pressure_passes_the_destination_filters_not_the_process_ones() {
-    let key = crate::logic::nat::NatPoolKey {
+    let key = NatPoolKey {
         netns: 9,
         proto: 6,
         nat_ip: "10.78.0.1".parse().unwrap(),
