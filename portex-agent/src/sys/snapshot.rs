@@ -65,7 +65,7 @@ pub(crate) fn scan_nat(
         if table.0 == 0 {
             return Ok(None);
         }
-        let entries = conntrack::dump_where(|e| e.snat)?;
+        let entries = conntrack::dump_snat()?;
         let range = (!entries.is_empty() && need_range(&entries)).then(nft::nat_range);
         Ok(Some(NatScan {
             table,
