@@ -139,6 +139,11 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
     assert_eq!(p["portex"]["pool"]["size"], 10, "{p}");
     assert_eq!(p["portex"]["pool"]["size_from"], "rule", "{p}");
     assert_eq!(p["portex"]["pool"]["sources"][0]["ip"], "10.77.0.2", "{p}");
+    // The pod is a namespace of this host: the ledger names the process behind it.
+    assert_eq!(
+        p["portex"]["pool"]["sources"][0]["process"]["pid"], client.driven.pid,
+        "{p}"
+    );
     let failed: Vec<_> = fin
         .events_of(client.driven.pid)
         .into_iter()

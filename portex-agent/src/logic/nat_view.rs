@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::logic::{
     diagnose::{Diagnosis, Severity, Thresholds},
+    model::Owner,
     nat::{NatPool, NatPoolKey, diagnose_nat},
 };
 
@@ -92,7 +93,13 @@ pub(crate) fn rule_range_fresh<T: PartialEq>(
 pub(crate) struct NatPressure {
     pub severity: Severity,
     pub pool: NatPool,
+    /// The process behind each of the first PRESSURE_SOURCES sources, when the source
+    /// is a namespace of this host whose sockets the live ledger knows.
+    pub processes: Vec<Option<Owner>>,
 }
+
+/// Sources a NAT pool's pool_pressure names.
+pub(crate) const PRESSURE_SOURCES: usize = 5;
 
 /// The standing alert of each NAT pool (the same hysteresis as the ledger's pools).
 #[derive(Default, Debug)]
@@ -112,6 +119,7 @@ impl NatAlerts {
                 out.push(NatPressure {
                     severity: s,
                     pool: p.clone(),
+                    processes: Vec::new(),
                 });
             }
             if let Some(a) = alert {

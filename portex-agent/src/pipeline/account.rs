@@ -15,7 +15,7 @@ use crate::{
         limits,
         model::{Action, Cause, CloseKind, Record},
         nat::proto_name,
-        nat_view::{NatAlerts, NatPressure, NatView},
+        nat_view::{NatAlerts, NatPressure, NatView, PRESSURE_SOURCES},
         pool::TwOwners,
         top_holders::{HolderGroup, top_groups},
     },
@@ -166,7 +166,8 @@ impl Account {
 
     /// The NAT pools that crossed a threshold in a scan not seen yet, counted in the
     /// pool_pressure metric (once per scan: the scanner publishes every few seconds).
-    pub(crate) fn nat_pressures(&mut self) -> Vec<NatPressure> {
+    /// The ledger names the processes behind the pools' sources where it can.
+    pub(crate) fn nat_pressures(&mut self, tracker: Option<&Tracker>) -> Vec<NatPressure> {
         let Some(v) = self.nat.as_ref().and_then(|f| f.latest()) else {
             return Vec::new();
         };
@@ -174,7 +175,22 @@ impl Account {
             return Vec::new();
         }
         self.nat_seen = v.scans;
-        let out = self.nat_alerts.observe(&v.pools, &self.nat_thresholds);
+        let mut out = self.nat_alerts.observe(&v.pools, &self.nat_thresholds);
+        if let Some(t) = tracker
+            && !out.is_empty()
+        {
+            for p in &mut out {
+                let k = &p.pool.key;
+                let q: Vec<_> = p
+                    .pool
+                    .sources
+                    .iter()
+                    .take(PRESSURE_SOURCES)
+                    .map(|(ip, _)| (*ip, k.daddr, k.dport))
+                    .collect();
+                p.processes = t.ledger.owners_from(&q);
+            }
+        }
         if let Some(m) = &self.metrics {
             let mut c = m.pool_pressure.lock().unwrap();
             for p in &out {

@@ -62,7 +62,7 @@ impl Consumer {
                 e.tick(now);
             }
             // The NAT scanner's thread read the tables; here only its view is compared.
-            for p in self.account.nat_pressures() {
+            for p in self.account.nat_pressures(tracker.as_deref()) {
                 if let Some(e) = self.emit.as_mut() {
                     e.nat_pressure(&p);
                 }

@@ -223,7 +223,17 @@ fn live() -> (String, String, Ledger, u64) {
         }
     }
     // The NAT scanner's view after the stream: a NAT pool past critical.
-    let nat = NatAlerts::default().observe(&nat_view().pools, &th);
+    let mut nat = NatAlerts::default().observe(&nat_view().pools, &th);
+    for p in &mut nat {
+        let k = &p.pool.key;
+        let q: Vec<_> = p
+            .pool
+            .sources
+            .iter()
+            .map(|s| (s.0, k.daddr, k.dport))
+            .collect();
+        p.processes = ledger.owners_from(&q);
+    }
     let unix_ns = BOOT_UNIX_NS + last as i128;
     for p in &nat {
         json::write_nat_pressure(p, unix_ns, &header, &mut nd);
@@ -232,14 +242,16 @@ fn live() -> (String, String, Ledger, u64) {
     (nd, tx, ledger, last)
 }
 
-/// A gateway namespace masquerading pods to 10 ports towards one service.
+/// A gateway namespace masquerading to 10 ports towards the service the stream's
+/// client connects to: its first source is that client's address (the ledger names its
+/// process), the second a pod the ledger does not know.
 fn nat_view() -> NatView {
     let key = NatPoolKey {
         netns: NS + 1,
         proto: 6,
         nat_ip: "10.78.0.1".parse().unwrap(),
-        daddr: "10.78.0.2".parse().unwrap(),
-        dport: 8080,
+        daddr: "10.0.0.9".parse().unwrap(),
+        dport: 80,
     };
     NatView {
         at_ns: 5 * S,
@@ -252,7 +264,7 @@ fn nat_view() -> NatView {
             used: 10,
             time_wait: 7,
             sources: vec![
-                ("10.77.0.2".parse().unwrap(), 8),
+                ("10.0.0.1".parse().unwrap(), 8),
                 ("10.77.0.3".parse().unwrap(), 2),
             ],
         }],

@@ -419,11 +419,22 @@ pub(crate) fn write_nat_pressure(
         pool.time_wait,
         pool.utilisation()
     );
-    for (i, (ip, held)) in pool.sources.iter().take(5).enumerate() {
+    for (i, (ip, held)) in pool
+        .sources
+        .iter()
+        .take(crate::logic::nat_view::PRESSURE_SOURCES)
+        .enumerate()
+    {
         if i > 0 {
             out.push(',');
         }
-        let _ = write!(out, "{{\"ip\":\"{ip}\",\"held\":{held}}}");
+        let _ = write!(out, "{{\"ip\":\"{ip}\",\"held\":{held}");
+        if let Some(Some(o)) = p.processes.get(i) {
+            let _ = write!(out, ",\"process\":{{\"pid\":{},\"name\":", o.pid);
+            push_str(out, &o.name);
+            out.push('}');
+        }
+        out.push('}');
     }
     out.push_str("]}}}\n");
 }

@@ -113,7 +113,15 @@ pub(crate) fn write_nat_pressure(
         .sources
         .iter()
         .take(3)
-        .map(|(ip, n)| format!("{ip} ({n})"))
+        .enumerate()
+        .map(|(i, (ip, n))| match p.processes.get(i) {
+            Some(Some(o)) => {
+                let mut name = String::new();
+                sanitize(&o.name, &mut name);
+                format!("{ip} ({n}, {} {name})", o.pid)
+            }
+            _ => format!("{ip} ({n})"),
+        })
         .collect();
     let _ = writeln!(out, "; top sources: {}", sources.join(", "));
 }

@@ -15,7 +15,7 @@ use crate::{
     render::{
         text::{rate, sanitize},
         top_detail::{DetailLine, plain_text, pool_lines},
-        top_nat::{NatRow, nat_cells, nat_rows},
+        top_nat::{NatRow, name_nat_sources, nat_cells, nat_rows},
     },
 };
 
@@ -128,13 +128,15 @@ pub(crate) fn frame_rows(
     now: u64,
     sort: SortBy,
     th: &Thresholds,
-    nat: Option<&NatView>,
+    nat_view: Option<&NatView>,
 ) -> TopFrame {
     let views = ledger.pool_views(now);
     let procs = process_rows(ledger, &views, now, sort);
     let pools = pool_rows(&views);
+    let mut nat = nat_view.map(nat_rows).unwrap_or_default();
+    name_nat_sources(&mut nat, &views);
     let mut diagnoses = ledger.diagnoses(views, th);
-    for (netns, d) in nat.map(|v| v.diagnoses(th)).unwrap_or_default() {
+    for (netns, d) in nat_view.map(|v| v.diagnoses(th)).unwrap_or_default() {
         match diagnoses.iter_mut().find(|n| n.netns == netns) {
             Some(n) => n.diagnoses.extend(d),
             None => diagnoses.push(NsDiagnoses {
@@ -146,7 +148,7 @@ pub(crate) fn frame_rows(
     TopFrame {
         procs,
         pools,
-        nat: nat.map(nat_rows).unwrap_or_default(),
+        nat,
         diagnoses,
     }
 }

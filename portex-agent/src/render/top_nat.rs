@@ -1,8 +1,11 @@
 //! The NAT pools in `portex top`: rows under the host's pools in the pools table,
 //! marked NAT, in the same columns (used/size/TW, what the pool sustains, and its top
 //! original source where the host's pools show a forecast). Pure.
+use std::net::IpAddr;
+
 use crate::{
     logic::{
+        ledger::PoolView,
         nat::{DEFAULT_TW_TIMEOUT_S, proto_name},
         nat_view::NatView,
     },
@@ -20,8 +23,12 @@ pub(crate) struct NatRow {
     pub utilisation: f64,
     /// Closes per second the pool sustains: size / the TIME_WAIT timeout.
     pub sustainable_per_s: f64,
-    /// The original source holding the most mappings.
+    /// The original source holding the most mappings, or the process behind it.
     pub top_source: String,
+    /// To name that process: the source's address and the pool's destination.
+    pub top_source_ip: Option<IpAddr>,
+    pub daddr: IpAddr,
+    pub dport: u16,
 }
 
 pub(crate) fn nat_rows(v: &NatView) -> Vec<NatRow> {
@@ -50,9 +57,28 @@ pub(crate) fn nat_rows(v: &NatView) -> Vec<NatRow> {
                     .first()
                     .map(|(ip, _)| ip.to_string())
                     .unwrap_or_default(),
+                top_source_ip: p.sources.first().map(|s| s.0),
+                daddr: k.daddr,
+                dport: k.dport,
             }
         })
         .collect()
+}
+
+/// Names the process behind each row's top source where the live ledger has a pool from
+/// that address towards the same destination (a pod or container of this host).
+pub(crate) fn name_nat_sources(rows: &mut [NatRow], views: &[PoolView]) {
+    for r in rows {
+        let holder = views.iter().find_map(|v| {
+            let k = &v.pool.key;
+            (Some(k.saddr) == r.top_source_ip && k.daddr == r.daddr && k.dport == r.dport)
+                .then(|| v.pool.holders.iter().find(|h| h.owner.is_some()))
+                .flatten()
+        });
+        if let Some(h) = holder {
+            r.top_source = h.label();
+        }
+    }
 }
 
 /// The pools table's columns (render::top::POOL_HEADER): no connect rate (conntrack
