@@ -102,7 +102,14 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
         assert_eq!(code, Some(0), "nft {rule:?}: {err}");
     }
     let _server = srv.spawn(&["serve-close", "0.0.0.0:8080"]);
-    let watch = Portex::start(&["watch", "--json"]);
+    let watch = Portex::start(&["watch", "--json", "--nat-scan", "1"]);
+    // The agent's NAT scanner, scraped below against conntrack.
+    let dir = TmpDir::new("nat-agent");
+    let agent = Portex::agent_to(
+        &dir.join("events.ndjson"),
+        &["--metrics", "127.0.0.1:0", "--nat-scan", "1"],
+    );
+    let metrics = agent.metrics_addr();
     // 12 tries, 2 s each at most: the kernel's answer is how many got through.
     let client = pod.spawn(&["hold-conns", "10.78.0.2:8080", "12"]);
     let held = client.driven.facts("held");
@@ -110,7 +117,34 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
     // The 2 that timed out: connect_failed, nat_exhausted, the pod's process, the pool.
     // Two connect_stalled, then two connect_failed.
     watch.wait_lines("nat_exhausted", 4);
+    // The NAT scanner saw the pool cross critical: a pool_pressure line of kind nat.
+    assert!(
+        watch.wait_lines_with(&["pool_pressure", "\"kind\":\"nat\"", "\"critical\""], 1),
+        "no NAT pool_pressure line"
+    );
     let fin = watch.stop();
+    let pressure: Vec<Value> = fin
+        .stdout
+        .iter()
+        .filter(|l| l.contains("\"kind\":\"nat\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        validate_lines(fin.stdout.iter().map(|l| l.as_str())),
+        fin.stdout.len()
+    );
+    let p = &pressure[0];
+    assert_eq!(p["portex"]["netns"], gw.inode(), "{p}");
+    assert_eq!(p["source"]["ip"], "10.78.0.1", "{p}");
+    assert_eq!(p["destination"]["port"], 8080, "{p}");
+    assert_eq!(p["portex"]["pool"]["size"], 10, "{p}");
+    assert_eq!(p["portex"]["pool"]["size_from"], "rule", "{p}");
+    assert_eq!(p["portex"]["pool"]["sources"][0]["ip"], "10.77.0.2", "{p}");
+    // The pod is a namespace of this host: the ledger names the process behind it.
+    assert_eq!(
+        p["portex"]["pool"]["sources"][0]["process"]["pid"], client.driven.pid,
+        "{p}"
+    );
     let failed: Vec<_> = fin
         .events_of(client.driven.pid)
         .into_iter()
@@ -185,4 +219,72 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
         "{n}"
     );
     assert_eq!(code, Some(2), "a full NAT pool is critical");
+
+    // The agent's gauges: the pool as `conntrack -L` lists it, the table as `conntrack
+    // -C` counts it, and the scanner's own cost.
+    let gwns = gw.inode().to_string();
+    let of = |s: &[Sample], name: &str| -> Option<f64> {
+        s.iter()
+            .find(|x| x.name == name && x.label("netns") == Some(gwns.as_str()))
+            .map(|x| x.value)
+    };
+    let (seen, s) = samples_until(&metrics, std::time::Duration::from_secs(30), |s| {
+        of(s, "portex_nat_pool_used_ports") == Some(listed as f64)
+    });
+    assert!(seen, "NAT pool gauges never showed {listed}: {s:?}");
+    let (_, count, _) = gw.exec(&["conntrack", "-C"]);
+    let count: f64 = count.trim().parse().unwrap();
+    assert_eq!(of(&s, "portex_nat_pool_size_ports"), Some(10.0));
+    assert_eq!(of(&s, "portex_conntrack_entries"), Some(count));
+    let max: f64 = gw
+        .exec(&["cat", "/proc/sys/net/netfilter/nf_conntrack_max"])
+        .1
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(of(&s, "portex_conntrack_max"), Some(max));
+    let size = s
+        .iter()
+        .find(|x| x.name == "portex_nat_pool_size_ports" && x.label("netns") == Some(gwns.as_str()))
+        .unwrap();
+    assert_eq!(size.label("size_from"), Some("rule"));
+    assert_eq!(size.label("nat_address"), Some("10.78.0.1"));
+    assert_eq!(size.label("destination_address"), Some("10.78.0.2"));
+    assert_eq!(size.label("protocol"), Some("tcp"));
+    let scans = s
+        .iter()
+        .find(|x| x.name == "portex_nat_scans_total")
+        .unwrap();
+    assert!(scans.value >= 1.0);
+    let secs = s
+        .iter()
+        .find(|x| x.name == "portex_nat_scan_seconds")
+        .unwrap();
+    eprintln!("NAT scan: {} s, {} scans", secs.value, scans.value);
+    assert!(secs.value > 0.0 && secs.value < 5.0);
+    // Counted in pool_pressure, written to the agent's events.
+    assert!(
+        s.iter()
+            .any(|x| x.name == "portex_pool_pressure_total" && x.value >= 1.0)
+    );
+    agent.stop();
+    // `top` shows the NAT pool under the host's pools, with its top source.
+    let out = Command::new(portex_bin())
+        .args(["top", "--once", "--interval", "2"])
+        .output()
+        .expect("portex top --once");
+    let frame = String::from_utf8_lossy(&out.stdout);
+    let row = frame
+        .lines()
+        .find(|l| l.starts_with("NAT 10.78.0.2:8080 @10.78.0.1"))
+        .unwrap_or_else(|| panic!("no NAT row in top:\n{frame}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[3..8], ["10", "10", cells[5], "100%", "-"], "{row}");
+    // The top source is the pod, named by the process behind it.
+    let pid = client.driven.pid.to_string();
+    assert_eq!(cells.get(9), Some(&pid.as_str()), "{row}");
+    assert!(
+        count_lines_with(&dir.join("events.ndjson"), "\"kind\":\"nat\"") >= 1,
+        "no NAT pool_pressure in the agent's events"
+    );
 }

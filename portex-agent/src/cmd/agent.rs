@@ -52,6 +52,7 @@ pub(crate) fn run(args: AgentArgs) -> Result<()> {
                 max_pools: c.metrics_max_pools,
                 top_processes: c.metrics_top_processes,
             },
+            nat_scan_s: c.nat_scan,
         },
         emit: Emit::new(Format::Json, filter, Box::new(SinkWriter { sink }))
             .with_count(c.filter.count),

@@ -192,6 +192,11 @@ pub struct AgentArgs {
     /// Ring buffer size in KiB (a power of two, 4 to 262144). [default: 4096]
     #[arg(long, value_name = "KIB")]
     pub ring_kib: Option<u64>,
+    /// Seconds between scans of every namespace's conntrack table for NAT pools (their
+    /// metrics and pool_pressure events); longer when a scan is slow (at most ~2.5 % of
+    /// a core); 0: off (at most 3600). [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    pub nat_scan: Option<u64>,
     /// Read from the same table by cmd::config::parse_file (serde's flatten would lose
     /// the line of a bad key).
     #[command(flatten)]
@@ -380,6 +385,16 @@ pub struct WatchArgs {
     /// Ring buffer size in KiB (a power of two, 4 to 262144).
     #[arg(long, value_name = "KIB", default_value_t = limits::RING_KIB.default as u32, value_parser = parse_ring_kib)]
     pub ring_kib: u32,
+    /// Seconds between scans of every namespace's conntrack table for NAT pools
+    /// (pool_pressure events of NAT pools); longer when a scan is slow (at most ~2.5 %
+    /// of a core); 0: off.
+    #[arg(long, value_name = "SECONDS", default_value_t = limits::NAT_SCAN_S.default, value_parser = parse_nat_scan)]
+    pub nat_scan: u64,
+}
+
+fn parse_nat_scan(s: &str) -> Result<u64, String> {
+    let v: u64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    limits::NAT_SCAN_S.check(v)
 }
 
 fn parse_ring_kib(s: &str) -> Result<u32, String> {

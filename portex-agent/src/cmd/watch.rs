@@ -40,6 +40,7 @@ pub(crate) fn run(args: WatchArgs) -> Result<()> {
             hooks_linger_ns: crate::logic::arming::LINGER_NS,
             metrics: None,
             pool_metrics: PoolMetricOptions::default(),
+            nat_scan_s: args.nat_scan,
         },
         emit: Emit::new(format, filter, Box::new(out)).with_count(select.count),
         metrics_addr: None,

@@ -61,6 +61,27 @@ impl Thresholds {
             None
         }
     }
+
+    /// A pool_pressure crossing: the severity when `utilisation` crossed a threshold
+    /// upwards since the last alert `standing` (updated). A standing alert is lowered
+    /// only once utilisation is 5 points below its threshold, so that a pool hovering
+    /// at a threshold alerts once (the live ledger's pools and the NAT pools alike).
+    pub fn crossing(&self, standing: &mut Option<Severity>, utilisation: f64) -> Option<Severity> {
+        let below = |t: f64| utilisation < t - 0.05;
+        if *standing == Some(Severity::Critical) && below(self.critical) {
+            *standing = Some(Severity::Warning);
+        }
+        if *standing == Some(Severity::Warning) && below(self.warning) {
+            *standing = None;
+        }
+        match self.severity(utilisation) {
+            Some(s) if standing.is_none_or(|a| s > a) => {
+                *standing = Some(s);
+                Some(s)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Facts beyond the socket table and the sysctls.

@@ -54,6 +54,15 @@ pub const LINGER_S: Bound = Bound {
     default: 300,
 };
 
+/// Seconds between NAT scans (`--nat-scan`); 0 is off. The scanner waits longer when a
+/// scan is slow (logic::nat_view::SCAN_COST_FACTOR).
+pub(crate) const NAT_SCAN_S: Bound = Bound {
+    name: "nat-scan",
+    min: 0,
+    max: 3600,
+    default: crate::logic::nat_view::SCAN_PERIOD_S,
+};
+
 /// Processes exported as metrics (`--metrics-top-processes`).
 pub(crate) const METRICS_TOP_PROCESSES: Bound = Bound {
     name: "metrics-top-processes",

@@ -5,18 +5,24 @@ use std::{
     sync::Arc,
 };
 
-use super::{hooks::HookSwitch, metrics::Metrics, tracker::Tracker};
+use super::{hooks::HookSwitch, metrics::Metrics, nat_scan::NatFeed, tracker::Tracker};
 use crate::{
     logic::{
         arming::{ARM_AT, Arming},
+        diagnose::Thresholds,
         errno,
         ledger::{PoolView, Pressure, ProcStats},
         limits,
-        model::{Action, Cause, Record},
+        model::{Action, Cause, CloseKind, Record},
+        nat::proto_name,
+        nat_view::{NatAlerts, NatPressure, NatView, PRESSURE_SOURCES},
         pool::TwOwners,
         top_holders::{HolderGroup, top_groups},
     },
-    render::prometheus::{PoolGauge, Snapshot},
+    render::{
+        prometheus::{PoolGauge, Snapshot},
+        prometheus_nat::{ConntrackGauge, NatPoolGauge, NatSnapshot},
+    },
     sys::tw_owners_file::TwOwnersWriter,
 };
 
@@ -48,6 +54,12 @@ pub(crate) struct Account {
     pub(crate) arming: Option<(Arming, Arc<HookSwitch>)>,
     /// Where `status` learns who holds TIME_WAIT ports (rewritten every second).
     pub(crate) tw_owners: Option<TwOwnersWriter>,
+    /// The NAT scanner's latest view (None: scanning is off), the thresholds of its
+    /// pools' pool_pressure events, their standing alerts, and the last scan seen.
+    pub(crate) nat: Option<NatFeed>,
+    pub(crate) nat_thresholds: Thresholds,
+    nat_alerts: NatAlerts,
+    nat_seen: u64,
     /// Container id of each process holding ports, by pid, with the process's start
     /// time (a reused pid is read again): read once per process, not every second.
     containers: HashMap<u32, (u64, Option<String>)>,
@@ -63,6 +75,10 @@ impl Account {
             pool_metrics: PoolMetricOptions::default(),
             arming: None,
             tw_owners: None,
+            nat: None,
+            nat_thresholds: Thresholds::default(),
+            nat_alerts: NatAlerts::default(),
+            nat_seen: 0,
             containers: HashMap::new(),
             last_publish: 0,
             port_failure_seen: false,
@@ -117,6 +133,16 @@ impl Account {
             r.netns = touch.netns;
             pressure = touch.pressure;
         }
+        // A handshake that died may have met a full NAT: look again soon.
+        if let Some(nat) = &self.nat
+            && r.action == Action::Close
+            && !r.passive
+            && r.close
+                .as_ref()
+                .is_some_and(|c| c.kind == CloseKind::HandshakeFailed)
+        {
+            nat.request();
+        }
         if r.action.is_failure()
             && matches!(
                 r.cause,
@@ -136,6 +162,42 @@ impl Account {
         if let Some(m) = &self.metrics {
             count(m, r, None);
         }
+    }
+
+    /// The NAT pools that crossed a threshold in a scan not seen yet, counted in the
+    /// pool_pressure metric (once per scan: the scanner publishes every few seconds).
+    /// The ledger names the processes behind the pools' sources where it can.
+    pub(crate) fn nat_pressures(&mut self, tracker: Option<&Tracker>) -> Vec<NatPressure> {
+        let Some(v) = self.nat.as_ref().and_then(|f| f.latest()) else {
+            return Vec::new();
+        };
+        if v.scans == self.nat_seen {
+            return Vec::new();
+        }
+        self.nat_seen = v.scans;
+        let mut out = self.nat_alerts.observe(&v.pools, &self.nat_thresholds);
+        if let Some(t) = tracker
+            && !out.is_empty()
+        {
+            for p in &mut out {
+                let k = &p.pool.key;
+                let q: Vec<_> = p
+                    .pool
+                    .sources
+                    .iter()
+                    .take(PRESSURE_SOURCES)
+                    .map(|(ip, _)| (*ip, k.daddr, k.dport))
+                    .collect();
+                p.processes = t.ledger.owners_from(&q);
+            }
+        }
+        if let Some(m) = &self.metrics {
+            let mut c = m.pool_pressure.lock().unwrap();
+            for p in &out {
+                *c.entry(p.severity.as_str()).or_default() += 1;
+            }
+        }
+        out
     }
 
     /// Auto mode: asks for the syscall hooks while a pool fills up or ports fail (at
@@ -188,6 +250,9 @@ impl Account {
                 })
                 .collect();
             snap.holders = self.holders(t, o.top_processes);
+            if let Some(v) = self.nat.as_ref().and_then(|f| f.latest()) {
+                snap.nat = nat_gauges(&v, &o);
+            }
         }
         *m.snapshot.lock().unwrap() = snap;
     }
@@ -216,6 +281,44 @@ impl Account {
             time_wait: p.time_wait,
         });
         top_groups(rows, n)
+    }
+}
+
+/// The NAT pools and conntrack tables as gauges, bounded like the host's pools: pools
+/// at or above the utilisation floor, at most `max_pools` of each, fullest first.
+fn nat_gauges(v: &NatView, o: &PoolMetricOptions) -> NatSnapshot {
+    let mut tables: Vec<&crate::logic::nat_view::ConntrackTable> = v.tables.iter().collect();
+    let fill = |t: &crate::logic::nat_view::ConntrackTable| t.count as f64 / t.max.max(1) as f64;
+    tables.sort_by(|a, b| fill(b).total_cmp(&fill(a)));
+    NatSnapshot {
+        pools: v
+            .pools
+            .iter()
+            .filter(|p| p.utilisation() >= o.min_utilisation)
+            .take(o.max_pools)
+            .map(|p| NatPoolGauge {
+                netns: p.key.netns,
+                protocol: proto_name(p.key.proto),
+                nat_address: p.key.nat_ip.to_string(),
+                destination_address: p.key.daddr.to_string(),
+                destination_port: p.key.dport,
+                size: p.size,
+                size_from: p.size_from.as_str(),
+                used: p.used,
+                time_wait: p.time_wait,
+            })
+            .collect(),
+        tables: tables
+            .into_iter()
+            .take(o.max_pools)
+            .map(|t| ConntrackGauge {
+                netns: t.netns,
+                entries: t.count,
+                max: t.max,
+            })
+            .collect(),
+        scan_seconds: Some(v.duration_ns as f64 / 1e9),
+        scans: v.scans,
     }
 }
 

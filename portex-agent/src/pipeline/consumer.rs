@@ -61,6 +61,12 @@ impl Consumer {
             if let Some(e) = self.emit.as_mut() {
                 e.tick(now);
             }
+            // The NAT scanner's thread read the tables; here only its view is compared.
+            for p in self.account.nat_pressures(tracker.as_deref()) {
+                if let Some(e) = self.emit.as_mut() {
+                    e.nat_pressure(&p);
+                }
+            }
             if let Some(batch) = batch {
                 for ev in batch.iter() {
                     interpret(ev, |mut r| {

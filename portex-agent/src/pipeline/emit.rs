@@ -18,6 +18,7 @@ use crate::{
         filter::Filter,
         ledger::Pressure,
         model::{Record, Transport},
+        nat_view::NatPressure,
         warn_limit::{LIMITS, Summary, Verdict, WarnLimit},
     },
     render::{View, json, text},
@@ -180,6 +181,20 @@ impl Emit {
             }
             self.count_line();
         }
+    }
+
+    /// A NAT pool's threshold crossing (found by the NAT scanner), when the filter
+    /// takes it; stamped with the output thread's clock.
+    pub(crate) fn nat_pressure(&mut self, p: &NatPressure) {
+        if self.left == Some(0) || !self.filter.accepts_nat_pressure(&p.pool.key) {
+            return;
+        }
+        let unix = self.clock.to_unix_ns(self.now);
+        match self.format {
+            Format::Json => json::write_nat_pressure(p, unix, &self.header, &mut self.line),
+            Format::Text => text::write_nat_pressure(p, unix, &mut self.line),
+        }
+        self.count_line();
     }
 
     fn count_line(&mut self) {

@@ -15,6 +15,7 @@ mod emit;
 mod enrich;
 mod hooks;
 pub(crate) mod metrics;
+mod nat_scan;
 mod nat_watch;
 mod run;
 pub(crate) mod tracker;
@@ -36,7 +37,12 @@ pub(crate) use emit::{Emit, Format, Output, Stop, WriteOutput};
 pub(crate) use run::{Setup, run};
 
 use self::{
-    account::Account, consumer::Consumer, enrich::Enrich, hooks::HookSwitch, metrics::Metrics,
+    account::Account,
+    consumer::Consumer,
+    enrich::Enrich,
+    hooks::HookSwitch,
+    metrics::Metrics,
+    nat_scan::{NatFeed, NatScanner},
     tracker::Tracker,
 };
 use crate::{
@@ -63,6 +69,8 @@ pub(crate) struct Options {
     pub(crate) hooks_linger_ns: u64,
     pub(crate) metrics: Option<Arc<Metrics>>,
     pub(crate) pool_metrics: PoolMetricOptions,
+    /// Seconds between NAT scans (pipeline::nat_scan); 0: no NAT scanner.
+    pub(crate) nat_scan_s: u64,
 }
 
 /// A running pipeline. Dropping it stops the reader and detaches the programs.
@@ -70,6 +78,8 @@ pub(crate) struct Pipeline {
     pub(crate) probe: Arc<Probe>,
     pub(crate) counts: Arc<Counts>,
     ledger: Option<Arc<Mutex<Tracker>>>,
+    /// The NAT scanner's thread; None when off (or it could not start).
+    nat: Option<NatScanner>,
     /// Lines rendered (0 without a render stage).
     pub(crate) written: Arc<AtomicU64>,
     /// When the output thread last came round (clock::monotonic_ns).
@@ -124,6 +134,14 @@ impl Pipeline {
                 .inspect_err(|e| tracing::warn!("status will not name TIME_WAIT owners: {e:#}"))
                 .ok();
         }
+        let nat = (opts.nat_scan_s > 0)
+            .then(|| NatScanner::start(opts.nat_scan_s.saturating_mul(1_000_000_000)))
+            .and_then(|r| {
+                r.inspect_err(|e| tracing::warn!("no NAT pools in the live views: {e}"))
+                    .ok()
+            });
+        account.nat = nat.as_ref().map(|n| n.feed());
+        account.nat_thresholds = opts.thresholds.unwrap_or_default();
         let mut consumer = Consumer {
             enrich: Enrich::new(),
             nat: Default::default(),
@@ -145,6 +163,7 @@ impl Pipeline {
             probe,
             counts,
             ledger,
+            nat,
             written,
             output_beat,
             consumer: Some(consumer),
@@ -158,6 +177,11 @@ impl Pipeline {
     /// The ledger the output thread keeps (lock it briefly: the thread waits).
     pub(crate) fn ledger(&self) -> Option<&Arc<Mutex<Tracker>>> {
         self.ledger.as_ref()
+    }
+
+    /// The NAT scanner's latest view (None when scanning is off).
+    pub(crate) fn nat(&self) -> Option<NatFeed> {
+        self.nat.as_ref().map(|n| n.feed())
     }
 
     /// Resolves when the reader ends by itself (an error, or the output thread gone).

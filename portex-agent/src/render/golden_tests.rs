@@ -16,11 +16,14 @@ use crate::{
     logic::model::Owner,
     logic::model::Record,
     logic::model::{Container, DiagSocket, Workload},
+    logic::nat::{NatPool, NatPoolKey, RangeSource},
+    logic::nat_view::{ConntrackTable, NatAlerts, NatView},
     logic::pool::build_pools,
     logic::self_stats::SelfStats,
     logic::sysctls::NetSettings,
     logic::top_holders::{HolderGroup, OTHER},
     render::prometheus::{self, Page, PoolGauge, Snapshot},
+    render::prometheus_nat::{ConntrackGauge, NatPoolGauge, NatSnapshot},
     render::status::{NetnsReport, render_json, render_text},
     render::top::{SortBy, frame_rows, text_frame},
     render::{View, json, json_serde, text},
@@ -251,7 +254,59 @@ fn live() -> (String, String, Ledger, u64) {
             }
         }
     }
+    // The NAT scanner's view after the stream: a NAT pool past critical.
+    let mut nat = NatAlerts::default().observe(&nat_view().pools, &th);
+    for p in &mut nat {
+        let k = &p.pool.key;
+        let q: Vec<_> = p
+            .pool
+            .sources
+            .iter()
+            .map(|s| (s.0, k.daddr, k.dport))
+            .collect();
+        p.processes = ledger.owners_from(&q);
+    }
+    let unix_ns = BOOT_UNIX_NS + last as i128;
+    for p in &nat {
+        json::write_nat_pressure(p, unix_ns, &header, &mut nd);
+        text::write_nat_pressure(p, unix_ns, &mut tx);
+    }
     (nd, tx, ledger, last)
+}
+
+/// A gateway namespace masquerading to 10 ports towards the service the stream's
+/// client connects to: its first source is that client's address (the ledger names its
+/// process), the second a pod the ledger does not know.
+fn nat_view() -> NatView {
+    let key = NatPoolKey {
+        netns: NS + 1,
+        proto: 6,
+        nat_ip: "10.78.0.1".parse().unwrap(),
+        daddr: "10.0.0.9".parse().unwrap(),
+        dport: 80,
+    };
+    NatView {
+        at_ns: 5 * S,
+        duration_ns: 12_500_000,
+        scans: 3,
+        pools: vec![NatPool {
+            key,
+            size: 10,
+            size_from: RangeSource::Rule,
+            used: 10,
+            time_wait: 7,
+            sources: vec![
+                ("10.0.0.1".parse().unwrap(), 8),
+                ("10.77.0.3".parse().unwrap(), 2),
+            ],
+        }],
+        tables: vec![ConntrackTable {
+            netns: NS + 1,
+            count: 12,
+            max: 262_144,
+            tw_timeout_s: Some(120),
+        }],
+    }
 }
 
 fn status_reports() -> Vec<NetnsReport> {
@@ -358,6 +413,26 @@ fn metrics_page() -> String {
                 },
             ],
             tracked_sockets: 9,
+            nat: NatSnapshot {
+                pools: vec![NatPoolGauge {
+                    netns: NS + 1,
+                    protocol: "tcp",
+                    nat_address: "10.78.0.1".into(),
+                    destination_address: "10.78.0.2".into(),
+                    destination_port: 8080,
+                    size: 10,
+                    size_from: "rule",
+                    used: 10,
+                    time_wait: 7,
+                }],
+                tables: vec![ConntrackGauge {
+                    netns: NS + 1,
+                    entries: 12,
+                    max: 262_144,
+                }],
+                scan_seconds: Some(0.0125),
+                scans: 3,
+            },
         },
         own: SelfStats {
             cpu_seconds: Some(12.34),
@@ -402,7 +477,14 @@ fn golden_event_lines() {
 fn golden_top_frame() {
     let (_, _, mut ledger, last) = live();
     let now = last + S / 2;
-    let frame = frame_rows(&mut ledger, now, SortBy::default(), &Thresholds::default());
+    let nat = nat_view();
+    let frame = frame_rows(
+        &mut ledger,
+        now,
+        SortBy::default(),
+        &Thresholds::default(),
+        Some(&nat),
+    );
     check("top.txt", &text_frame(&frame, 20));
 }
 

@@ -379,6 +379,70 @@ pub(crate) fn write_pressure(
     out.push_str("]}}}\n");
 }
 
+/// A `pool_pressure` line of a NAT pool (logic::nat_view): the NAT address as the
+/// source, `portex.pool.kind` "nat", and the original sources that hold its mappings
+/// instead of processes.
+pub(crate) fn write_nat_pressure(
+    p: &crate::logic::nat_view::NatPressure,
+    unix_ns: i128,
+    h: &Header,
+    out: &mut String,
+) {
+    let pool = &p.pool;
+    let k = &pool.key;
+    out.push_str("{\"@timestamp\":\"");
+    rfc3339_micros(unix_ns, out);
+    out.push('"');
+    out.push_str(&h.fragment);
+    let _ = write!(
+        out,
+        ",\"event\":{{\"kind\":\"alert\",\"category\":[\"network\"],\"type\":[\"info\"],\"action\":\"pool_pressure\",\"outcome\":\"unknown\",\"severity\":{}}}",
+        if p.severity == crate::logic::diagnose::Severity::Critical {
+            3
+        } else {
+            2
+        }
+    );
+    let _ = write!(
+        out,
+        ",\"source\":{{\"ip\":\"{}\"}},\"destination\":{{\"ip\":\"{}\",\"port\":{}}},\"network\":{{\"transport\":\"{}\",\"type\":\"{}\"}}",
+        k.nat_ip,
+        k.daddr,
+        k.dport,
+        crate::logic::nat::proto_name(k.proto),
+        if k.daddr.is_ipv4() { "ipv4" } else { "ipv6" }
+    );
+    let _ = write!(
+        out,
+        ",\"portex\":{{\"netns\":{},\"pool\":{{\"kind\":\"nat\",\"severity\":\"{}\",\"used\":{},\"size\":{},\"size_from\":\"{}\",\"time_wait\":{},\"utilisation\":{:.4},\"sources\":[",
+        k.netns,
+        p.severity.as_str(),
+        pool.used,
+        pool.size,
+        pool.size_from.as_str(),
+        pool.time_wait,
+        pool.utilisation()
+    );
+    for (i, (ip, held)) in pool
+        .sources
+        .iter()
+        .take(crate::logic::nat_view::PRESSURE_SOURCES)
+        .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{{\"ip\":\"{ip}\",\"held\":{held}");
+        if let Some(Some(o)) = p.processes.get(i) {
+            let _ = write!(out, ",\"process\":{{\"pid\":{},\"name\":", o.pid);
+            push_str(out, &o.name);
+            out.push('}');
+        }
+        out.push('}');
+    }
+    out.push_str("]}}}\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

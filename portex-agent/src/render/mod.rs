@@ -6,11 +6,13 @@ pub(crate) mod json_serde;
 #[cfg(test)]
 mod json_tests;
 pub(crate) mod prometheus;
+pub(crate) mod prometheus_nat;
 pub(crate) mod status;
 pub(crate) mod text;
 pub(crate) mod top;
 pub(crate) mod top_chart;
 pub(crate) mod top_detail;
+pub(crate) mod top_nat;
 
 use crate::logic::model::Record;
 

@@ -7,6 +7,7 @@
 //! pid. No label carries an ephemeral port.
 use std::{collections::BTreeMap, fmt::Write};
 
+use super::prometheus_nat::{NatSnapshot, render_nat};
 use crate::logic::{self_stats::SelfStats, top_holders::HolderGroup};
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -31,6 +32,7 @@ pub(crate) struct Snapshot {
     pub pools: Vec<PoolGauge>,
     pub holders: Vec<HolderGroup>,
     pub tracked_sockets: u64,
+    pub nat: NatSnapshot,
 }
 
 /// Everything one scrape shows, read where each value lives (pipeline::metrics).
@@ -62,11 +64,11 @@ pub(crate) struct Page {
 
 /// Label values are escaped as the exposition format requires, and control characters
 /// (which process names may carry) are shown as text.
-fn esc(v: &str) -> String {
+pub(super) fn esc(v: &str) -> String {
     crate::logic::untrusted::label_value(v)
 }
 
-fn head(o: &mut String, name: &str, kind: &str, help: &str) {
+pub(super) fn head(o: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(o, "# HELP {name} {help}");
     let _ = writeln!(o, "# TYPE {name} {kind}");
 }
@@ -282,6 +284,7 @@ pub(crate) fn render(page: &Page) -> String {
             let _ = writeln!(o, "{name}{{{}}} {}", holder_labels(h), get(h));
         }
     }
+    render_nat(&mut o, &snap.nat);
     own_process(&mut o, &page.own);
     o
 }

@@ -92,6 +92,43 @@ pub(crate) fn write_pressure(p: &crate::logic::ledger::Pressure, unix_ns: i128, 
     let _ = writeln!(out, "; top holders: {}", holders.join(", "));
 }
 
+/// A NAT pool crossed a utilisation threshold.
+pub(crate) fn write_nat_pressure(
+    p: &crate::logic::nat_view::NatPressure,
+    unix_ns: i128,
+    out: &mut String,
+) {
+    let mut ts = String::with_capacity(32);
+    rfc3339_micros(unix_ns, &mut ts);
+    out.push_str(ts.get(11..26).unwrap_or(&ts));
+    let pool = &p.pool;
+    let _ = write!(
+        out,
+        " pool_pressure  [{}] {} {}/{} mapped ({:.0}%), {} in TIME_WAIT",
+        p.severity.as_str(),
+        pool.key.label(),
+        pool.used,
+        pool.size,
+        pool.utilisation() * 100.0,
+        pool.time_wait
+    );
+    let sources: Vec<String> = pool
+        .sources
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, (ip, n))| match p.processes.get(i) {
+            Some(Some(o)) => {
+                let mut name = String::new();
+                sanitize(&o.name, &mut name);
+                format!("{ip} ({n}, {} {name})", o.pid)
+            }
+            _ => format!("{ip} ({n})"),
+        })
+        .collect();
+    let _ = writeln!(out, "; top sources: {}", sources.join(", "));
+}
+
 /// "0.1", "20", "471": a decimal only where it matters.
 pub(crate) fn rate(r: f64) -> String {
     if r < 10.0 {

@@ -9,11 +9,13 @@ use crate::{
     logic::{
         diagnose::{Diagnosis, Thresholds},
         ledger::{Ledger, NsDiagnoses, PoolView},
+        nat_view::NatView,
         pool::PoolKey,
     },
     render::{
         text::{rate, sanitize},
         top_detail::{DetailLine, plain_text, pool_lines},
+        top_nat::{NatRow, name_nat_sources, nat_cells, nat_rows},
     },
 };
 
@@ -71,6 +73,8 @@ pub(crate) struct TopFrame {
     pub procs: Vec<ProcRow>,
     /// Fullest first.
     pub pools: Vec<PoolRow>,
+    /// The NAT scanner's pools, fullest first (shown under `pools`).
+    pub nat: Vec<NatRow>,
     pub diagnoses: Vec<NsDiagnoses>,
 }
 
@@ -117,15 +121,34 @@ impl SortBy {
 const HIGHLIGHT_NS: u64 = 5_000_000_000;
 
 /// Both tabs' rows and the diagnoses from one pass over the ledger's pools (the tally
-/// behind the pool views walks every tracked socket: once a frame, not once a tab).
-pub(crate) fn frame_rows(ledger: &mut Ledger, now: u64, sort: SortBy, th: &Thresholds) -> TopFrame {
+/// behind the pool views walks every tracked socket: once a frame, not once a tab),
+/// and the NAT scanner's last view (its pools and its namespaces' NAT diagnoses).
+pub(crate) fn frame_rows(
+    ledger: &mut Ledger,
+    now: u64,
+    sort: SortBy,
+    th: &Thresholds,
+    nat_view: Option<&NatView>,
+) -> TopFrame {
     let views = ledger.pool_views(now);
     let procs = process_rows(ledger, &views, now, sort);
     let pools = pool_rows(&views);
-    let diagnoses = ledger.diagnoses(views, th);
+    let mut nat = nat_view.map(nat_rows).unwrap_or_default();
+    name_nat_sources(&mut nat, &views);
+    let mut diagnoses = ledger.diagnoses(views, th);
+    for (netns, d) in nat_view.map(|v| v.diagnoses(th)).unwrap_or_default() {
+        match diagnoses.iter_mut().find(|n| n.netns == netns) {
+            Some(n) => n.diagnoses.extend(d),
+            None => diagnoses.push(NsDiagnoses {
+                netns,
+                diagnoses: d,
+            }),
+        }
+    }
     TopFrame {
         procs,
         pools,
+        nat,
         diagnoses,
     }
 }
@@ -145,6 +168,16 @@ impl TopFrame {
             .iter()
             .filter(|r| {
                 filter.is_empty() || r.label.contains(filter) || r.top_holder.contains(filter)
+            })
+            .collect()
+    }
+
+    /// The NAT rows the same filter keeps (a part of the route or of the top source).
+    pub(crate) fn shown_nat(&self, filter: &str) -> Vec<&NatRow> {
+        self.nat
+            .iter()
+            .filter(|r| {
+                filter.is_empty() || r.label.contains(filter) || r.top_source.contains(filter)
             })
             .collect()
     }
@@ -364,6 +397,9 @@ pub(crate) fn text_frame(frame: &TopFrame, max_rows: usize) -> String {
     );
     for r in frame.pools.iter().take(max_rows) {
         let _ = writeln!(o, "{}", table_line(&pool_cells(r), &POOL_WIDTHS));
+    }
+    for r in frame.nat.iter().take(max_rows) {
+        let _ = writeln!(o, "{}", table_line(&nat_cells(r), &POOL_WIDTHS));
     }
     if let Some(r) = frame.pools.first() {
         let _ = writeln!(o, "\nFULLEST POOL {}", r.key.label());

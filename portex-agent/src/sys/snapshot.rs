@@ -43,14 +43,52 @@ pub(crate) fn host_nat_pools() -> Vec<NatPool> {
     out
 }
 
+/// What a periodic scan (pipeline::nat_scan) reads of one namespace's NAT.
+pub(crate) struct NatScan {
+    pub table: (u64, u64),
+    pub tw_timeout_s: Option<u64>,
+    /// Only the SNAT entries (the others are parsed and left).
+    pub entries: Vec<CtEntry>,
+    /// The rules' range when `need_range` asked for it (Some(None): nft reports none).
+    pub range: Option<Option<(u16, u16)>>,
+}
+
+/// Reads `ns`'s conntrack table for a scan: Ok(None) without conntrack there or with
+/// an empty table (no dump then); an error when the table cannot be dumped (no
+/// CAP_NET_ADMIN). `need_range` sees the SNAT entries and says whether to run nft.
+pub(crate) fn scan_nat(
+    ns: &Netns,
+    need_range: impl FnOnce(&[CtEntry]) -> bool + Send,
+) -> Result<Option<NatScan>> {
+    netns::in_netns(ns, || -> Result<Option<NatScan>> {
+        let Some(table) = conntrack::table_fill() else {
+            return Ok(None);
+        };
+        if table.0 == 0 {
+            return Ok(None);
+        }
+        let entries = conntrack::dump_snat()?;
+        let range = (!entries.is_empty() && need_range(&entries)).then(nft::nat_range);
+        Ok(Some(NatScan {
+            table,
+            tw_timeout_s: tw_timeout_s(),
+            entries,
+            range,
+        }))
+    })?
+}
+
+fn tw_timeout_s() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
 fn read_nat() -> Result<Option<NatSnapshot>> {
     let Some(table) = conntrack::table_fill() else {
         return Ok(None);
     };
-    let tw_timeout_s =
-        std::fs::read_to_string("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_time_wait")
-            .ok()
-            .and_then(|s| s.trim().parse().ok());
+    let tw_timeout_s = tw_timeout_s();
     // ctnetlink needs CAP_NET_ADMIN: without it, status still reports the host's own
     // pools (it needs no privilege for them) and leaves the NAT out.
     let entries = match conntrack::dump() {

@@ -67,6 +67,8 @@ pub struct AgentConfig {
     pub syscall_hooks_linger: u64,
     pub accepted: bool,
     pub ring_kib: u32,
+    /// Seconds between NAT scans; 0: off.
+    pub nat_scan: u64,
     pub filter: FilterConfig,
 }
 
@@ -136,6 +138,7 @@ impl AgentArgs {
             syscall_hooks_linger: u.syscall_hooks_linger.or(lower.syscall_hooks_linger),
             accepted: u.accepted.or(lower.accepted),
             ring_kib: u.ring_kib.or(lower.ring_kib),
+            nat_scan: u.nat_scan.or(lower.nat_scan),
             filter: u.filter.over(lower.filter),
         }
     }
@@ -264,6 +267,7 @@ pub fn resolve(args: &AgentArgs, file: AgentArgs) -> Result<AgentConfig> {
         syscall_hooks_linger: bounded(limits::LINGER_S, a.syscall_hooks_linger)?,
         accepted: a.accepted.unwrap_or(false),
         ring_kib,
+        nat_scan: bounded(limits::NAT_SCAN_S, a.nat_scan)?,
         filter,
     };
     for (name, v) in [

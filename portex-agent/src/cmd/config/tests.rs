@@ -336,6 +336,7 @@ fn every_bound_applies_to_the_flag_and_the_key_alike() {
             "syscall_hooks_linger = 999999999",
         ),
         (vec!["--warn", "101"], "warn = 101.0"),
+        (vec!["--nat-scan", "3601"], "nat_scan = 3601"),
     ] {
         let by_flag = resolve(&args(&flag), AgentArgs::default()).unwrap_err();
         let by_key = resolve(&args(&[]), parse_file(Path::new("t"), key).unwrap()).unwrap_err();
@@ -351,4 +352,19 @@ fn the_packaged_config_file_is_valid() {
     assert_eq!(c.syscall_hooks_linger, 300);
     assert!(!c.accepted);
     assert_eq!(c.metrics, Some("127.0.0.1:9633".parse().unwrap()));
+    assert_eq!(c.nat_scan, 5);
+}
+
+#[test]
+fn the_nat_scan_period_defaults_to_5_s_and_0_turns_it_off() {
+    assert_eq!(
+        resolve(&args(&[]), AgentArgs::default()).unwrap().nat_scan,
+        5
+    );
+    let c = resolve(&args(&["--nat-scan", "0"]), file("nat_scan = 30")).unwrap();
+    assert_eq!(c.nat_scan, 0);
+    assert_eq!(
+        resolve(&args(&[]), file("nat_scan = 30")).unwrap().nat_scan,
+        30
+    );
 }

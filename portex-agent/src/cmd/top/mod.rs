@@ -35,6 +35,7 @@ impl Feed {
                 hooks_linger_ns: crate::logic::arming::LINGER_NS,
                 metrics: None,
                 pool_metrics: PoolMetricOptions::default(),
+                nat_scan_s: crate::logic::limits::NAT_SCAN_S.default,
             },
             None,
         )?;
@@ -48,6 +49,11 @@ impl Feed {
         }
         let ledger = self.pipeline.ledger().expect("top always keeps a ledger");
         Ok(f(&mut ledger.lock().unwrap()))
+    }
+
+    /// The NAT scanner's last view (its thread reads conntrack, never this one).
+    pub(crate) fn nat(&self) -> Option<std::sync::Arc<crate::logic::nat_view::NatView>> {
+        self.pipeline.nat().and_then(|f| f.latest())
     }
 
     /// Events lost: ring buffer full, consumer behind, and runs the kernel skipped.
@@ -67,6 +73,7 @@ pub(crate) fn run(args: TopArgs) -> Result<()> {
         while Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
+        let nat = feed.nat();
         let frame = feed.with_ledger(|t| {
             let now = boot_now_ns();
             let frame = frame_rows(
@@ -74,6 +81,7 @@ pub(crate) fn run(args: TopArgs) -> Result<()> {
                 now,
                 SortBy::default(),
                 &Thresholds::default(),
+                nat.as_deref(),
             );
             text_frame(&frame, args.rows)
         })?;

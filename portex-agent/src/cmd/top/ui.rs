@@ -24,6 +24,7 @@ use crate::{
         POOL_HEADER, POOL_WIDTHS, PROC_HEADER, PROC_WIDTHS, PoolRow, ProcRow, SortBy, Tab,
         TopFrame, frame_rows, pool_cells, proc_cells,
     },
+    render::top_nat::nat_cells,
     sys::clock::boot_now_ns,
 };
 
@@ -209,7 +210,9 @@ fn refresh_rows(st: &mut State, feed: &mut Feed) -> Result<()> {
     }
     let now = boot_now_ns();
     let th = Thresholds::default();
-    let frame = feed.with_ledger(|t| frame_rows(&mut t.ledger, now, st.sort, &th))?;
+    let nat = feed.nat();
+    let frame =
+        feed.with_ledger(|t| frame_rows(&mut t.ledger, now, st.sort, &th, nat.as_deref()))?;
     take_frame(st, frame, now);
     Ok(())
 }
@@ -281,7 +284,9 @@ fn draw(f: &mut Frame, st: &State, drops: u64) {
         Some((i, sel)) if body.height >= 12 => {
             let rows = match st.tab {
                 Tab::Processes => st.frame.shown_procs(&st.filter).len(),
-                Tab::Pools => st.frame.shown_pools(&st.filter).len(),
+                Tab::Pools => {
+                    st.frame.shown_pools(&st.filter).len() + st.frame.shown_nat(&st.filter).len()
+                }
             } as u16;
             // Header and borders take 3 lines; the detail gets two thirds at least.
             let table_h = (rows + 3).clamp(4, (body.height / 3).max(4));
@@ -336,16 +341,28 @@ fn draw_table(f: &mut Frame, area: Rect, st: &State, selected: Option<usize>) {
                 )
         }
         Tab::Pools => {
-            let rows = st.frame.shown_pools(&st.filter).into_iter().map(|r| {
-                let style = if r.utilisation >= 0.95 {
+            let style = |u: f64| {
+                if u >= 0.95 {
                     Style::default().fg(Color::Red).add_modifier(Modifier::BOLD)
-                } else if r.utilisation >= 0.8 {
+                } else if u >= 0.8 {
                     Style::default().fg(Color::Yellow)
                 } else {
                     Style::default()
-                };
-                Row::new(pool_cells(r).map(Cell::from)).style(style)
-            });
+                }
+            };
+            let host = st
+                .frame
+                .shown_pools(&st.filter)
+                .into_iter()
+                .map(|r| Row::new(pool_cells(r).map(Cell::from)).style(style(r.utilisation)));
+            // NAT pools come after the host's: the selection (an index into the host
+            // pools) never lands on one.
+            let nat = st
+                .frame
+                .shown_nat(&st.filter)
+                .into_iter()
+                .map(|r| Row::new(nat_cells(r).map(Cell::from)).style(style(r.utilisation)));
+            let rows = host.chain(nat);
             Table::new(rows, POOL_WIDTHS.map(Constraint::Length))
                 .header(Row::new(POOL_HEADER).style(header_style))
                 .block(Block::bordered().title(" pools (source -> destination), fullest first "))

@@ -62,7 +62,7 @@ fn filled(seconds: u16) -> State {
     for i in 0..seconds {
         second(&mut l, i);
         let now = T0 + (i as u64 + 1) * S - 1;
-        let frame = frame_rows(&mut l, now, st.sort, &Thresholds::default());
+        let frame = frame_rows(&mut l, now, st.sort, &Thresholds::default(), None);
         take_frame(&mut st, frame, now);
     }
     st

@@ -13,6 +13,7 @@ pub(crate) use values::{AddrMatch, ContainerPrefix, PortRange};
 
 use crate::logic::{
     model::{Action, Owner, Record},
+    nat::NatPoolKey,
     pool::PoolKey,
 };
 
@@ -137,5 +138,18 @@ impl Filter {
             return false;
         }
         self.container_matches(trigger)
+    }
+
+    /// A NAT pool's pool_pressure: no process holds its ports here (they belong to
+    /// other namespaces' sources), so --pid, --comm and --container leave it out; the
+    /// destination, family and namespace filters apply to its key (the NAT's namespace).
+    pub(crate) fn accepts_nat_pressure(&self, key: &NatPoolKey) -> bool {
+        self.pid.is_none()
+            && self.comm.is_none()
+            && self.container.is_none()
+            && (self.daddr.is_empty() || self.daddr.iter().any(|m| m.contains(key.daddr)))
+            && (self.dport.is_empty() || self.dport.iter().any(|p| p.contains(key.dport)))
+            && self.family.is_none_or(|f| f == Family::of(key.daddr))
+            && self.netns.is_none_or(|n| n == key.netns)
     }
 }

@@ -320,3 +320,35 @@ fn pressure_passes_the_filters_its_pool_and_holders_match() {
     };
     assert!(!f.accepts_pressure(&udp, none, &trigger));
 }
+
+#[test]
+fn a_nat_pools_pressure_passes_the_destination_filters_not_the_process_ones() {
+    let key = NatPoolKey {
+        netns: 9,
+        proto: 6,
+        nat_ip: "10.78.0.1".parse().unwrap(),
+        daddr: "10.78.0.2".parse().unwrap(),
+        dport: 8080,
+    };
+    let f = |f: Filter| f.accepts_nat_pressure(&key);
+    assert!(f(Filter::default()));
+    assert!(f(Filter {
+        failures_only: true,
+        netns: Some(9),
+        dport: vec!["8080".parse().unwrap()],
+        daddr: vec!["10.78.0.0/16".parse().unwrap()],
+        ..Filter::default()
+    }));
+    assert!(!f(Filter {
+        dport: vec!["443".parse().unwrap()],
+        ..Filter::default()
+    }));
+    assert!(!f(Filter {
+        netns: Some(8),
+        ..Filter::default()
+    }));
+    assert!(!f(Filter {
+        pid: Some(1),
+        ..Filter::default()
+    }));
+}

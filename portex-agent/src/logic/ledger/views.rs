@@ -1,11 +1,13 @@
 //! Pools as the live views (top, metrics, pool_pressure) show them: the ledger's
 //! entries counted through the one pool model (pool::Tally), with rates and forecast.
+use std::net::IpAddr;
+
 use super::Ledger;
 use crate::logic::{
     addr,
     diagnose::{Severity, Thresholds},
     forecast::{Forecast, forecast},
-    model::Owner,
+    model::{Owner, Transport},
     pool::{Pool, PoolKey, TIME_WAIT_MS, Tally, pressure_order, sustainable_per_s, utilisation},
 };
 
@@ -142,25 +144,10 @@ impl Ledger {
     ) -> Option<Pressure> {
         let size = self.size_of(key);
         let p = self.pools.get_mut(key)?;
-        let util = utilisation(p.used, size);
-        let sev = th.severity(util);
-        // Lower a standing alert only once utilisation is clearly below its threshold.
-        let below = |t: f64| util < t - 0.05;
-        if p.alert == Some(Severity::Critical) && below(th.critical) {
-            p.alert = Some(Severity::Warning);
-        }
-        if p.alert == Some(Severity::Warning) && below(th.warning) {
-            p.alert = None;
-        }
-        match sev {
-            Some(s) if p.alert.is_none_or(|a| s > a) => {
-                p.alert = Some(s);
-                let counted = self.tally().take(key, |pid| self.owner(pid));
-                let view = self.view(key, now, counted)?;
-                Some(Pressure { severity: s, view })
-            }
-            _ => None,
-        }
+        let s = th.crossing(&mut p.alert, utilisation(p.used, size))?;
+        let counted = self.tally().take(key, |pid| self.owner(pid));
+        let view = self.view(key, now, counted)?;
+        Some(Pressure { severity: s, view })
     }
 
     /// The fullest pool that holds anything, with its utilisation (0..1).
@@ -170,5 +157,36 @@ impl Ledger {
             .filter(|(_, p)| p.used > 0)
             .map(|(k, p)| (utilisation(p.used, self.size_of(k)), k))
             .max_by(|a, b| a.0.total_cmp(&b.0))
+    }
+
+    /// Who is behind NAT sources: for each (source address, destination address, port),
+    /// the process holding the most ports of the TCP pools with that source and
+    /// destination in any namespace of this host (a pod or container whose sockets the
+    /// ledger sees). One walk over the table for all of them: called when a NAT pool
+    /// crosses a threshold, not every scan.
+    pub(crate) fn owners_from(&self, sources: &[(IpAddr, IpAddr, u16)]) -> Vec<Option<Owner>> {
+        let mut tally = self.tally();
+        sources
+            .iter()
+            .map(|&(saddr, daddr, dport)| {
+                let keys: Vec<PoolKey> = self
+                    .pools
+                    .keys()
+                    .filter(|k| {
+                        k.transport == Transport::Tcp
+                            && k.saddr == saddr
+                            && k.daddr == daddr
+                            && k.dport == dport
+                    })
+                    .cloned()
+                    .collect();
+                keys.iter()
+                    .filter_map(|k| tally.take(k, |pid| self.owner(pid)))
+                    .flat_map(|p| p.holders)
+                    .filter(|h| h.owner.is_some())
+                    .max_by_key(|h| h.held)
+                    .and_then(|h| h.owner)
+            })
+            .collect()
     }
 }
