@@ -50,13 +50,16 @@ pub fn raise_nofile() {
     }
 }
 
-/// Opens `n` connections to a server it does not own and holds them idle until stdin
-/// closes; prints `held N failed F` first.
-pub fn hold_conns(dest: SocketAddr, n: usize) {
+/// Opens `n` connections to a server it does not own (stopping early at `max_failed`
+/// failures) and holds them idle until stdin closes; prints `held N failed F` first.
+pub fn hold_conns(dest: SocketAddr, n: usize, max_failed: usize) {
     raise_nofile();
     let mut held = Vec::new();
     let mut failed = 0;
     for _ in 0..n {
+        if failed >= max_failed {
+            break;
+        }
         match TcpStream::connect_timeout(&dest, Duration::from_secs(2)) {
             Ok(s) => held.push(s),
             Err(_) => failed += 1,

@@ -18,6 +18,9 @@ pub(crate) struct ConntrackTable {
     pub max: u64,
     /// net.netfilter.nf_conntrack_tcp_timeout_time_wait, seconds.
     pub tw_timeout_s: Option<u64>,
+    /// conntrack's insert_failed counter (packets it could not map: behind a NAT, SYNs
+    /// for which no free port was found), when ctnetlink gave it.
+    pub insert_failed: Option<u64>,
 }
 
 /// One scan of the host's NAT.
@@ -205,12 +208,14 @@ mod tests {
                     count: 100,
                     max: 262_144,
                     tw_timeout_s: Some(120),
+                    insert_failed: None,
                 },
                 ConntrackTable {
                     netns: 8,
                     count: 10,
                     max: 1000,
                     tw_timeout_s: None,
+                    insert_failed: None,
                 },
             ],
             ..NatView::default()

@@ -13,7 +13,7 @@ use crate::{
         errno,
         ledger::{PoolView, Pressure, ProcStats},
         limits,
-        model::{Action, Cause, CloseKind, Record},
+        model::{Action, Cause, Record},
         nat::proto_name,
         nat_view::{NatAlerts, NatPressure, NatView, PRESSURE_SOURCES},
         pool::TwOwners,
@@ -132,16 +132,6 @@ impl Account {
             }
             r.netns = touch.netns;
             pressure = touch.pressure;
-        }
-        // A handshake that died may have met a full NAT: look again soon.
-        if let Some(nat) = &self.nat
-            && r.action == Action::Close
-            && !r.passive
-            && r.close
-                .as_ref()
-                .is_some_and(|c| c.kind == CloseKind::HandshakeFailed)
-        {
-            nat.request();
         }
         if r.action.is_failure()
             && matches!(

@@ -18,7 +18,11 @@ use super::{
     tracker::Tracker,
 };
 use crate::{
-    logic::lifecycle::interpret,
+    logic::{
+        lifecycle::interpret,
+        model::{Action, Record},
+        nat_hold::Offer,
+    },
     sys::clock::{boot_now_ns, monotonic_ns},
     sys::reader::Batch,
 };
@@ -47,6 +51,11 @@ impl Consumer {
                 Ok(b) => Some(b),
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
+                    // The connects still waiting for the NAT's verdict get the latest.
+                    let ledger = self.ledger.clone();
+                    let mut tracker = ledger.as_ref().map(|l| l.lock().unwrap());
+                    self.release_nat(tracker.as_deref_mut(), boot_now_ns(), true);
+                    drop(tracker);
                     if let Some(e) = self.emit.as_mut() {
                         e.finish(boot_now_ns());
                     }
@@ -74,33 +83,71 @@ impl Consumer {
                         if !resolve_socket(&mut r) {
                             return;
                         }
-                        // Before it is counted and written: a stall may get its cause.
-                        let nat_failure = self.nat.judge(&mut r, now);
-                        let pressure =
-                            self.account
-                                .record(tracker.as_deref_mut(), &mut r, start, &name, now);
-                        self.enrich.container(&mut r, now);
-                        if let Some(e) = self.emit.as_mut() {
-                            e.record(&r, &name, pressure.as_ref());
-                        }
-                        if let Some(mut f) = nat_failure {
-                            // Made before the close was enriched: the same owner.
-                            f.netns = r.netns;
-                            f.container = r.container.clone();
-                            self.account.count(&f);
-                            if let Some(e) = self.emit.as_mut() {
-                                e.record(&f, &name, None);
+                        // A stall waits for the NAT's verdict before it is written; a
+                        // close is written now and a failure may follow it.
+                        let stall = r.action == Action::ConnectStalled;
+                        let mut failure = None;
+                        if stall {
+                            match self.nat.offer(&mut r, &name, start) {
+                                Offer::Held => return,
+                                Offer::Judged(f) => failure = f,
+                                Offer::Pass => {}
                             }
+                        }
+                        self.write(tracker.as_deref_mut(), &mut r, &name, start, now);
+                        if !stall && let Offer::Judged(f) = self.nat.offer(&mut r, &name, start) {
+                            failure = f;
+                        }
+                        if let Some(f) = failure {
+                            self.write_failure(&f, &name);
                         }
                     });
                 }
             }
+            self.release_nat(tracker.as_deref_mut(), now, false);
             self.account.check_arming(tracker.as_deref(), now);
             // The output may block (a pipe nobody reads): never with the ledger held.
             drop(tracker);
             if let Some(e) = self.emit.as_mut() {
                 e.flush()?;
             }
+        }
+    }
+
+    /// Writes what the NAT scanner's latest view decided of the held connects.
+    fn release_nat(&mut self, mut tracker: Option<&mut Tracker>, now: u64, flush: bool) {
+        for (mut r, held) in self.nat.release(now, flush) {
+            if r.action == Action::ConnectStalled {
+                let t = tracker.as_deref_mut();
+                self.write(t, &mut r, &held.name, held.start, now);
+            } else {
+                self.write_failure(&r, &held.name);
+            }
+        }
+    }
+
+    /// Accounts, enriches and writes one record.
+    fn write(
+        &mut self,
+        tracker: Option<&mut Tracker>,
+        r: &mut Record,
+        name: &str,
+        start: u64,
+        now: u64,
+    ) {
+        let pressure = self.account.record(tracker, r, start, name, now);
+        self.enrich.container(r, now);
+        if let Some(e) = self.emit.as_mut() {
+            e.record(r, name, pressure.as_ref());
+        }
+    }
+
+    /// Writes the `connect_failed` the NAT explains, made from a close already written
+    /// (and enriched): counted outside the ledger.
+    fn write_failure(&mut self, f: &Record, name: &str) {
+        self.account.count(f);
+        if let Some(e) = self.emit.as_mut() {
+            e.record(f, name, None);
         }
     }
 }

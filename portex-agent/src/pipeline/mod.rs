@@ -43,6 +43,7 @@ use self::{
     hooks::HookSwitch,
     metrics::Metrics,
     nat_scan::{NatFeed, NatScanner},
+    nat_watch::NatWatch,
     tracker::Tracker,
 };
 use crate::{
@@ -144,7 +145,7 @@ impl Pipeline {
         account.nat_thresholds = opts.thresholds.unwrap_or_default();
         let mut consumer = Consumer {
             enrich: Enrich::new(),
-            nat: Default::default(),
+            nat: NatWatch::new(nat.as_ref().map(|n| n.feed())),
             account,
             emit,
             ledger: ledger.clone(),

@@ -180,6 +180,7 @@ fn scan(ranges: &mut HashMap<u64, CachedRange>, now: u64, told: &mut bool) -> Na
             count: s.table.0,
             max: s.table.1,
             tw_timeout_s: s.tw_timeout_s,
+            insert_failed: s.stats.map(|c| c.insert_failed),
         });
     }
     ranges.retain(|inode, _| all.iter().any(|n| n.inode == *inode));

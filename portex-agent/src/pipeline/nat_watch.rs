@@ -1,40 +1,57 @@
-//! NAT exhaustion seen from the pod: a connect whose SYN goes unanswered towards a
-//! destination that a full NAT pool of this host serves (logic::nat_attribution says
-//! which records those are and what they become). The NAT pools are read from
-//! conntrack when such a record shows up (at most every 500 ms: a table of 100,000
-//! entries takes tens of ms to dump), not all the time.
-use crate::{
-    logic::{
-        model::Record,
-        nat::NatPool,
-        nat_attribution::{attribute, exhausted_pool, suspect},
-    },
-    sys::snapshot::host_nat_pools,
+//! NAT exhaustion seen from the pod: stalled and unanswered connects are held
+//! (logic::nat_hold) until the NAT scanner (pipeline::nat_scan, asked for a scan at
+//! once) has read the conntrack tables after them, and judged against that scan. The
+//! output thread never reads conntrack itself. Without the scanner (`--nat-scan 0`)
+//! nothing is held and nothing is put down to the NAT.
+use super::nat_scan::NatFeed;
+use crate::logic::{
+    model::Record,
+    nat_hold::{NatHold, Offer},
 };
 
-const REFRESH_NS: u64 = 500_000_000;
+/// What a held record needs to be written later: its process name and start time.
+pub(crate) struct Held {
+    pub name: String,
+    pub start: u64,
+}
 
 #[derive(Default)]
 pub(crate) struct NatWatch {
-    /// When the pools were read (boot ns), and what they were.
-    read_at: Option<u64>,
-    pools: Vec<NatPool>,
+    feed: Option<NatFeed>,
+    hold: NatHold<Held>,
 }
 
 impl NatWatch {
-    /// Puts `r` down to a full NAT pool when it is a suspect and one serves its
-    /// destination: a `connect_stalled` gets the cause and the pool in place; an
-    /// unanswered close returns the `connect_failed` to report after it.
-    pub(crate) fn judge(&mut self, r: &mut Record, now: u64) -> Option<Record> {
-        let dest = suspect(r)?;
-        if self
-            .read_at
-            .is_none_or(|t| now.saturating_sub(t) >= REFRESH_NS)
-        {
-            self.pools = host_nat_pools();
-            self.read_at = Some(now);
+    pub(crate) fn new(feed: Option<NatFeed>) -> NatWatch {
+        NatWatch {
+            feed,
+            hold: NatHold::default(),
         }
-        let pool = exhausted_pool(&self.pools, dest, &[])?;
-        attribute(r, pool)
+    }
+
+    /// Offers a record: a suspect is held (and a scan asked for); see logic::nat_hold.
+    pub(crate) fn offer(&mut self, r: &mut Record, name: &str, start: u64) -> Offer {
+        let Some(feed) = &self.feed else {
+            return Offer::Pass;
+        };
+        let held = Held {
+            name: name.to_owned(),
+            start,
+        };
+        let offer = self.hold.offer(r, held, feed.latest().as_deref());
+        if offer == Offer::Held {
+            feed.request();
+        }
+        offer
+    }
+
+    /// The held records the latest scan (or their age, or `flush` at the end) decides:
+    /// stalls to write, and failures that follow closes already written.
+    pub(crate) fn release(&mut self, now: u64, flush: bool) -> Vec<(Record, Held)> {
+        let Some(feed) = &self.feed else {
+            return Vec::new();
+        };
+        let latest = feed.latest();
+        self.hold.release(latest.as_deref(), now, flush)
     }
 }

@@ -305,6 +305,7 @@ fn nat_view() -> NatView {
             count: 12,
             max: 262_144,
             tw_timeout_s: Some(120),
+            insert_failed: None,
         }],
     }
 }

@@ -126,6 +126,7 @@ mod tests {
                 count: 10,
                 max: 100,
                 tw_timeout_s: Some(60),
+                insert_failed: None,
             }],
             ..NatView::default()
         };

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::{
     logic::model::DiagSocket,
-    logic::nat::{CtEntry, CtStats, NatPool, nat_pools},
+    logic::nat::{CtEntry, CtStats},
     logic::sysctls::NetSettings,
     sys::netns::{self, Netns},
     sys::sockdiag,
@@ -32,17 +32,6 @@ pub(crate) struct NatSnapshot {
     pub stats: Option<CtStats>,
 }
 
-/// The NAT pools of every namespace of the host (where conntrack holds SNAT entries).
-pub(crate) fn host_nat_pools() -> Vec<NatPool> {
-    let mut out = Vec::new();
-    for ns in netns::all() {
-        if let Ok(Ok(Some(n))) = netns::in_netns(&ns, read_nat) {
-            out.extend(nat_pools(ns.inode, &n.entries, n.range));
-        }
-    }
-    out
-}
-
 /// What a periodic scan (pipeline::nat_scan) reads of one namespace's NAT.
 pub(crate) struct NatScan {
     pub table: (u64, u64),
@@ -51,6 +40,8 @@ pub(crate) struct NatScan {
     pub entries: Vec<CtEntry>,
     /// The rules' range when `need_range` asked for it (Some(None): nft reports none).
     pub range: Option<Option<(u16, u16)>>,
+    /// conntrack's counters (None when ctnetlink did not give them).
+    pub stats: Option<CtStats>,
 }
 
 /// Reads `ns`'s conntrack table for a scan: Ok(None) without conntrack there or with
@@ -74,6 +65,7 @@ pub(crate) fn scan_nat(
             tw_timeout_s: tw_timeout_s(),
             entries,
             range,
+            stats: crate::sys::conntrack_stats::read().ok(),
         }))
     })?
 }

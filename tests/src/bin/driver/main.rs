@@ -104,7 +104,14 @@ fn main() {
             client_close_paced(addr.parse().unwrap(), per_s.parse().unwrap())
         }
         ["refused", addr] => refused(addr.parse().unwrap()),
-        ["hold-conns", addr, n] => hold_conns(addr.parse().unwrap(), n.parse().unwrap()),
+        ["hold-conns", addr, n] => {
+            hold_conns(addr.parse().unwrap(), n.parse().unwrap(), usize::MAX)
+        }
+        ["hold-conns", addr, n, max_failed] => hold_conns(
+            addr.parse().unwrap(),
+            n.parse().unwrap(),
+            max_failed.parse().unwrap(),
+        ),
         ["flood", addr, seconds, threads] => flood(
             addr.parse().unwrap(),
             seconds.parse().unwrap(),
