@@ -36,6 +36,8 @@ struct Seen {
     events: usize,
     /// Its TIME_WAIT owners for `status` in /run/portex (the unit's RuntimeDirectory).
     tw_owners: bool,
+    /// The other namespace's conntrack table in the metrics (read over ctnetlink).
+    conntrack: bool,
 }
 
 fn run_with(set: &[String]) -> Result<Seen, String> {
@@ -50,6 +52,16 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
     });
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     let ns = Netns::with_range("caps", 40000, 40009);
+    // A rule with a conntrack match: the namespace tracks its connections (loopback
+    // included), so its table holds the test's.
+    for rule in [
+        "add table inet caps",
+        "add chain inet caps out { type filter hook output priority 0 ; }",
+        "add rule inet caps out ct state new counter",
+    ] {
+        let (code, _, err) = ns.exec(&["sh", "-c", &format!("nft '{rule}'")]);
+        assert_eq!(code, Some(0), "nft {rule}: {err}");
+    }
     // Four connections held from before the agent starts: 4 of 10 ports. The metrics
     // name processes, not pids: this one gets a name of its own.
     let old_name = format!("pxcap{}", std::process::id());
@@ -141,6 +153,9 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
             m.is_file() && m.permissions().mode() & 0o777 == 0o644
         });
     let netns = seen_new && events.iter().all(|e| e["portex"]["netns"] == inode);
+    // The NAT scanner's first scan came before the gauges above.
+    let conntrack = metric(&body, &format!("portex_conntrack_entries{{netns=\"{inode}\"}}"))
+        .is_some_and(|n| n >= 4.0);
     drop((new, old));
     let fin = portex.stop();
     assert_eq!(fin.code, Some(0), "{set:?}: {:?}", fin.stderr);
@@ -150,6 +165,7 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         netns,
         events: events.len(),
         tw_owners,
+        conntrack,
     })
 }
 
@@ -169,6 +185,7 @@ fn the_units_capabilities_are_sufficient_and_each_is_needed() {
             netns: true,
             events: all.events,
             tw_owners: true,
+            conntrack: true,
         },
         "with exactly {caps:?}"
     );
@@ -190,6 +207,9 @@ fn the_units_capabilities_are_sufficient_and_each_is_needed() {
     // /proc/PID/fd of another user's process: the owner of sockets older than the agent.
     let s = without("dac_read_search").expect("starts without dac_read_search");
     assert!(!s.holder, "without dac_read_search: {s:?}");
+    // ctnetlink: the conntrack table, and so the NAT pools.
+    let s = without("net_admin").expect("starts without net_admin");
+    assert!(!s.conntrack, "without net_admin: {s:?}");
 }
 
 /// The emulation of the unit's sandbox that the test above runs the agent in does
@@ -217,8 +237,8 @@ fn the_emulated_sandbox_confines_as_the_unit_does() {
     let (_, _, status) = sh("cat /proc/self/status");
     assert!(status.contains("\nSeccomp:\t2\n"), "{status}");
     assert!(status.contains("\nNoNewPrivs:\t1\n"), "{status}");
-    // CAP_DAC_READ_SEARCH (2), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
-    assert!(status.contains("\nCapBnd:\t0000000000280004\n"), "{status}");
+    // CAP_DAC_READ_SEARCH (2), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19), CAP_SYS_ADMIN (21).
+    assert!(status.contains("\nCapBnd:\t0000000000281004\n"), "{status}");
     let (_, _, mask) = sh("umask");
     assert_eq!(mask.trim(), "0027");
     // ProtectSystem=strict, with the runtime directory writable.

@@ -14,7 +14,7 @@ use portex_e2e::*;
 const HARDENING: &[(&str, &str)] = &[
     (
         "CapabilityBoundingSet",
-        "CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH",
+        "CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_NET_ADMIN",
     ),
     ("NoNewPrivileges", "yes"),
     ("ProtectSystem", "strict"),

@@ -332,7 +332,7 @@ struct AgentRun {
     /// export them.
     scan_seconds: Option<f64>,
     scans: Option<f64>,
-    /// portex_conntrack_entries of gw; the sum of portex_nat_pool_used (exported pools).
+    /// portex_conntrack_entries of gw; the sum of portex_nat_pool_used_ports (exported pools).
     conntrack_entries: Option<f64>,
     pool_used: Option<f64>,
     /// Kernel events the agent saw (the whole host's TCP activity): what else it had to
@@ -416,8 +416,8 @@ fn agent_run(
             .filter(in_gw)
             .map(|s| s.value)
             .next(),
-        pool_used: exported("portex_nat_pool_used").then(|| {
-            of(&samples, "portex_nat_pool_used")
+        pool_used: exported("portex_nat_pool_used_ports").then(|| {
+            of(&samples, "portex_nat_pool_used_ports")
                 .filter(in_gw)
                 .map(|s| s.value)
                 .sum()

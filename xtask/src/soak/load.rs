@@ -272,7 +272,7 @@ pub fn client_main(netns: &str, n: u32, hold: bool) -> Result<()> {
     enter_netns(netns)?;
     let dest = SocketAddr::from(([127, 0, 0, 1], SERVER_PORT));
     if hold {
-        hold_conns(dest, n as usize);
+        hold_conns(dest, n as usize, usize::MAX);
         return Ok(());
     }
     let mut made = 0;
