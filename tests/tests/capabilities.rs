@@ -154,8 +154,11 @@ fn run_with(set: &[String]) -> Result<Seen, String> {
         });
     let netns = seen_new && events.iter().all(|e| e["portex"]["netns"] == inode);
     // The NAT scanner's first scan came before the gauges above.
-    let conntrack = metric(&body, &format!("portex_conntrack_entries{{netns=\"{inode}\"}}"))
-        .is_some_and(|n| n >= 4.0);
+    let conntrack = metric(
+        &body,
+        &format!("portex_conntrack_entries{{netns=\"{inode}\"}}"),
+    )
+    .is_some_and(|n| n >= 4.0);
     drop((new, old));
     let fin = portex.stop();
     assert_eq!(fin.code, Some(0), "{set:?}: {:?}", fin.stderr);

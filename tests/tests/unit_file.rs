@@ -147,7 +147,10 @@ fn the_filter_allows_what_the_agent_calls_and_not_mount() {
 
 #[test]
 fn the_unit_keeps_the_capabilities_and_families_the_agent_needs() {
-    assert_eq!(unit_caps(), ["sys_admin", "sys_ptrace", "dac_read_search"]);
+    assert_eq!(
+        unit_caps(),
+        ["sys_admin", "sys_ptrace", "dac_read_search", "net_admin"]
+    );
     let families = unit_address_families();
     for f in [
         libc::AF_NETLINK,
