@@ -332,7 +332,7 @@ fn syns_dropped_before_the_pool_is_full_are_put_down_to_the_nat() {
     watch.wait_lines_with(&[&pid_needle(client.driven.pid), "\"connect_failed\""], 3);
     let fin = watch.stop();
     let ev = fin.events_of(client.driven.pid);
-    let of = |action: &str| -> Vec<&serde_json::Value> {
+    let of = |action: &str| -> Vec<&Value> {
         ev.iter()
             .filter(|e| e["event"]["action"] == action)
             .collect()

@@ -66,7 +66,7 @@ pub(crate) enum Offer {
     /// Held: written (a stall) or followed (a close) when judged.
     Held,
     /// Too many held: judged now against the latest view; a failure to write after it.
-    Judged(Option<Record>),
+    Judged(Option<Box<Record>>),
 }
 
 impl<T> NatHold<T> {
@@ -77,7 +77,7 @@ impl<T> NatHold<T> {
             return Offer::Pass;
         }
         if self.held.len() >= MAX_HELD {
-            return Offer::Judged(latest.and_then(|v| self.judge(r, v)));
+            return Offer::Judged(latest.and_then(|v| self.judge(r, v)).map(Box::new));
         }
         self.held.push_back((r.clone(), extra));
         Offer::Held

@@ -90,13 +90,13 @@ impl Consumer {
                         if stall {
                             match self.nat.offer(&mut r, &name, start) {
                                 Offer::Held => return,
-                                Offer::Judged(f) => failure = f,
+                                Offer::Judged(f) => failure = f.map(|f| *f),
                                 Offer::Pass => {}
                             }
                         }
                         self.write(tracker.as_deref_mut(), &mut r, &name, start, now);
                         if !stall && let Offer::Judged(f) = self.nat.offer(&mut r, &name, start) {
-                            failure = f;
+                            failure = f.map(|f| *f);
                         }
                         if let Some(f) = failure {
                             self.write_failure(&f, &name);
