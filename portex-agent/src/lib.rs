@@ -59,6 +59,23 @@ pub mod fuzzing {
     pub mod config {
         pub use crate::cmd::config::{parse_file, resolve};
     }
+    /// ctnetlink replies (the conntrack table, and its per-CPU counters).
+    pub mod ctnetlink {
+        /// One datagram of a conntrack dump: (entries parsed, the dump's verdict).
+        pub fn parse_table(datagram: &[u8]) -> (usize, Option<i32>) {
+            let mut v = Vec::new();
+            let verdict = crate::sys::conntrack::parse_messages(datagram, &mut v);
+            (v.len(), verdict)
+        }
+
+        /// One datagram of a per-CPU counters dump: (insert_failed, drop, early_drop)
+        /// summed, and the dump's verdict.
+        pub fn parse_counters(datagram: &[u8]) -> ((u64, u64, u64), Option<i32>) {
+            let mut s = crate::logic::nat::CtStats::default();
+            let verdict = crate::sys::conntrack_stats::parse_messages(datagram, &mut s);
+            ((s.insert_failed, s.drop, s.early_drop), verdict)
+        }
+    }
     pub mod limits {
         pub use crate::logic::limits::{
             CONFIG_FILE_BYTES, LINGER_S, METRICS_SERIES, QUEUE_BYTES, ROTATE_KEEP, ring_kib,

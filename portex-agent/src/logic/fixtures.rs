@@ -1,5 +1,44 @@
-//! Builders for unit tests across the crate: one record, one socket of a table.
-use crate::logic::model::{Action, DiagSocket, Process, Record, Transport};
+//! Builders for unit tests across the crate: one record, one socket of a table, a NAT
+//! pool and the conntrack entries behind one.
+use crate::logic::{
+    model::{Action, DiagSocket, Process, Record, Transport},
+    nat::{CtEntry, NatPool, NatPoolKey, RangeSource},
+};
+
+/// The test gateway's TCP NAT pool in namespace `netns`: 10.78.0.1 -> 10.78.0.2:8080,
+/// `used` of `size` ports (a rule's range), `time_wait` of them in TIME_WAIT, the pod
+/// 10.77.0.2 holding `held`.
+pub(crate) fn nat_pool(netns: u64, size: u32, used: u32, time_wait: u32, held: u32) -> NatPool {
+    NatPool {
+        key: NatPoolKey {
+            netns,
+            proto: 6,
+            nat_ip: "10.78.0.1".parse().unwrap(),
+            daddr: "10.78.0.2".parse().unwrap(),
+            dport: 8080,
+        },
+        size,
+        size_from: RangeSource::Rule,
+        used,
+        time_wait,
+        sources: vec![("10.77.0.2".parse().unwrap(), held)],
+    }
+}
+
+/// `n` established TCP connections of the pod 10.77.0.2 to 10.78.0.2:8080, masqueraded
+/// to 10.78.0.1 from port 40000 on, as conntrack lists them.
+pub(crate) fn snat_entries(n: u16) -> Vec<CtEntry> {
+    (0..n)
+        .map(|i| CtEntry {
+            proto: 6,
+            src: format!("10.77.0.2:{}", 50000 + i).parse().unwrap(),
+            dst: "10.78.0.2:8080".parse().unwrap(),
+            reply_dst: format!("10.78.0.1:{}", 40000 + i).parse().unwrap(),
+            snat: true,
+            tcp_state: Some(3),
+        })
+        .collect()
+}
 
 /// A TCP record of `pid`/`tid` named `thread`, from `source` to `destination`.
 pub(crate) fn record(

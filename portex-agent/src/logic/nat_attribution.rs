@@ -95,9 +95,9 @@ pub(crate) fn attribute(r: &mut Record, pool: PoolState) -> Option<Record> {
 mod tests {
     use super::*;
     use crate::logic::{
-        fixtures::record,
+        fixtures::{record, snat_entries},
         model::CloseInfo,
-        nat::{CtEntry, nat_pools},
+        nat::nat_pools,
     };
 
     fn close(kind: CloseKind, reset_received: bool) -> Record {
@@ -118,16 +118,7 @@ mod tests {
 
     /// A gateway whose NAT towards 10.78.0.2:8080 maps `used` of 10 ports.
     fn pools(used: u16) -> Vec<NatPool> {
-        let entries: Vec<CtEntry> = (0..used)
-            .map(|i| CtEntry {
-                proto: 6,
-                src: format!("10.77.0.2:{}", 50000 + i).parse().unwrap(),
-                dst: "10.78.0.2:8080".parse().unwrap(),
-                reply_dst: format!("10.78.0.1:{}", 40000 + i).parse().unwrap(),
-                snat: true,
-                tcp_state: Some(3),
-            })
-            .collect();
+        let entries = snat_entries(used);
         nat_pools(9, &entries, Some((40000, 40009)))
     }
 

@@ -177,9 +177,9 @@ impl<T> NatHold<T> {
 mod tests {
     use super::*;
     use crate::logic::{
-        fixtures::record,
+        fixtures::{record, snat_entries},
         model::{Action, Cause, CloseInfo, CloseKind},
-        nat::{CtEntry, nat_pools},
+        nat::nat_pools,
         nat_view::ConntrackTable,
     };
 
@@ -211,16 +211,7 @@ mod tests {
     /// A scan from `start` to `start + 0.1 s` of a NAT (namespace 9) towards
     /// 10.78.0.2:8080 with `used` of 10 ports mapped and `insert_failed` so far.
     fn view(scans: u64, start: u64, used: u16, insert_failed: u64) -> NatView {
-        let entries: Vec<CtEntry> = (0..used)
-            .map(|i| CtEntry {
-                proto: 6,
-                src: format!("10.77.0.2:{}", 50000 + i).parse().unwrap(),
-                dst: "10.78.0.2:8080".parse().unwrap(),
-                reply_dst: format!("10.78.0.1:{}", 40000 + i).parse().unwrap(),
-                snat: true,
-                tcp_state: Some(3),
-            })
-            .collect();
+        let entries = snat_entries(used);
         NatView {
             at_ns: start + S / 10,
             duration_ns: S / 10,

@@ -137,23 +137,10 @@ impl NatAlerts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logic::nat::RangeSource;
+    use crate::logic::fixtures::nat_pool;
 
     fn pool(used: u32) -> NatPool {
-        NatPool {
-            key: NatPoolKey {
-                netns: 7,
-                proto: 6,
-                nat_ip: "10.78.0.1".parse().unwrap(),
-                daddr: "10.78.0.2".parse().unwrap(),
-                dport: 8080,
-            },
-            size: 100,
-            size_from: RangeSource::Rule,
-            used,
-            time_wait: used / 2,
-            sources: vec![("10.77.0.2".parse().unwrap(), used)],
-        }
+        nat_pool(7, 100, used, used / 2, used)
     }
 
     #[test]

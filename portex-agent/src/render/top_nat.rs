@@ -99,28 +99,12 @@ pub(crate) fn nat_cells(r: &NatRow) -> [String; 8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logic::{
-        nat::{NatPool, NatPoolKey, RangeSource},
-        nat_view::ConntrackTable,
-    };
+    use crate::logic::{fixtures::nat_pool, nat_view::ConntrackTable};
 
     #[test]
     fn a_nat_pool_is_a_row_marked_nat_with_its_top_source() {
         let v = NatView {
-            pools: vec![NatPool {
-                key: NatPoolKey {
-                    netns: 5,
-                    proto: 6,
-                    nat_ip: "10.78.0.1".parse().unwrap(),
-                    daddr: "10.78.0.2".parse().unwrap(),
-                    dport: 8080,
-                },
-                size: 10,
-                size_from: RangeSource::Rule,
-                used: 10,
-                time_wait: 6,
-                sources: vec![("10.77.0.2".parse().unwrap(), 9)],
-            }],
+            pools: vec![nat_pool(5, 10, 10, 6, 9)],
             tables: vec![ConntrackTable {
                 netns: 5,
                 count: 10,

@@ -12,8 +12,6 @@ const NETLINK_NETFILTER: i32 = 12;
 const CT_GET: u16 = (1 << 8) | 1;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
 /// struct nfgenmsg: family, version, res_id.
 const NFGEN_LEN: usize = 4;
@@ -109,32 +107,12 @@ fn dump_where(req: &[u8], keep: impl Fn(&CtEntry) -> bool) -> Result<Vec<CtEntry
 
 /// Parses one datagram of the dump into `out`: None while more follow, Some(0) at the
 /// end, Some(errno) when the kernel refused. Lengths are checked before every read.
-pub(crate) fn parse_messages(mut b: &[u8], out: &mut Vec<CtEntry>) -> Option<i32> {
-    while b.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(b[0..4].try_into().ok()?) as usize;
-        let ty = u16::from_ne_bytes(b[4..6].try_into().ok()?);
-        if len < NLMSG_HDRLEN || len > b.len() {
-            return Some(libc::EBADMSG);
+pub(crate) fn parse_messages(b: &[u8], out: &mut Vec<CtEntry>) -> Option<i32> {
+    netlink::messages(b, |_, msg| {
+        if let Some(e) = msg.get(NFGEN_LEN..).and_then(entry) {
+            out.push(e);
         }
-        match ty {
-            NLMSG_DONE => return Some(0),
-            NLMSG_ERROR => {
-                let e = b
-                    .get(16..20)
-                    .and_then(|x| x.try_into().ok())
-                    .map(i32::from_ne_bytes)
-                    .unwrap_or(-libc::EBADMSG);
-                return Some(if e == 0 { 0 } else { -e });
-            }
-            _ => {
-                if let Some(e) = b.get(NLMSG_HDRLEN + NFGEN_LEN..len).and_then(entry) {
-                    out.push(e);
-                }
-            }
-        }
-        b = &b[((len + 3) & !3).min(b.len())..];
-    }
-    None
+    })
 }
 
 /// The attributes of a message or a nest: (type without flags, payload).
@@ -244,6 +222,7 @@ fn entry(b: &[u8]) -> Option<CtEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::netlink::NLMSG_DONE;
 
     fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();

@@ -12,8 +12,6 @@ const NETLINK_NETFILTER: i32 = 12;
 const CT_GET_STATS_CPU: u16 = (1 << 8) | 4;
 const NLM_F_REQUEST: u16 = 1;
 const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
 const NLMSG_HDRLEN: usize = 16;
 /// struct nfgenmsg: family, version, res_id (the CPU).
 const NFGEN_LEN: usize = 4;
@@ -45,28 +43,10 @@ pub(crate) fn read() -> Result<CtStats> {
 
 /// Adds one datagram's per-CPU messages to `out`: None while more follow, Some(0) at
 /// the end, Some(errno) when the kernel refused. Lengths are checked before every read.
-pub(crate) fn parse_messages(mut b: &[u8], out: &mut CtStats) -> Option<i32> {
-    while b.len() >= NLMSG_HDRLEN {
-        let len = u32::from_ne_bytes(b[0..4].try_into().ok()?) as usize;
-        let ty = u16::from_ne_bytes(b[4..6].try_into().ok()?);
-        if len < NLMSG_HDRLEN || len > b.len() {
-            return Some(libc::EBADMSG);
-        }
-        match ty {
-            NLMSG_DONE => return Some(0),
-            NLMSG_ERROR => {
-                let e = b
-                    .get(16..20)
-                    .and_then(|x| x.try_into().ok())
-                    .map(i32::from_ne_bytes)
-                    .unwrap_or(-libc::EBADMSG);
-                return Some(if e == 0 { 0 } else { -e });
-            }
-            _ => add_cpu(b.get(NLMSG_HDRLEN + NFGEN_LEN..len).unwrap_or(&[]), out),
-        }
-        b = &b[((len + 3) & !3).min(b.len())..];
-    }
-    None
+pub(crate) fn parse_messages(b: &[u8], out: &mut CtStats) -> Option<i32> {
+    netlink::messages(b, |_, msg| {
+        add_cpu(msg.get(NFGEN_LEN..).unwrap_or(&[]), out)
+    })
 }
 
 /// One CPU's attributes (u32, big-endian) into the sums.
@@ -96,6 +76,7 @@ fn add_cpu(mut b: &[u8], out: &mut CtStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sys::netlink::NLMSG_DONE;
 
     fn attr(ty: u16, v: u32) -> Vec<u8> {
         let mut a = 8u16.to_ne_bytes().to_vec();

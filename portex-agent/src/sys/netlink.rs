@@ -71,3 +71,41 @@ pub(crate) fn dump<R>(
         }
     }
 }
+
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+const NLMSG_HDRLEN: usize = 16;
+
+/// Walks one datagram of netlink messages, handing each one's type and payload (what
+/// follows its header) to `each`: None while more follow, Some(0) at the end of the
+/// dump, Some(errno) when the kernel refused or a length is wrong. Lengths are checked
+/// before every read.
+pub(crate) fn messages(mut b: &[u8], mut each: impl FnMut(u16, &[u8])) -> Option<i32> {
+    while b.len() >= NLMSG_HDRLEN {
+        let len = u32::from_ne_bytes(b[0..4].try_into().ok()?) as usize;
+        let ty = u16::from_ne_bytes(b[4..6].try_into().ok()?);
+        if len < NLMSG_HDRLEN || len > b.len() {
+            return Some(libc::EBADMSG);
+        }
+        match ty {
+            NLMSG_DONE => return Some(0),
+            NLMSG_ERROR => {
+                let e = b
+                    .get(16..20)
+                    .and_then(|x| x.try_into().ok())
+                    .map(i32::from_ne_bytes)
+                    .unwrap_or(-libc::EBADMSG);
+                // The kernel sends a negated errno; a positive or i32::MIN one is
+                // malformed (negating i32::MIN would overflow).
+                return Some(match e {
+                    0 => 0,
+                    e if e < 0 && e != i32::MIN => -e,
+                    _ => libc::EBADMSG,
+                });
+            }
+            _ => each(ty, &b[NLMSG_HDRLEN..len]),
+        }
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    None
+}
