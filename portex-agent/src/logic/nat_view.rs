@@ -99,6 +99,8 @@ pub(crate) struct NatPressure {
     /// The process behind each of the first PRESSURE_SOURCES sources, when the source
     /// is a namespace of this host whose sockets the live ledger knows.
     pub processes: Vec<Option<Owner>>,
+    /// The container of each of those processes (its id), when its cgroup names one.
+    pub containers: Vec<Option<String>>,
 }
 
 /// Sources a NAT pool's pool_pressure names.
@@ -123,6 +125,7 @@ impl NatAlerts {
                     severity: s,
                     pool: p.clone(),
                     processes: Vec::new(),
+                    containers: Vec::new(),
                 });
             }
             if let Some(a) = alert {

@@ -179,6 +179,13 @@ impl Account {
                     .map(|(ip, _)| (*ip, k.daddr, k.dport))
                     .collect();
                 p.processes = t.ledger.owners_from(&q);
+                // The pod or container behind the source (read once per process).
+                let cache = &mut self.containers;
+                p.containers = p
+                    .processes
+                    .iter()
+                    .map(|o| o.as_ref().and_then(|o| container_of(cache, o.pid, o.start)))
+                    .collect();
             }
         }
         if let Some(m) = &self.metrics {

@@ -438,6 +438,11 @@ pub(crate) fn write_nat_pressure(
             push_str(out, &o.name);
             out.push('}');
         }
+        if let Some(Some(c)) = p.containers.get(i) {
+            out.push_str(",\"container\":{\"id\":");
+            push_str(out, c);
+            out.push('}');
+        }
         out.push('}');
     }
     out.push_str("]}}}\n");
