@@ -177,12 +177,19 @@ pub(crate) fn full_pool_towards(
 }
 
 /// The NAT port range the rules of a namespace use, from `nft -j list ruleset`: every
-/// masquerade/snat statement with a port range; Some only when they all agree.
+/// masquerade/snat statement with a port range; Some only when they all agree. A rule
+/// iptables-nft made with the MASQUERADE or SNAT target keeps its range inside an xt
+/// target that nft does not show: its range is unknown, and so is the namespace's.
 pub(crate) fn rule_range(nft_json: &serde_json::Value) -> Option<(u16, u16)> {
     let mut ranges = Vec::new();
     let items = nft_json["nftables"].as_array()?;
     for rule in items.iter().filter_map(|i| i.get("rule")) {
         for e in rule["expr"].as_array().into_iter().flatten() {
+            if e["xt"]["type"] == "target"
+                && matches!(e["xt"]["name"].as_str(), Some("MASQUERADE" | "SNAT"))
+            {
+                return None;
+            }
             let stmt = e.get("masquerade").or_else(|| e.get("snat"));
             let Some(port) = stmt.and_then(|s| s.get("port")) else {
                 if stmt.is_some() {
@@ -410,6 +417,11 @@ mod tests {
             Some((5000, 5000))
         );
         assert_eq!(rule_range(&j(r#"{"masquerade":null}"#)), None);
+        // iptables-nft's MASQUERADE, as nft lists it here: its range cannot be read.
+        let xt = r#"{"xt":{"type":"target","name":"MASQUERADE"}}"#;
+        assert_eq!(rule_range(&j(xt)), None);
+        let both = format!(r#"{{"masquerade":{{"port":{{"range":[40000,40009]}}}}}},{xt}"#);
+        assert_eq!(rule_range(&j(&both)), None);
         assert_eq!(
             rule_range(&j(
                 r#"{"masquerade":{"port":{"range":[40000,40009]}}},{"snat":{"port":{"range":[1,2]}}}"#

@@ -1,7 +1,9 @@
 //! The NAT rules' port range, as nftables reports it (`nft -j list ruleset`, which
 //! reads the ruleset from the kernel over netlink) in the caller's network namespace.
-//! Supported: masquerade and snat statements of nftables (and iptables-nft, which
-//! writes the same kernel objects); legacy iptables rules are not seen.
+//! Supported: masquerade and snat statements of nftables. iptables-nft's MASQUERADE
+//! and SNAT targets keep their range in an xt target nft does not show (checked with
+//! iptables-nft 1.8.9), and legacy iptables rules are not seen at all: the kernel's
+//! default range is then assumed, and the reports say so.
 use std::process::{Command, Stdio};
 
 use crate::logic::nat::rule_range;
