@@ -5,8 +5,8 @@ use crate::{
     cmd::cli::StatusArgs,
     logic::demand::recent_close_rates,
     logic::diagnose::{LiveFacts, Severity, Thresholds, diagnose},
-    logic::nat::{diagnose_nat, nat_pools},
     logic::pool::build_pools,
+    logic::{nat::nat_pools, nat_diagnose::diagnose_nat},
     render::status::{NatReport, NetnsReport, render_json, render_text},
     sys::snapshot,
 };

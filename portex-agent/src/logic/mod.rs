@@ -19,6 +19,7 @@ pub(crate) mod limits;
 pub(crate) mod model;
 pub(crate) mod nat;
 pub(crate) mod nat_attribution;
+pub(crate) mod nat_diagnose;
 pub(crate) mod nat_hold;
 pub(crate) mod nat_view;
 pub(crate) mod pool;

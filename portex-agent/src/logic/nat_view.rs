@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use crate::logic::{
     diagnose::{Diagnosis, Severity, Thresholds},
     model::Owner,
-    nat::{NatPool, NatPoolKey, diagnose_nat},
+    nat::{NatPool, NatPoolKey},
+    nat_diagnose::diagnose_nat,
 };
 
 /// One namespace's conntrack table: its fill and how long a TIME_WAIT mapping lives.

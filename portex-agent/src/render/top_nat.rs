@@ -5,9 +5,7 @@ use std::net::IpAddr;
 
 use crate::{
     logic::{
-        ledger::PoolView,
-        nat::{DEFAULT_TW_TIMEOUT_S, proto_name},
-        nat_view::NatView,
+        ledger::PoolView, nat::proto_name, nat_diagnose::DEFAULT_TW_TIMEOUT_S, nat_view::NatView,
     },
     render::text::rate,
 };
