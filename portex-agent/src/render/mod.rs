@@ -1,5 +1,7 @@
 //! Rendering records as NDJSON (Elastic Common Schema names) or as human text. Pure.
 #[cfg(test)]
+mod golden_stream;
+#[cfg(test)]
 mod golden_tests;
 pub(crate) mod json;
 pub(crate) mod json_serde;
