@@ -1,6 +1,6 @@
 //! NDJSON event lines: the checked-in schema, picking events by process and action, and
 //! the pools and diagnoses of a status report.
-use std::{path::PathBuf, sync::OnceLock};
+use std::{collections::BTreeMap, path::PathBuf, sync::OnceLock};
 
 use crate::{PoolMap, Value};
 
@@ -106,4 +106,30 @@ pub fn events_of_pid(lines: &[String], pid: u32) -> Vec<Value> {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["process"]["pid"].as_u64() == Some(pid as u64))
         .collect()
+}
+
+/// Events per action.
+pub fn by_action(events: &[Value]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for e in events {
+        *m.entry(action(e).to_string()).or_default() += 1;
+    }
+    m
+}
+
+/// (action, count) pairs as `by_action` gives them.
+pub fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
+    pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
+}
+
+/// What `watch` (accepted sockets included) reports for `client-close ADDR 5` run by one
+/// process: 5 client connects, 5 client + 5 server established, 5 client (active) + 5
+/// server (passive) closes, 5 client ports in TIME_WAIT.
+pub fn client_close_5() -> BTreeMap<String, usize> {
+    counts(&[
+        ("connect", 5),
+        ("established", 10),
+        ("close", 10),
+        ("time_wait", 5),
+    ])
 }

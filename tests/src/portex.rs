@@ -312,6 +312,15 @@ impl Finished {
         events_of_pid(&self.stdout, pid)
     }
 
+    /// One pid's events, pool_pressure alarms left out (they pass the filters when the
+    /// process is among the pool's holders, and other tests' pools may raise them).
+    pub fn events_only_of(&self, pid: u32) -> Vec<Value> {
+        self.events_of(pid)
+            .into_iter()
+            .filter(|v| crate::action(v) != "pool_pressure")
+            .collect()
+    }
+
     /// For failure messages: the events of this pid, one per line.
     pub fn dump(&self, pid: u32) -> String {
         let mut s = String::new();

@@ -1,36 +1,11 @@
 //! `portex watch` filters (`--pid`/`-p`, `--comm`, `--failures-only`, `--dport`,
-//! `--daddr`, `-4`/`-6`, `--netns`, `--container`) and `--count`/`--duration`: a filter
+//! `--daddr`, `-4`/`-6`, `--netns`, `--container`): a filter
 //! keeps exactly the matching events. Drivers run side by side; the others' events must
 //! be absent and the matching ones all present (an unfiltered watch running at the same
 //! time is the reference).
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use portex_e2e::*;
-
-/// Events per action.
-fn by_action(events: &[Value]) -> BTreeMap<String, usize> {
-    let mut m = BTreeMap::new();
-    for e in events {
-        *m.entry(action(e).to_string()).or_default() += 1;
-    }
-    m
-}
-
-fn counts(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
-    pairs.iter().map(|(a, n)| (a.to_string(), *n)).collect()
-}
-
-/// What `watch` (accepted sockets included) reports for `client-close ADDR 5` run by one
-/// process: 5 client connects, 5 client + 5 server established, 5 client (active) + 5
-/// server (passive) closes, 5 client ports in TIME_WAIT.
-fn client_close_5() -> BTreeMap<String, usize> {
-    counts(&[
-        ("connect", 5),
-        ("established", 10),
-        ("close", 10),
-        ("time_wait", 5),
-    ])
-}
 
 /// Lines that are events (not pool_pressure alarms, which pass the filters when the
 /// process is among the pool's holders, and which other tests' pools may raise).
@@ -38,14 +13,6 @@ fn events(f: &Finished) -> Vec<Value> {
     f.stdout
         .iter()
         .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter(|v| action(v) != "pool_pressure")
-        .collect()
-}
-
-/// One pid's events, pool_pressure alarms left out.
-fn events_of(f: &Finished, pid: u32) -> Vec<Value> {
-    f.events_of(pid)
-        .into_iter()
         .filter(|v| action(v) != "pool_pressure")
         .collect()
 }
@@ -112,14 +79,14 @@ fn watch_pid_keeps_exactly_that_process() {
     );
     // The unfiltered watcher saw both; the filtered one has all of this one's events.
     assert_eq!(
-        by_action(&events_of(&all, other.pid)),
+        by_action(&all.events_only_of(other.pid)),
         client_close_5(),
         "{}",
         all.dump(other.pid)
     );
     assert_eq!(
         fingerprint(&kept),
-        fingerprint(&events_of(&all, mine.pid)),
+        fingerprint(&all.events_only_of(mine.pid)),
         "{}",
         all.dump(mine.pid)
     );
@@ -223,7 +190,7 @@ fn watch_failures_only_keeps_exactly_the_failures() {
             "{l}"
         );
     }
-    let kept = events_of(&failures, failing.pid);
+    let kept = failures.events_only_of(failing.pid);
     assert_eq!(
         by_action(&kept),
         counts(&[("connect_failed", 4)]),
@@ -256,7 +223,7 @@ fn watch_failures_only_keeps_exactly_the_failures() {
     );
     // The unfiltered watcher saw the successes that were left out, and the same
     // failures.
-    let everything = events_of(&all, failing.pid);
+    let everything = all.events_only_of(failing.pid);
     assert_eq!(
         with_action(&everything, "connect").len(),
         4,
@@ -272,7 +239,7 @@ fn watch_failures_only_keeps_exactly_the_failures() {
         ),
         fingerprint(&kept)
     );
-    assert_eq!(by_action(&events_of(&all, fine.pid)), client_close_5());
+    assert_eq!(by_action(&all.events_only_of(fine.pid)), client_close_5());
 }
 
 fn args(v: &[String]) -> Vec<&str> {
@@ -288,7 +255,7 @@ fn lines(f: &Finished) -> Vec<Value> {
 /// of them, no more, no less.
 fn expected(reference: &Finished, pids: &[u32], keep: impl Fn(&Value) -> bool) -> Vec<Value> {
     pids.iter()
-        .flat_map(|&p| events_of(reference, p))
+        .flat_map(|&p| reference.events_only_of(p))
         .filter(|e| keep(e))
         .collect()
 }
@@ -306,7 +273,10 @@ fn assert_exactly(
         !want.is_empty(),
         "{name}: the reference has nothing to compare"
     );
-    let got: Vec<Value> = pids.iter().flat_map(|&p| events_of(watcher, p)).collect();
+    let got: Vec<Value> = pids
+        .iter()
+        .flat_map(|&p| watcher.events_only_of(p))
+        .collect();
     assert_eq!(
         fingerprint(&got),
         fingerprint(want),
@@ -347,7 +317,7 @@ fn watch_destination_and_family_filters_keep_exactly_the_matching_events() {
     let all = all.stop();
     for p in pids {
         assert_eq!(
-            by_action(&events_of(&all, p)),
+            by_action(&all.events_only_of(p)),
             client_close_5(),
             "{}",
             all.dump(p)
@@ -479,89 +449,10 @@ fn watch_netns_and_container_filters_keep_exactly_that_namespace_and_container()
     }
     // The reference itself: every event of a1 is the container's, a1 and a2 are in a,
     // b1 in b.
-    for e in events_of(&all, pids[0]) {
+    for e in all.events_only_of(pids[0]) {
         assert_eq!(e["container"]["id"], id.as_str(), "{e}");
     }
-    assert_eq!(events_of(&all, pids[1])[0]["portex"]["netns"], a.inode());
-    assert_eq!(events_of(&all, pids[2])[0]["portex"]["netns"], b.inode());
+    assert_eq!(all.events_only_of(pids[1])[0]["portex"]["netns"], a.inode());
+    assert_eq!(all.events_only_of(pids[2])[0]["portex"]["netns"], b.inode());
     drop((a1, a2, b1));
-}
-
-/// `--count N` stops after N lines and `--duration S` after S seconds, both with status
-/// 0 and the exit summary; for `watch` and `agent` alike. `-p` is `--pid`.
-#[test]
-#[cfg_attr(portex_unprivileged, ignore = "needs root")]
-fn watch_and_agent_stop_by_themselves_after_count_lines_or_duration() {
-    if !require_root() {
-        return;
-    }
-    let ns = Netns::new("wcount");
-    let d = ns.spawn_paused(&["client-close", "127.0.0.1:8071", "5"]);
-    let pid = d.driven.pid.to_string();
-    let dir = TmpDir::new("wcount");
-    let file = dir.join("events.ndjson");
-    let watch = Portex::start(&["watch", "--json", "-p", &pid, "--count", "7"]);
-    let agent = Portex::agent_to(&file, &["-p", &pid, "--count", "4", "--accepted"]);
-    // Nothing matches port 1: only the clock ends it.
-    let started = std::time::Instant::now();
-    let timer = Portex::start(&["watch", "--json", "--dport", "1", "--duration", "2s"]);
-    let d = d.go();
-
-    let w = watch.finish(Duration::from_secs(30));
-    assert_eq!(w.code, Some(0), "{:?}", w.stderr);
-    assert_eq!(w.stdout.len(), 7, "{:?}", w.stdout);
-    assert_eq!(w.events_of(d.pid).len(), 7, "{:?}", w.stdout);
-    assert!(rendered(&w.stderr) == 7, "{:?}", w.stderr);
-
-    let a = agent.finish(Duration::from_secs(30));
-    assert_eq!(a.code, Some(0), "{:?}", a.stderr);
-    let written = lines_of(&file);
-    assert_eq!(written.len(), 4, "{written:?}");
-    assert_eq!(events_of_pid(&written, d.pid).len(), 4, "{written:?}");
-
-    let t = timer.finish(Duration::from_secs(30));
-    let took = started.elapsed();
-    assert_eq!(t.code, Some(0), "{:?}", t.stderr);
-    assert!(t.stdout.is_empty(), "{:?}", t.stdout);
-    assert!(took >= Duration::from_secs(2), "{took:?}");
-    assert!(rendered(&t.stderr) == 0, "{:?}", t.stderr);
-}
-
-#[test]
-#[cfg_attr(portex_unprivileged, ignore = "needs root")]
-fn watch_lines_connections_writes_one_line_per_connection() {
-    if !require_root() {
-        return;
-    }
-    // 5 connections the client closes first: with --lines connections, 10 `connection`
-    // lines (client and server side, watch shows accepted ones), each with its start,
-    // end and duration, the client's 5 with TIME_WAIT; nothing else of this process.
-    let ns = Netns::new("wlines");
-    let d = ns.spawn_paused(&["client-close", "127.0.0.1:8011", "5"]);
-    let per_event = Portex::start(&["watch", "--json"]);
-    let per_conn = Portex::start(&["watch", "--json", "--lines", "connections"]);
-    let d = d.go();
-    per_event.wait_lines(&pid_needle(d.pid), 30);
-    per_conn.wait_lines(&pid_needle(d.pid), 10);
-    let per_conn = per_conn.stop();
-    let per_event = per_event.stop();
-    let mine = events_of(&per_conn, d.pid);
-    assert_eq!(
-        by_action(&mine),
-        counts(&[("connection", 10)]),
-        "{}",
-        per_conn.dump(d.pid)
-    );
-    for e in &mine {
-        let ev = &e["event"];
-        assert!(ev["start"].as_str() <= ev["end"].as_str(), "{e}");
-        assert_eq!(ev["end"], e["@timestamp"], "{e}");
-        assert!(ev["duration"].as_u64().is_some(), "{e}");
-    }
-    let tw = mine
-        .iter()
-        .filter(|e| e["portex"]["close"]["time_wait"] == true)
-        .count();
-    assert_eq!(tw, 5);
-    assert_eq!(by_action(&events_of(&per_event, d.pid)), client_close_5());
 }
