@@ -33,7 +33,7 @@ fn a_blocked_output_bounds_memory_and_does_not_delay_sigterm() {
             })
         };
         while !flood.is_finished() {
-            peak = peak.max(rss_kib(pid));
+            peak = peak.max(anon_rss_kib(pid));
             thread::sleep(Duration::from_millis(100));
         }
         let flooded = String::from_utf8_lossy(&flood.join().unwrap().stdout).into_owned();
@@ -47,9 +47,14 @@ fn a_blocked_output_bounds_memory_and_does_not_delay_sigterm() {
             fin.stderr
         );
         assert_eq!(fin.code, Some(0), "{args:?}: {:?}", fin.stderr);
+        // What the agent allocated: its queues are bounded (16 MiB of lines, 65,536
+        // events in flight) and the ledger holds the flood's TIME_WAIT ports (40-43 MiB
+        // at 190,000-240,000 connections here). The pages of its own code are left out:
+        // they do not grow with the load, and a debug build has 22 MiB of them (a
+        // bound on the whole RSS failed as the code grew, at the same heap).
         assert!(
-            peak < 64 * 1024,
-            "{args:?}: RSS peaked at {peak} KiB ({flooded})"
+            peak < 48 * 1024,
+            "{args:?}: anonymous RSS peaked at {peak} KiB ({flooded})"
         );
         let (total, parts) =
             summary_losses(&fin.stderr).unwrap_or_else(|| panic!("no summary: {:?}", fin.stderr));

@@ -6,6 +6,7 @@
 use super::nat_scan::NatFeed;
 use crate::logic::{
     model::Record,
+    nat_attribution::suspect,
     nat_hold::{NatHold, Offer},
 };
 
@@ -34,6 +35,10 @@ impl NatWatch {
         let Some(feed) = &self.feed else {
             return Offer::Pass;
         };
+        // Every record comes here: the common case leaves before any allocation.
+        if suspect(r).is_none() {
+            return Offer::Pass;
+        }
         let held = Held {
             name: name.to_owned(),
             start,
