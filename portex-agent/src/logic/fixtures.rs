@@ -25,6 +25,23 @@ pub(crate) fn nat_pool(netns: u64, size: u32, used: u32, time_wait: u32, held: u
     }
 }
 
+/// A masqueraded TCP connection from `src` to 10.78.0.2:8080, mapped to `nat`, in
+/// TIME_WAIT or established.
+pub(crate) fn ct_entry(src: &str, nat: &str, time_wait: bool) -> CtEntry {
+    CtEntry {
+        proto: 6,
+        src: src.parse().unwrap(),
+        dst: "10.78.0.2:8080".parse().unwrap(),
+        reply_dst: nat.parse().unwrap(),
+        snat: true,
+        tcp_state: Some(if time_wait {
+            crate::logic::nat::CT_TCP_TIME_WAIT
+        } else {
+            3
+        }),
+    }
+}
+
 /// `n` established TCP connections of the pod 10.77.0.2 to 10.78.0.2:8080, masqueraded
 /// to 10.78.0.1 from port 40000 on, as conntrack lists them.
 pub(crate) fn snat_entries(n: u16) -> Vec<CtEntry> {

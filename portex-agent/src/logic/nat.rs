@@ -214,21 +214,11 @@ pub(crate) fn rule_range(nft_json: &serde_json::Value) -> Option<(u16, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logic::fixtures::ct_entry as e;
     use crate::logic::{
         diagnose::{Severity, Thresholds},
         nat_diagnose::diagnose_nat,
     };
-
-    fn e(src: &str, nat: &str, tw: bool) -> CtEntry {
-        CtEntry {
-            proto: 6,
-            src: src.parse().unwrap(),
-            dst: "10.78.0.2:8080".parse().unwrap(),
-            reply_dst: nat.parse().unwrap(),
-            snat: true,
-            tcp_state: Some(if tw { CT_TCP_TIME_WAIT } else { 3 }),
-        }
-    }
 
     #[test]
     fn snat_entries_make_one_pool_per_nat_address_and_destination() {

@@ -143,18 +143,7 @@ fn time_wait_rate(p: &NatPool, timeout_s: u64, th: &Thresholds) -> Option<Diagno
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logic::nat::{CT_TCP_TIME_WAIT, CtEntry, nat_pools};
-
-    fn e(src: &str, nat: &str, tw: bool) -> CtEntry {
-        CtEntry {
-            proto: 6,
-            src: src.parse().unwrap(),
-            dst: "10.78.0.2:8080".parse().unwrap(),
-            reply_dst: nat.parse().unwrap(),
-            snat: true,
-            tcp_state: Some(if tw { CT_TCP_TIME_WAIT } else { 3 }),
-        }
-    }
+    use crate::logic::{fixtures::ct_entry as e, nat::nat_pools};
 
     #[test]
     fn the_time_wait_timeout_is_weighed_against_the_close_rate() {

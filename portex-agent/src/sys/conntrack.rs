@@ -5,16 +5,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use anyhow::{Result, bail};
 
-use crate::{logic::nat::CtEntry, sys::netlink};
+use crate::{
+    logic::nat::CtEntry,
+    sys::netlink::{self, NETLINK_NETFILTER, NFGEN_LEN, ctnetlink_dump_request},
+};
 
-const NETLINK_NETFILTER: i32 = 12;
-/// (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET
-const CT_GET: u16 = (1 << 8) | 1;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HDRLEN: usize = 16;
-/// struct nfgenmsg: family, version, res_id.
-const NFGEN_LEN: usize = 4;
+/// IPCTNL_MSG_CT_GET
+const CT_GET: u16 = 1;
 
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_TUPLE_REPLY: u16 = 2;
@@ -65,24 +62,12 @@ pub(crate) fn dump_snat() -> Result<Vec<CtEntry>> {
 
 /// A dump request, both families; with `status`, only entries with those status bits.
 fn request(status: Option<u32>) -> Vec<u8> {
-    let mut req = Vec::with_capacity(NLMSG_HDRLEN + NFGEN_LEN + 16);
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&CT_GET.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    // AF_UNSPEC: both families; version 0; res_id 0.
-    req.extend_from_slice(&[0, 0, 0, 0]);
-    if let Some(bits) = status {
-        for ty in [CTA_STATUS, CTA_STATUS_MASK] {
-            req.extend_from_slice(&8u16.to_ne_bytes());
-            req.extend_from_slice(&ty.to_ne_bytes());
-            req.extend_from_slice(&bits.to_be_bytes());
+    match status {
+        Some(bits) => {
+            ctnetlink_dump_request(CT_GET, &[(CTA_STATUS, bits), (CTA_STATUS_MASK, bits)])
         }
+        None => ctnetlink_dump_request(CT_GET, &[]),
     }
-    let len = req.len() as u32;
-    req[..4].copy_from_slice(&len.to_ne_bytes());
-    req
 }
 
 /// The entries a dump `req` answers that `keep` keeps: the others are dropped datagram
@@ -222,7 +207,7 @@ fn entry(b: &[u8]) -> Option<CtEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::NLMSG_DONE;
+    use crate::sys::netlink::{NLMSG_DONE, NLMSG_HDRLEN};
 
     fn attr(ty: u16, payload: &[u8]) -> Vec<u8> {
         let mut v = Vec::new();
@@ -300,7 +285,7 @@ mod tests {
             ),
         ]
         .concat();
-        let mut dgram = message(&body, CT_GET);
+        let mut dgram = message(&body, 1 << 8 | CT_GET);
         dgram.extend(message(&[], NLMSG_DONE));
         let mut out = Vec::new();
         assert_eq!(parse_messages(&dgram, &mut out), Some(0));

@@ -5,16 +5,13 @@
 //! wide range they start before the pool is quite full).
 use anyhow::{Result, bail};
 
-use crate::{logic::nat::CtStats, sys::netlink};
+use crate::{
+    logic::nat::CtStats,
+    sys::netlink::{self, NETLINK_NETFILTER, NFGEN_LEN, ctnetlink_dump_request},
+};
 
-const NETLINK_NETFILTER: i32 = 12;
-/// (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_GET_STATS_CPU
-const CT_GET_STATS_CPU: u16 = (1 << 8) | 4;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_HDRLEN: usize = 16;
-/// struct nfgenmsg: family, version, res_id (the CPU).
-const NFGEN_LEN: usize = 4;
+/// IPCTNL_MSG_CT_GET_STATS_CPU (each CPU's message has its number as res_id).
+const CT_GET_STATS_CPU: u16 = 4;
 
 const CTA_STATS_INSERT_FAILED: u16 = 9;
 const CTA_STATS_DROP: u16 = 10;
@@ -22,13 +19,7 @@ const CTA_STATS_EARLY_DROP: u16 = 11;
 
 /// Reads the counters of the caller's namespace.
 pub(crate) fn read() -> Result<CtStats> {
-    let mut req = Vec::with_capacity(NLMSG_HDRLEN + NFGEN_LEN);
-    req.extend_from_slice(&((NLMSG_HDRLEN + NFGEN_LEN) as u32).to_ne_bytes());
-    req.extend_from_slice(&CT_GET_STATS_CPU.to_ne_bytes());
-    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
-    req.extend_from_slice(&1u32.to_ne_bytes());
-    req.extend_from_slice(&0u32.to_ne_bytes());
-    req.extend_from_slice(&[0, 0, 0, 0]);
+    let req = ctnetlink_dump_request(CT_GET_STATS_CPU, &[]);
     let mut out = CtStats::default();
     match netlink::dump(NETLINK_NETFILTER, "ctnetlink", &req, |d| {
         parse_messages(d, &mut out)
@@ -76,7 +67,7 @@ fn add_cpu(mut b: &[u8], out: &mut CtStats) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sys::netlink::NLMSG_DONE;
+    use crate::sys::netlink::{NLMSG_DONE, NLMSG_HDRLEN};
 
     fn attr(ty: u16, v: u32) -> Vec<u8> {
         let mut a = 8u16.to_ne_bytes().to_vec();

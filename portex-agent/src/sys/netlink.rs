@@ -74,7 +74,7 @@ pub(crate) fn dump<R>(
 
 pub(crate) const NLMSG_ERROR: u16 = 2;
 pub(crate) const NLMSG_DONE: u16 = 3;
-const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
 
 /// Walks one datagram of netlink messages, handing each one's type and payload (what
 /// follows its header) to `each`: None while more follow, Some(0) at the end of the
@@ -108,4 +108,32 @@ pub(crate) fn messages(mut b: &[u8], mut each: impl FnMut(u16, &[u8])) -> Option
         b = &b[((len + 3) & !3).min(b.len())..];
     }
     None
+}
+
+/// The netfilter netlink family (ctnetlink is one of its subsystems).
+pub(crate) const NETLINK_NETFILTER: i32 = 12;
+/// struct nfgenmsg, after the netlink header: family, version, res_id.
+pub(crate) const NFGEN_LEN: usize = 4;
+
+/// A ctnetlink dump request for message `msg` (IPCTNL_MSG_*), both address families,
+/// with `attrs` as big-endian u32 attributes (filters).
+pub(crate) fn ctnetlink_dump_request(msg: u16, attrs: &[(u16, u32)]) -> Vec<u8> {
+    const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLM_F_DUMP: u16 = 0x300;
+    let len = NLMSG_HDRLEN + NFGEN_LEN + 8 * attrs.len();
+    let mut req = Vec::with_capacity(len);
+    req.extend_from_slice(&(len as u32).to_ne_bytes());
+    req.extend_from_slice(&(NFNL_SUBSYS_CTNETLINK << 8 | msg).to_ne_bytes());
+    req.extend_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    req.extend_from_slice(&1u32.to_ne_bytes());
+    req.extend_from_slice(&0u32.to_ne_bytes());
+    // AF_UNSPEC: both families; version 0; res_id 0.
+    req.extend_from_slice(&[0, 0, 0, 0]);
+    for (ty, v) in attrs {
+        req.extend_from_slice(&8u16.to_ne_bytes());
+        req.extend_from_slice(&ty.to_ne_bytes());
+        req.extend_from_slice(&v.to_be_bytes());
+    }
+    req
 }
