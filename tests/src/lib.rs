@@ -76,10 +76,15 @@ pub fn build_portex(release: bool) -> io::Result<PathBuf> {
 }
 
 /// The debug portex binary, built once per test run.
+/// PORTEX_BIN names a prebuilt binary instead (the kernel matrix runs the release
+/// build inside guests that have no cargo).
 pub fn portex_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_portex(false).unwrap_or_else(|e| panic!("{e}")))
-        .clone()
+    BIN.get_or_init(|| match std::env::var_os("PORTEX_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => build_portex(false).unwrap_or_else(|e| panic!("{e}")),
+    })
+    .clone()
 }
 
 /// The driver, built by cargo beside the test executables (target/<profile>/).

@@ -17,9 +17,13 @@ fn sigterm_stops_the_agent_cleanly_and_detaches_every_program() {
     let pid = portex.pid();
     // Ours are the 7 of `--syscall-hooks on` (inet_sock_set_state, tcp_receive_reset,
     // tcp_retransmit_skb, connect and bind enter/exit): new since `before`, and listed
-    // by bpftool.
+    // by bpftool. The kernel matrix sets how many an older kernel takes (its table).
+    let want: usize = std::env::var("PORTEX_EXPECT_PROGRAMS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(7);
     let ours = bpf_programs_of(pid);
-    assert_eq!(ours.len(), 7, "{ours:?}");
+    assert_eq!(ours.len(), want, "{ours:?}");
     let loaded = all_bpf_programs();
     for id in &ours {
         assert!(

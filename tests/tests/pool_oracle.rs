@@ -11,14 +11,16 @@ use std::process::Command;
 use portex_e2e::*;
 
 /// Client and server in one namespace over loopback.
-fn loopback(tag: &str, reuse: &str, when: When) -> (u64, u64) {
-    over_loopback(
-        tag,
-        reuse,
-        when,
-        ("127.0.0.1:5000", "127.0.0.1:5000"),
-        ("127.0.0.1", "127.0.0.1"),
-    )
+fn loopback(tag: &str, reuse: &str, when: When) -> Option<(u64, u64)> {
+    when.possible().then(|| {
+        over_loopback(
+            tag,
+            reuse,
+            when,
+            ("127.0.0.1:5000", "127.0.0.1:5000"),
+            ("127.0.0.1", "127.0.0.1"),
+        )
+    })
 }
 
 /// The same with the addresses given: (server listens, client connects to), and the
@@ -103,24 +105,35 @@ fn time_wait_over_loopback_matches_the_kernel_for_every_reuse_setting() {
     if !require_root() {
         return;
     }
-    let cases = vec![
+    let cases: Vec<_> = [
         (
             "loopback reuse=0 after delay",
-            loopback("orl0", "0", When::AfterDelay),
+            "orl0",
+            "0",
+            When::AfterDelay,
         ),
         (
             "loopback reuse=1 after delay",
-            loopback("orl1", "1", When::AfterDelay),
+            "orl1",
+            "1",
+            When::AfterDelay,
         ),
         (
             "loopback reuse=2 before delay",
-            loopback("orl2b", "2", When::BeforeDelay),
+            "orl2b",
+            "2",
+            When::BeforeDelay,
         ),
         (
             "loopback reuse=2 after delay",
-            loopback("orl2a", "2", When::AfterDelay),
+            "orl2a",
+            "2",
+            When::AfterDelay,
         ),
-    ];
+    ]
+    .into_iter()
+    .filter_map(|(what, tag, reuse, when)| Some((what, loopback(tag, reuse, when)?)))
+    .collect();
     // The matrix only means something if the kernel answers differently across it.
     assert!(cases.iter().any(|(_, (_, k))| *k == 0));
     assert!(cases.iter().any(|(_, (_, k))| *k >= 20));

@@ -3,6 +3,7 @@ mod bench;
 mod churn;
 mod clippy;
 mod dist;
+mod kernels;
 mod man;
 mod nat_fill;
 mod soak;
@@ -28,6 +29,10 @@ fn usage() -> ! {
          \x20 bench-writer [--quick] [--out F]\n\
          \x20                            the NDJSON writer against serde_json on the same\n\
          \x20                            records (ns/line, bytes/line); writes JSON\n\
+         \x20 kernels [--quick] [--only NAME,...]\n\
+         \x20                            the kernel matrix: Debian's kernels booted under QEMU,\n\
+         \x20                            each running portex and core end-to-end checks (root;\n\
+         \x20                            names: host 5.10 6.1 6.12-bpo 6.12 7.2)\n\
          \x20 soak [--quick] [--minutes M] [--out F]\n\
          \x20                            the agent under connection, process and namespace\n\
          \x20                            churn for M minutes (30; quick: 3) (root); writes JSON\n\
@@ -117,6 +122,27 @@ fn run() -> Result<()> {
             )?;
         }
         Some("bench-writer") => bench::writer::run(&rest)?,
+        Some("kernels") => {
+            let known = ["--quick", "--only"];
+            if let Some(bad) = rest
+                .iter()
+                .filter(|a| a.starts_with("--"))
+                .find(|a| !known.contains(&a.as_str()))
+            {
+                bail!(
+                    "kernels: unknown argument {bad} (known: {})",
+                    known.join(" ")
+                );
+            }
+            let portex = build_release("the kernel matrix")?;
+            kernels::run(
+                kernels::Opts {
+                    only: val(&rest, "--only").map(|s| s.split(',').map(String::from).collect()),
+                    quick: rest.iter().any(|a| a == "--quick"),
+                },
+                &portex,
+            )?;
+        }
         Some("soak") => {
             let portex = build_release("the soak test")?;
             let minutes = match val(&rest, "--minutes") {

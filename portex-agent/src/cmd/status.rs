@@ -7,7 +7,7 @@ use crate::{
     logic::diagnose::{LiveFacts, Severity, Thresholds, diagnose},
     logic::pool::build_pools,
     logic::{nat::nat_pools, nat_diagnose::diagnose_nat},
-    render::status::{NatReport, NetnsReport, render_json, render_text},
+    render::status::{Agents, NatReport, NetnsReport, render_json, render_text},
     sys::snapshot,
 };
 
@@ -93,10 +93,14 @@ pub(crate) fn run(args: StatusArgs) -> Result<i32> {
         }),
         &th,
     );
+    let agents = running.as_ref().map(|(known, pids)| Agents {
+        pids,
+        not_loaded: &known.programs_not_loaded,
+    });
     let out = if args.json {
-        render_json(&reports, &th, args.limit)
+        render_json(&reports, agents.as_ref(), &th, args.limit)
     } else {
-        render_text(&reports, &th, args.limit)
+        render_text(&reports, agents.as_ref(), &th, args.limit)
     };
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();

@@ -104,8 +104,8 @@ impl Account {
             // Built once a second for both: the tally walks every tracked socket.
             let views = t.ledger.pool_views(now);
             if let Some(w) = &self.tw_owners {
-                let owners = TwOwners::from_pools(views.iter().map(|v| &v.pool));
-                if let Err(e) = w.write(&owners) {
+                let mut owners = TwOwners::from_pools(views.iter().map(|v| &v.pool));
+                if let Err(e) = w.write(&mut owners) {
                     tracing::warn!("status will not name TIME_WAIT owners: {e:#}");
                     self.tw_owners = None;
                 }

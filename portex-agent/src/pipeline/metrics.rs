@@ -66,6 +66,7 @@ impl Metrics {
             page.kernel_skipped = s.probe.recursion_misses();
             page.map_full = s.probe.map_full();
             page.syscall_hooks = s.probe.syscall_hooks_attached() as u64;
+            page.programs = s.probe.programs();
             if let Some(k) = &s.sink {
                 page.sink_written = ld(&k.lines_written);
                 page.sink_dropped = ld(&k.lines_dropped);

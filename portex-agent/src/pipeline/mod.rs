@@ -131,7 +131,8 @@ impl Pipeline {
         // With a ledger, tell `status` who holds TIME_WAIT ports; without the file, it
         // says who could.
         if ledger.is_some() {
-            account.tw_owners = crate::sys::tw_owners_file::TwOwnersWriter::new()
+            let not_loaded = probe.skipped().iter().map(|s| s.handed_over()).collect();
+            account.tw_owners = crate::sys::tw_owners_file::TwOwnersWriter::new(not_loaded)
                 .inspect_err(|e| tracing::warn!("status will not name TIME_WAIT owners: {e:#}"))
                 .ok();
         }

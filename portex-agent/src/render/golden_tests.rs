@@ -219,6 +219,7 @@ fn metrics_page() -> String {
         kernel_skipped: 2,
         map_full: 3,
         syscall_hooks: 1,
+        programs: vec![("inet_sock_set_state", true), ("tcp_retransmit_skb", false)],
         sink_written: 1000,
         sink_dropped: 7,
         sink_errors: 1,
@@ -339,8 +340,8 @@ fn golden_top_frame() {
 fn golden_status() {
     let th = Thresholds::default();
     let reports = status_reports();
-    check("status.txt", &render_text(&reports, &th, 50));
-    check("status.json", &render_json(&reports, &th, 50));
+    check("status.txt", &render_text(&reports, None, &th, 50));
+    check("status.json", &render_json(&reports, None, &th, 50));
 }
 
 #[test]

@@ -46,6 +46,8 @@ pub(crate) struct Page {
     pub(crate) map_full: u64,
     /// 1 while the connect/bind syscall tracepoints are attached.
     pub(crate) syscall_hooks: u64,
+    /// Every kernel program and whether the running kernel took it.
+    pub(crate) programs: Vec<(&'static str, bool)>,
     pub(crate) sink_written: u64,
     pub(crate) sink_dropped: u64,
     pub(crate) sink_errors: u64,
@@ -161,6 +163,19 @@ pub(crate) fn render(page: &Page) -> String {
         "1 while the connect/bind syscall tracepoints are attached (auto mode attaches them under pressure).",
     );
     let _ = writeln!(o, "portex_syscall_hooks_attached {}", page.syscall_hooks);
+    head(
+        &mut o,
+        "portex_program_loaded",
+        "gauge",
+        "1 when the running kernel took the eBPF program; 0 when it refused it or lacks what it reads (the agent's log says why and what is lost).",
+    );
+    for (name, loaded) in &page.programs {
+        let _ = writeln!(
+            o,
+            "portex_program_loaded{{program=\"{name}\"}} {}",
+            *loaded as u8
+        );
+    }
     head(
         &mut o,
         "portex_sink_lines_total",

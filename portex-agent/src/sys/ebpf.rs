@@ -9,12 +9,15 @@ use anyhow::{Context, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{TracePoint, trace_point::TracePointLinkId},
+    programs::{ProgramError, TracePoint, trace_point::TracePointLinkId},
 };
 use portex_common::{BIND_CTX_SIZE, CONNECT_CTX_SIZE, counter};
 
 use crate::{
-    logic::{arming::HookMode, tp_format},
+    logic::{
+        arming::HookMode,
+        kernel::{self, Hook, PROGRAMS, Program, Skipped, tp_format, verifier},
+    },
     sys::{
         host,
         kernel_log::{self, KernelLog},
@@ -26,54 +29,6 @@ use crate::{
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portex"));
 #[cfg(portex_no_ebpf)]
 pub static OBJECT: &[u8] = &[];
-
-/// How a program is attached.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Hook {
-    /// Always, for the whole run.
-    Core,
-    /// For the whole run when the tracepoint's record has the layout the program reads
-    /// (tracefs format, checked first); otherwise left out with one line saying so.
-    Optional(&'static [(&'static str, usize, usize)]),
-    /// The syscall path: attached and detached as `--syscall-hooks` says.
-    Syscall,
-}
-
-/// (program, tracepoint category, tracepoint name, how it is attached)
-const PROGRAMS: &[(&str, &str, &str, Hook)] = &[
-    (
-        "inet_sock_set_state",
-        "sock",
-        "inet_sock_set_state",
-        Hook::Core,
-    ),
-    ("tcp_receive_reset", "tcp", "tcp_receive_reset", Hook::Core),
-    (
-        "tcp_retransmit_skb",
-        "tcp",
-        "tcp_retransmit_skb",
-        Hook::Optional(tp_format::TCP_RETRANSMIT_SKB),
-    ),
-    (
-        "sys_enter_connect",
-        "syscalls",
-        "sys_enter_connect",
-        Hook::Syscall,
-    ),
-    (
-        "sys_exit_connect",
-        "syscalls",
-        "sys_exit_connect",
-        Hook::Syscall,
-    ),
-    (
-        "sys_enter_bind",
-        "syscalls",
-        "sys_enter_bind",
-        Hook::Syscall,
-    ),
-    ("sys_exit_bind", "syscalls", "sys_exit_bind", Hook::Syscall),
-];
 
 #[derive(Clone, Debug)]
 pub(crate) struct LoadOptions {
@@ -115,9 +70,11 @@ pub(crate) struct Probe {
     ebpf: Mutex<Ebpf>,
     counters: PerCpuArray<MapData, u64>,
     /// Every loaded program (attached or not): their statistics are cumulative.
-    loaded: Vec<&'static str>,
+    loaded: Vec<Loaded>,
     /// Programs attached for good.
     core: usize,
+    /// Programs the running kernel refused or lacks (logged once each at start).
+    skipped: Vec<Skipped>,
     /// Links of the syscall programs while they are attached.
     hooks: Mutex<Vec<(&'static str, TracePointLinkId)>>,
     /// The programs' diagnostics, until the reader thread takes them (kernel_log > 0).
@@ -143,32 +100,7 @@ impl Probe {
         let mut ebpf = loader
             .load(OBJECT)
             .context("loading the eBPF object into the kernel")?;
-        let mut loaded = Vec::new();
-        let mut core = 0;
-        for &(name, category, tp, hook) in PROGRAMS {
-            let syscall = hook == Hook::Syscall;
-            if syscall && opts.syscall_hooks == HookMode::Off {
-                continue;
-            }
-            if let Hook::Optional(layout) = hook
-                && let Err(why) = layout_matches(category, tp, layout)
-            {
-                tracing::info!("{category}:{tp} is not watched: {why}");
-                continue;
-            }
-            let prog: &mut TracePoint = ebpf
-                .program_mut(name)
-                .with_context(|| format!("program {name} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("the kernel verifier rejected {name}"))?;
-            loaded.push(name);
-            if !syscall {
-                prog.attach(category, tp)
-                    .with_context(|| format!("attaching {name} to tracepoint {category}:{tp}"))?;
-                core += 1;
-            }
-        }
+        let (loaded, core, mut skipped) = load_programs(&mut ebpf, opts)?;
         let kernel_log = match opts.kernel_log {
             0 => None,
             _ => Some(kernel_log::open(&mut ebpf)?),
@@ -176,23 +108,44 @@ impl Probe {
         let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS missing")?)?;
         let counters =
             PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("map COUNTERS missing")?)?;
-        let probe = Probe {
+        let mut probe = Probe {
             ebpf: Mutex::new(ebpf),
             counters,
             loaded,
             core,
+            skipped: Vec::new(),
             hooks: Mutex::new(Vec::new()),
             kernel_log: Mutex::new(kernel_log),
         };
-        if opts.syscall_hooks == HookMode::On {
-            probe.set_syscall_hooks(true)?;
+        if opts.syscall_hooks == HookMode::On
+            && probe.loaded.iter().any(|l| is_syscall(l.name))
+            && let Err(e) = probe.set_syscall_hooks(true)
+        {
+            // Loaded but not attachable (a kernel without syscall tracepoints): the
+            // same loss as a refusal, said the same way.
+            let why = format!("{e:#}");
+            skip_group(&mut skipped, Hook::Syscall, &why);
         }
+        probe.skipped = skipped;
         Ok((probe, ring))
     }
 
     /// The programs' diagnostics, for the thread that reads them (once).
     pub(crate) fn take_kernel_log(&self) -> Option<KernelLog> {
         self.kernel_log.lock().unwrap().take()
+    }
+
+    /// The programs this kernel refused, with why and what is lost.
+    pub(crate) fn skipped(&self) -> &[Skipped] {
+        &self.skipped
+    }
+
+    /// Every program of the catalogue and whether this kernel took it (loaded).
+    pub(crate) fn programs(&self) -> Vec<(&'static str, bool)> {
+        PROGRAMS
+            .iter()
+            .map(|p| (p.name, self.loaded.iter().any(|l| l.name == p.name)))
+            .collect()
     }
 
     /// Programs attached now.
@@ -228,10 +181,11 @@ impl Probe {
         // Before the first program runs, so that the state program looks for the
         // entries the syscall programs make.
         set_hooks_flag(&mut ebpf, true)?;
-        for &(name, category, tp, hook) in PROGRAMS {
-            if hook != Hook::Syscall || !self.loaded.contains(&name) {
+        for l in self.loaded.iter().filter(|l| is_syscall(l.name)) {
+            let Some(p) = PROGRAMS.iter().find(|p| p.name == l.name) else {
                 continue;
-            }
+            };
+            let (name, category, tp) = (l.object, p.category, p.tracepoint);
             let prog: &mut TracePoint = ebpf.program_mut(name).unwrap().try_into()?;
             match prog.attach(category, tp) {
                 Ok(link) => hooks.push((name, link)),
@@ -273,11 +227,173 @@ impl Probe {
         let ebpf = self.ebpf.lock().unwrap();
         self.loaded
             .iter()
-            .filter_map(|&name| ebpf.program(name))
+            .filter_map(|l| ebpf.program(l.object))
             .filter_map(|prog| prog.fd().ok())
             .filter_map(|fd| recursion_misses(fd.as_fd().as_raw_fd()))
             .sum()
     }
+}
+
+fn is_syscall(name: &str) -> bool {
+    PROGRAMS
+        .iter()
+        .any(|p| p.name == name && p.hook == Hook::Syscall)
+}
+
+/// A program the kernel took: the feature's name and the object's program serving it.
+#[derive(Clone, Copy)]
+struct Loaded {
+    name: &'static str,
+    object: &'static str,
+}
+
+/// Loads every program the options ask for and attaches the ones held for the whole
+/// run. An essential program's refusal is the agent's error; any other is skipped
+/// with one line (the syscall group whole: its programs work only together).
+/// Returns the loaded programs, how many are attached, and the skipped ones.
+fn load_programs(
+    ebpf: &mut Ebpf,
+    opts: &LoadOptions,
+) -> Result<(Vec<Loaded>, usize, Vec<Skipped>)> {
+    let mut loaded = Vec::new();
+    let mut core = 0;
+    let mut skipped = Vec::new();
+    let mut syscall_refused = None;
+    for p in PROGRAMS {
+        let syscall = p.hook == Hook::Syscall;
+        if syscall && (opts.syscall_hooks == HookMode::Off || syscall_refused.is_some()) {
+            continue;
+        }
+        let object = match load_variant(ebpf, p) {
+            Ok(o) => o,
+            Err(why) => {
+                match p.hook {
+                    Hook::Essential => bail!(kernel::essential_failed(p, &why)),
+                    Hook::Syscall => syscall_refused = Some(format!("{}: {why}", p.name)),
+                    Hook::Optional => skip(&mut skipped, p, why),
+                }
+                continue;
+            }
+        };
+        loaded.push(Loaded {
+            name: p.name,
+            object,
+        });
+        if syscall {
+            continue;
+        }
+        let prog: &mut TracePoint = ebpf.program_mut(object).unwrap().try_into()?;
+        match prog.attach(p.category, p.tracepoint) {
+            Ok(_) => core += 1,
+            Err(e) => {
+                let why = format!(
+                    "attaching to tracepoint {}:{}: {e}",
+                    p.category, p.tracepoint
+                );
+                if p.hook == Hook::Essential {
+                    bail!(kernel::essential_failed(p, &why));
+                }
+                let _ = prog.unload();
+                loaded.retain(|l| l.name != p.name);
+                skip(&mut skipped, p, why);
+            }
+        }
+    }
+    if let Some(why) = syscall_refused {
+        // The ones loaded before the refusal go too: half a group is no group.
+        for l in loaded.iter().filter(|l| is_syscall(l.name)) {
+            if let Ok(prog) = <&mut TracePoint>::try_from(ebpf.program_mut(l.object).unwrap()) {
+                let _ = prog.unload();
+            }
+        }
+        loaded.retain(|l| !is_syscall(l.name));
+        skip_group(&mut skipped, Hook::Syscall, &why);
+    }
+    Ok((loaded, core, skipped))
+}
+
+/// Loads the first variant of `p` whose layout the running kernel has and which the
+/// verifier accepts; its object name, or why none was taken (the last refusal).
+fn load_variant(ebpf: &mut Ebpf, p: &Program) -> std::result::Result<&'static str, String> {
+    // A variant whose layout is this kernel's and that the verifier refused says more
+    // than the other variants' layouts.
+    let (mut refused, mut other_layout) = (None, None);
+    for v in p.variants {
+        if let Some(layout) = v.layout
+            && let Err(e) = layout_matches(p.category, p.tracepoint, layout)
+        {
+            other_layout.get_or_insert(e);
+            continue;
+        }
+        match load_one(ebpf, v.object) {
+            Ok(()) => return Ok(v.object),
+            Err(e) => refused = Some(e),
+        }
+    }
+    Err(refused
+        .or(other_layout)
+        .unwrap_or_else(|| "no variant of it is built".into()))
+}
+
+/// Loads one program into the kernel; the refusal as one line (the verifier's full
+/// log goes to the debug log).
+fn load_one(ebpf: &mut Ebpf, object: &str) -> std::result::Result<(), String> {
+    refused_for_tests(object)?;
+    let prog: &mut TracePoint = ebpf
+        .program_mut(object)
+        .ok_or("it is missing from the eBPF object")?
+        .try_into()
+        .map_err(|e: ProgramError| e.to_string())?;
+    match prog.load() {
+        Ok(()) => Ok(()),
+        Err(ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        }) => {
+            let log = format!("{verifier_log:?}");
+            tracing::debug!("the verifier's log for {object}:\n{log}");
+            Err(verifier::refusal(&io_error.to_string(), &log))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Debug builds only: PORTEX_TEST_REFUSE=prog,... makes the loader treat those programs
+/// as refused by the verifier, so that the end-to-end tests can prove what a refusal
+/// costs on a kernel that accepts everything (tests/tests/kernel_programs.rs).
+fn refused_for_tests(object: &str) -> std::result::Result<(), String> {
+    if cfg!(debug_assertions)
+        && std::env::var("PORTEX_TEST_REFUSE").is_ok_and(|v| v.split(',').any(|p| p == object))
+    {
+        return Err("the verifier: refused by PORTEX_TEST_REFUSE (a test)".into());
+    }
+    Ok(())
+}
+
+/// Records a skipped program and says so, once.
+fn skip(skipped: &mut Vec<Skipped>, p: &Program, why: String) {
+    let s = Skipped {
+        program: p.name,
+        lost: p.lost,
+        why,
+    };
+    tracing::warn!("{}", s.line());
+    skipped.push(s);
+}
+
+/// Records every program of a group as skipped, with one line for the group.
+fn skip_group(skipped: &mut Vec<Skipped>, hook: Hook, why: &str) {
+    let group: Vec<&Program> = PROGRAMS.iter().filter(|p| p.hook == hook).collect();
+    let Some(first) = group.first() else { return };
+    tracing::warn!(
+        "the connect/bind syscall hooks are not loaded ({why}); without them, {}",
+        first.lost
+    );
+    skipped.extend(group.iter().map(|p| Skipped {
+        program: p.name,
+        lost: p.lost,
+        why: why.to_string(),
+    }));
 }
 
 /// Whether the running kernel lays out `category:tp`'s record as `layout` says.

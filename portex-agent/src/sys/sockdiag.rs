@@ -55,6 +55,13 @@ pub(crate) fn for_each(protocol: u8, states: u32, f: &mut dyn FnMut(DiagSocket))
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         match run_dump(request(family, protocol, states), protocol, f)? {
             None => {}
+            // TCP over IPv4 is always there: its absence means sock_diag's TCP module
+            // (tcp_diag) is neither built in nor loadable, and an empty table would
+            // be taken for an empty host.
+            Some(e) if protocol == TCP && family == libc::AF_INET as u8 => bail!(
+                "sock_diag cannot dump TCP sockets ({}): is the tcp_diag module missing?",
+                std::io::Error::from_raw_os_error(e)
+            ),
             // A kernel without this family or protocol (no IPv6, no UDP diag module).
             Some(e) if e == libc::ENOENT || e == libc::EAFNOSUPPORT || e == libc::EINVAL => {}
             Some(e) => bail!("sock_diag: {}", std::io::Error::from_raw_os_error(e)),

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Result, bail};
 
-use crate::logic::pool::TwOwners;
+use crate::logic::{kernel::NotLoaded, pool::TwOwners};
 
 const DIR: &str = "/run/portex/tw-owners";
 
@@ -58,10 +58,12 @@ fn prepare_dir() -> Result<PathBuf> {
 pub(crate) struct TwOwnersWriter {
     path: PathBuf,
     tmp: PathBuf,
+    /// This agent's programs the kernel refused, written with every update.
+    not_loaded: Vec<NotLoaded>,
 }
 
 impl TwOwnersWriter {
-    pub(crate) fn new() -> Result<TwOwnersWriter> {
+    pub(crate) fn new(not_loaded: Vec<NotLoaded>) -> Result<TwOwnersWriter> {
         let dir = prepare_dir()?;
         let pid = std::process::id();
         // Files of writers killed before they could remove theirs.
@@ -79,10 +81,12 @@ impl TwOwnersWriter {
         Ok(TwOwnersWriter {
             path: dir.join(format!("{pid}.json")),
             tmp: dir.join(format!(".{pid}.tmp")),
+            not_loaded,
         })
     }
 
-    pub(crate) fn write(&self, owners: &TwOwners) -> Result<()> {
+    pub(crate) fn write(&self, owners: &mut TwOwners) -> Result<()> {
+        owners.programs_not_loaded.clone_from(&self.not_loaded);
         let body = serde_json::to_vec(owners)?;
         let _ = fs::remove_file(&self.tmp);
         let mut f = fs::OpenOptions::new()

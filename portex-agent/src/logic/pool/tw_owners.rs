@@ -7,7 +7,10 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use super::{Holder, Pool, PoolKey};
-use crate::logic::model::{Owner, Transport};
+use crate::logic::{
+    kernel::NotLoaded,
+    model::{Owner, Transport},
+};
 
 /// At most this many pools and holders per pool are handed over: the fullest pools
 /// and their biggest holders are what status shows.
@@ -37,6 +40,10 @@ pub(crate) struct TwHolder {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct TwOwners {
     pub pools: Vec<PoolOwners>,
+    /// The writer's kernel programs that the kernel refused (status says so): it rides
+    /// here because this file is already the trusted channel from an agent to status.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs_not_loaded: Vec<NotLoaded>,
 }
 
 impl TwOwners {
@@ -69,11 +76,19 @@ impl TwOwners {
             })
             .take(MAX_POOLS)
             .collect();
-        TwOwners { pools }
+        TwOwners {
+            pools,
+            programs_not_loaded: Vec::new(),
+        }
     }
 
     /// Adds another writer's knowledge: per pool and process, the larger count.
     pub(crate) fn merge(&mut self, other: TwOwners) {
+        for n in other.programs_not_loaded {
+            if !self.programs_not_loaded.contains(&n) {
+                self.programs_not_loaded.push(n);
+            }
+        }
         for o in other.pools {
             let same = self.pools.iter_mut().find(|p| {
                 (

@@ -3,8 +3,11 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
+mod agents;
 mod nat;
 
+pub(crate) use agents::Agents;
+use agents::{agents_json, agents_text};
 pub(crate) use nat::NatReport;
 use nat::{nat_json, nat_text};
 
@@ -136,7 +139,12 @@ pub(crate) fn diagnosis_lines(d: &Diagnosis) -> [String; 2] {
     ]
 }
 
-pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
+pub(crate) fn render_json(
+    reports: &[NetnsReport],
+    agents: Option<&Agents>,
+    th: &Thresholds,
+    limit: usize,
+) -> String {
     let worst = reports
         .iter()
         .flat_map(|r| r.pools.iter())
@@ -187,6 +195,7 @@ pub(crate) fn render_json(reports: &[NetnsReport], th: &Thresholds, limit: usize
         "verdict": verdict(reports).map(|v| v.json(th)),
         "thresholds": { "warning": th.warning, "critical": th.critical },
         "namespaces": ns,
+        "running_agents": agents.map(agents_json),
     });
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
     s.push('\n');
@@ -325,7 +334,12 @@ fn omitted_line(pools: &[Pool], limit: usize) -> Option<String> {
     ))
 }
 
-pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize) -> String {
+pub(crate) fn render_text(
+    reports: &[NetnsReport],
+    agents: Option<&Agents>,
+    th: &Thresholds,
+    limit: usize,
+) -> String {
     let mut o = String::new();
     match verdict(reports) {
         Some(v) => {
@@ -410,6 +424,9 @@ pub(crate) fn render_text(reports: &[NetnsReport], th: &Thresholds, limit: usize
             let _ = writeln!(o, "      {fix}");
         }
         o.push('\n');
+    }
+    if let Some(a) = agents {
+        agents_text(a, &mut o);
     }
     o
 }

@@ -56,6 +56,19 @@ pub(crate) const TCP_RETRANSMIT_SKB: &[(&str, usize, usize)] = &[
     ("daddr_v6", 58, 16),
 ];
 
+/// The same before the record gained `family` (5.10-5.12): the addresses sit two
+/// bytes earlier (portex-ebpf/src/retransmit.rs, WITHOUT_FAMILY).
+pub(crate) const TCP_RETRANSMIT_SKB_NO_FAMILY: &[(&str, usize, usize)] = &[
+    ("skaddr", 16, 8),
+    ("state", 24, 4),
+    ("sport", 28, 2),
+    ("dport", 30, 2),
+    ("saddr", 32, 4),
+    ("daddr", 36, 4),
+    ("saddr_v6", 40, 16),
+    ("daddr_v6", 56, 16),
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
