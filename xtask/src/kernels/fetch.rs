@@ -43,6 +43,8 @@ impl Apt {
     }
 
     fn run(&self, tool: &str, args: &[&str]) -> Result<String> {
+        // apt-get download writes into the current directory.
+        fs::create_dir_all(self.dir.join("debs"))?;
         let d = self.dir.display();
         let out = Command::new(tool)
             .args([
@@ -82,16 +84,17 @@ impl Apt {
     }
 
     /// The `linux-image-amd64` of `suite`: the concrete packages it depends on
-    /// (image; for sid also the split binary and modules packages) and their version.
+    /// (image; for sid also the split binary and modules packages) and their version,
+    /// read from the lists (nothing is downloaded to learn them).
     fn resolve(&self, suite: &str) -> Result<(String, Vec<String>)> {
-        let meta = self.download(&format!("linux-image-amd64/{suite}"))?;
-        let image = depends(&meta)?
+        let meta = self.run("apt-cache", &["show", &format!("linux-image-amd64/{suite}")])?;
+        let image = depends(&meta)
             .into_iter()
             .find(|(n, _)| n.starts_with("linux-image-"))
             .context("linux-image-amd64 names no linux-image package")?;
-        let mut pkgs = vec![format!("{}={}", image.0, image.1)];
-        let deb = self.download(&pkgs[0])?;
-        for (n, v) in depends(&deb)? {
+        let spec = format!("{}={}", image.0, image.1);
+        let mut pkgs = vec![spec.clone()];
+        for (n, v) in depends(&self.run("apt-cache", &["show", &spec])?) {
             if n.starts_with("linux-binary-") || n.starts_with("linux-modules-") {
                 pkgs.push(format!("{n}={v}"));
             }
@@ -99,26 +102,17 @@ impl Apt {
         Ok((image.1, pkgs))
     }
 
-    /// Downloads one package (name=version or name/suite); the .deb's path.
+    /// Downloads one package alone into an empty folder; the .deb's path.
     fn download(&self, spec: &str) -> Result<PathBuf> {
         let debs = self.dir.join("debs");
-        let before: Vec<_> = list(&debs)?;
+        let _ = fs::remove_dir_all(&debs);
+        fs::create_dir_all(&debs)?;
         self.run("apt-get", &["download", spec])?;
-        let name = spec.split(['=', '/']).next().unwrap_or(spec);
-        list(&debs)?
-            .into_iter()
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|f| f.to_str())
-                    .is_some_and(|f| f.starts_with(&format!("{name}_")))
-            })
-            .max_by_key(|p| {
-                (
-                    !before.contains(p),
-                    fs::metadata(p).and_then(|m| m.modified()).ok(),
-                )
-            })
-            .with_context(|| format!("apt-get download {spec} left no .deb"))
+        let got = list(&debs)?;
+        match got.as_slice() {
+            [one] => Ok(one.clone()),
+            _ => bail!("apt-get download {spec} left {} files", got.len()),
+        }
     }
 
     /// The kernel of `suite`, extracted under `cache` (once per version).
@@ -145,10 +139,8 @@ impl Apt {
                 std::os::unix::fs::symlink("usr/lib", tree.join("lib"))?;
             }
             fs::write(tree.join(".complete"), &version)?;
-            // Only the extracted tree is kept; the next version needs new packages.
-            for p in list(&self.dir.join("debs"))? {
-                let _ = fs::remove_file(p);
-            }
+            // Only the extracted tree is kept.
+            let _ = fs::remove_dir_all(self.dir.join("debs"));
         }
         depmod(&tree)?;
         let vmlinuz =
@@ -186,21 +178,18 @@ fn list(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(fs::read_dir(dir)?.flatten().map(|e| e.path()).collect())
 }
 
-/// (name, version) of each `name (= version)` in a .deb's Depends.
-fn depends(deb: &Path) -> Result<Vec<(String, String)>> {
-    let out = Command::new("dpkg-deb")
-        .args(["-f"])
-        .arg(deb)
-        .arg("Depends")
-        .output()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .split([',', '|'])
+/// (name, version) of each `name (= version)` in the first Depends of an
+/// `apt-cache show` record.
+fn depends(record: &str) -> Vec<(String, String)> {
+    let Some(line) = record.lines().find_map(|l| l.strip_prefix("Depends:")) else {
+        return Vec::new();
+    };
+    line.split([',', '|'])
         .filter_map(|d| {
             let (name, rest) = d.trim().split_once(" (= ")?;
             Some((name.to_string(), rest.trim_end_matches(')').to_string()))
         })
-        .collect())
+        .collect()
 }
 
 /// boot/vmlinuz-* (most suites) or usr/lib/modules/*/vmlinuz (sid's split packages).

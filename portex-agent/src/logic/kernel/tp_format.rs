@@ -106,6 +106,28 @@ print fmt: \"skbaddr=%p\"
         assert!(mismatches(V6_18, TCP_RETRANSMIT_SKB).is_empty());
     }
 
+    // Debian 11's 5.10.223, as its tracefs prints it (the kernel matrix, 2026-12-07).
+    const V5_10: &str = "\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;";
+
+    #[test]
+    fn each_kernel_matches_exactly_one_variant() {
+        assert!(mismatches(V6_18, TCP_RETRANSMIT_SKB).is_empty());
+        assert!(!mismatches(V6_18, TCP_RETRANSMIT_SKB_NO_FAMILY).is_empty());
+        assert!(mismatches(V5_10, TCP_RETRANSMIT_SKB_NO_FAMILY).is_empty());
+        assert_eq!(
+            mismatches(V5_10, TCP_RETRANSMIT_SKB),
+            ["family", "saddr", "daddr", "saddr_v6", "daddr_v6"]
+        );
+    }
+
     #[test]
     fn an_older_layout_is_not_taken_for_this_one() {
         // Linux 4.15: no state and no family, so the addresses start earlier.
