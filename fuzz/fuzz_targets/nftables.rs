@@ -15,7 +15,11 @@ fuzz_target!(|data: &[u8]| {
     assert!(statements <= data.len() / MIN_STATEMENT);
     if let Some((lo, hi)) = range {
         assert!(statements >= 1);
-        assert_ne!((lo, hi), (1024, 65535), "the kernel's default is no rule range");
+        assert_ne!(
+            (lo, hi),
+            (1024, 65535),
+            "the kernel's default is no rule range"
+        );
     }
     if let Some(errno) = verdict {
         assert!(errno >= 0, "an errno, not a negated one: {errno}");

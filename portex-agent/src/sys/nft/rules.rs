@@ -178,7 +178,9 @@ impl Registers {
 
     /// The ports of a NAT expression whose registers are attributes `min` and `max`:
     /// none named, the kernel's default; only `min`, that one port (the kernel takes
-    /// max = min); a register no constant was loaded into, unknown.
+    /// max = min); a register no constant was loaded into, unknown. The expression's
+    /// flags are not looked at: nft shows the range whatever they say, and sets
+    /// NF_NAT_RANGE_PROTO_SPECIFIED with every range it writes.
     fn ports(&self, data: &[u8], min: u16, max: u16) -> NatPorts {
         let Some(lo) = attr(data, min) else {
             return NatPorts::Default;
