@@ -7,7 +7,10 @@
 //! connection: one is made with `conntrack -I --src-nat` and outlives every ruleset
 //! the test loads (`nft flush ruleset` takes iptables-nft's tables too). The namespace
 //! goes when the test ends, on every path.
-use std::process::Command;
+use std::{
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use portex_e2e::*;
 
@@ -144,6 +147,17 @@ fn nft_json_range(j: &Value) -> Option<(u64, u64)> {
     }
 }
 
+/// A NATed connection in `ns`'s conntrack table, so that `status` reads the rules'
+/// range. The NAT table first: it loads nf_nat, which `conntrack -I --src-nat` needs.
+fn nated_connection(ns: &Netns, dir: &TmpDir) {
+    let setup = dir.join("setup.nft");
+    std::fs::write(&setup, NAT_IP).unwrap();
+    run_ok(ns, &["nft", "-f", setup.to_str().unwrap()]);
+    let insert = "conntrack -I -p tcp -s 10.9.0.2 -d 10.9.1.2 --sport 5555 --dport 80 \
+                  --state ESTABLISHED --timeout 600 --src-nat 10.9.1.1:40001 -u ASSURED";
+    run_ok(ns, &insert.split_whitespace().collect::<Vec<_>>());
+}
+
 /// `portex status --netns NS --json` from this (the host's) namespace; with `hide_nft`,
 /// in a mount namespace of its own where /usr/sbin/nft is /dev/null. The report's
 /// `rule_port_range`.
@@ -188,35 +202,7 @@ fn the_rule_range_is_what_nft_shows_with_or_without_nft() {
     }
     let ns = Netns::new("natrules");
     let dir = TmpDir::new("natrules");
-    // The NAT table loads nf_nat, which `conntrack -I --src-nat` needs.
-    let setup = dir.join("setup.nft");
-    std::fs::write(&setup, NAT_IP).unwrap();
-    run_ok(&ns, &["nft", "-f", setup.to_str().unwrap()]);
-    run_ok(
-        &ns,
-        &[
-            "conntrack",
-            "-I",
-            "-p",
-            "tcp",
-            "-s",
-            "10.9.0.2",
-            "-d",
-            "10.9.1.2",
-            "--sport",
-            "5555",
-            "--dport",
-            "80",
-            "--state",
-            "ESTABLISHED",
-            "--timeout",
-            "600",
-            "--src-nat",
-            "10.9.1.1:40001",
-            "-u",
-            "ASSURED",
-        ],
-    );
+    nated_connection(&ns, &dir);
     for (name, script, iptables, want) in shapes() {
         run_ok(&ns, &["nft", "flush", "ruleset"]);
         if !script.is_empty() {
@@ -243,4 +229,62 @@ fn the_rule_range_is_what_nft_shows_with_or_without_nft() {
     std::fs::write(&f, script).unwrap();
     run_ok(&ns, &["nft", "-f", f.to_str().unwrap()]);
     assert_eq!(portex_range(&ns, true), *want, "{name}, without nft");
+}
+
+/// A process killed (and reaped) when the test ends, on every path.
+struct KillOnDrop(Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A user who keeps changing the ruleset of their namespace (every change ends a dump
+/// under way with NLM_F_DUMP_INTR, and nft would dump again and again): portex's read
+/// gives up within its budget (2 s) and `status` answers, with the range or without.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_ruleset_that_keeps_changing_does_not_hold_status() {
+    if !require_root() {
+        return;
+    }
+    let ns = Netns::new("natchurn");
+    let dir = TmpDir::new("natchurn");
+    nated_connection(&ns, &dir);
+    // 3,000 rules: a dump of many datagrams, long enough to be cut by a change.
+    let mut script = format!(
+        "{NAT_IP}add rule ip nat post meta l4proto tcp masquerade to :40000-40009
+add table ip filter
+add chain ip filter out {{ type filter hook output priority 0 ; }}
+"
+    );
+    for i in 0..3000 {
+        script.push_str(&format!(
+            "add rule ip filter out tcp dport {} accept\n",
+            1000 + i
+        ));
+    }
+    let f = dir.join("rules.nft");
+    std::fs::write(&f, &script).unwrap();
+    run_ok(&ns, &["nft", "flush", "ruleset"]);
+    run_ok(&ns, &["nft", "-f", f.to_str().unwrap()]);
+    let churn = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "sh", "-c"])
+        .arg("while :; do nft add rule ip filter out tcp dport 9 accept; done")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the churning loop");
+    let _churn = KillOnDrop(churn);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let t = Instant::now();
+        let got = portex_range(&ns, false);
+        let took = t.elapsed();
+        eprintln!("status took {took:?}: {got:?}");
+        assert!(got.is_none() || got == Some((40000, 40009)), "{got:?}");
+        // The budget, and what starting portex costs on a loaded machine.
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    }
 }
