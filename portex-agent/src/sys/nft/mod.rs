@@ -28,10 +28,12 @@ use crate::sys::netlink::{
 
 const NFT_MSG_GETRULE: u16 = 7;
 /// The whole read, retries included: how long a ruleset that keeps changing (or keeps
-/// growing) can hold the NAT scanner, and so a SIGTERM that waits for it.
+/// growing) can hold the NAT scanner, and so a SIGTERM that waits for it. Measured on
+/// a loaded 2-core VM (Linux 6.18): the kernel dumps 20,000 rules (9 MB) in 0.5 s, and
+/// this read of them took 0.6-1.4 s in a debug build; a larger ruleset gives no range.
 const BUDGET: Duration = Duration::from_secs(2);
-/// Bytes of dump at most: some 100,000 rules of the size kube-proxy's iptables-nft
-/// rules have (~300 bytes). Read datagram by datagram, nothing of it kept.
+/// Bytes of dump at most: some 70,000 rules of ~450 bytes (a match, a counter and a
+/// comment each). Read datagram by datagram, nothing of it kept.
 const MAX_DUMP_BYTES: usize = 32 << 20;
 /// Dumps at most: again only when the ruleset changed during one (NLM_F_DUMP_INTR) or
 /// the socket's queue overflowed (ENOBUFS).
