@@ -76,6 +76,17 @@ pub mod fuzzing {
             ((s.insert_failed, s.drop, s.early_drop), verdict)
         }
     }
+    /// nf_tables rule dumps (the NAT rules' port range).
+    pub mod nftables {
+        /// One datagram of a rule dump: (masquerade/snat statements read, the range
+        /// they agree on, whether a message said the dump was interrupted, the dump's
+        /// verdict).
+        pub fn parse_rules(datagram: &[u8]) -> (usize, Option<(u16, u16)>, bool, Option<i32>) {
+            let mut d = crate::sys::nft::RuleDump::default();
+            let verdict = d.datagram(datagram);
+            (d.statements, d.ranges.range(), d.interrupted, verdict)
+        }
+    }
     pub mod limits {
         pub use crate::logic::limits::{
             CONFIG_FILE_BYTES, LINGER_S, METRICS_SERIES, QUEUE_BYTES, ROTATE_KEEP, ring_kib,

@@ -174,40 +174,50 @@ pub(crate) fn full_pool_towards(
         .max_by(|a, b| a.utilisation().total_cmp(&b.utilisation()))
 }
 
-/// The NAT port range the rules of a namespace use, from `nft -j list ruleset`: every
-/// masquerade/snat statement with a port range; Some only when they all agree. A rule
-/// iptables-nft made with the MASQUERADE or SNAT target keeps its range inside an xt
-/// target that nft does not show: its range is unknown, and so is the namespace's.
-pub(crate) fn rule_range(nft_json: &serde_json::Value) -> Option<(u16, u16)> {
-    let mut ranges = Vec::new();
-    let items = nft_json["nftables"].as_array()?;
-    for rule in items.iter().filter_map(|i| i.get("rule")) {
-        for e in rule["expr"].as_array().into_iter().flatten() {
-            if e["xt"]["type"] == "target"
-                && matches!(e["xt"]["name"].as_str(), Some("MASQUERADE" | "SNAT"))
-            {
-                return None;
-            }
-            let stmt = e.get("masquerade").or_else(|| e.get("snat"));
-            let Some(port) = stmt.and_then(|s| s.get("port")) else {
-                if stmt.is_some() {
-                    ranges.push(DEFAULT_NAT_RANGE);
-                }
-                continue;
-            };
-            let r = match (port.get("range"), port.as_u64()) {
-                (Some(r), _) => (r[0].as_u64()?, r[1].as_u64()?),
-                (None, Some(p)) => (p, p),
-                _ => return None,
-            };
-            ranges.push((u16::try_from(r.0).ok()?, u16::try_from(r.1).ok()?));
+/// What one masquerade or snat statement of a namespace's rules says about its source
+/// port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NatPorts {
+    /// No port range: the kernel's default (DEFAULT_NAT_RANGE).
+    Default,
+    /// These ports, first and last (one port: both the same).
+    Range(u16, u16),
+    /// A range that cannot be read: iptables-nft's MASQUERADE or SNAT target (its range
+    /// sits in an xt target's private data), or ports that come from a map or any
+    /// register no constant was loaded into.
+    Unknown,
+}
+
+/// The NAT port range the rules of a namespace use, folded statement by statement (a
+/// ruleset can be long: nothing of it is kept): Some only when there is at least one
+/// masquerade/snat statement and they all say the same range, other than the kernel's
+/// default. One unknown range makes the namespace's unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RuleRanges {
+    first: Option<NatPorts>,
+    disagree: bool,
+}
+
+impl RuleRanges {
+    pub(crate) fn add(&mut self, p: NatPorts) {
+        match self.first {
+            None => self.first = Some(p),
+            Some(f) => self.disagree |= f != p,
         }
     }
-    ranges.sort_unstable();
-    ranges.dedup();
-    match ranges.as_slice() {
-        [one] if *one != DEFAULT_NAT_RANGE => Some(*one),
-        _ => None,
+
+    /// Nothing that follows can make the range known: the reader may stop early.
+    pub(crate) fn settled(&self) -> bool {
+        self.disagree || matches!(self.first, Some(NatPorts::Unknown | NatPorts::Default))
+    }
+
+    pub(crate) fn range(&self) -> Option<(u16, u16)> {
+        match self.first {
+            Some(NatPorts::Range(lo, hi)) if !self.disagree && (lo, hi) != DEFAULT_NAT_RANGE => {
+                Some((lo, hi))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -258,34 +268,40 @@ mod tests {
         assert_eq!((p.size, p.size_from), (64512, RangeSource::Default));
     }
 
+    /// The range of a whole ruleset's statements.
+    fn rule_range(statements: &[NatPorts]) -> Option<(u16, u16)> {
+        let mut r = RuleRanges::default();
+        statements.iter().for_each(|p| r.add(*p));
+        r.range()
+    }
+
     #[test]
     fn the_rule_range_is_read_when_the_rules_agree() {
-        let j = |exprs: &str| -> serde_json::Value {
-            serde_json::from_str(&format!(
-                r#"{{"nftables":[{{"metainfo":{{}}}},{{"rule":{{"expr":[{exprs}]}}}}]}}"#
-            ))
-            .unwrap()
-        };
-        assert_eq!(
-            rule_range(&j(r#"{"masquerade":{"port":{"range":[40000,40009]}}}"#)),
-            Some((40000, 40009))
-        );
-        assert_eq!(
-            rule_range(&j(r#"{"snat":{"addr":"1.2.3.4","port":5000}}"#)),
-            Some((5000, 5000))
-        );
-        assert_eq!(rule_range(&j(r#"{"masquerade":null}"#)), None);
-        // iptables-nft's MASQUERADE, as nft lists it here: its range cannot be read.
-        let xt = r#"{"xt":{"type":"target","name":"MASQUERADE"}}"#;
-        assert_eq!(rule_range(&j(xt)), None);
-        let both = format!(r#"{{"masquerade":{{"port":{{"range":[40000,40009]}}}}}},{xt}"#);
-        assert_eq!(rule_range(&j(&both)), None);
-        assert_eq!(
-            rule_range(&j(
-                r#"{"masquerade":{"port":{"range":[40000,40009]}}},{"snat":{"port":{"range":[1,2]}}}"#
-            )),
-            None
-        );
+        use NatPorts::*;
+        let r = (40000, 40009);
+        assert_eq!(rule_range(&[Range(40000, 40009)]), Some(r));
+        assert_eq!(rule_range(&[Range(40000, 40009); 3]), Some(r));
+        assert_eq!(rule_range(&[Range(5000, 5000)]), Some((5000, 5000)));
+        assert_eq!(rule_range(&[]), None);
+        assert_eq!(rule_range(&[Default]), None);
+        // A range written out as the kernel's default is no news.
+        assert_eq!(rule_range(&[Range(1024, 65535)]), None);
+        // iptables-nft's MASQUERADE, or a port map: its range cannot be read.
+        assert_eq!(rule_range(&[Unknown]), None);
+        assert_eq!(rule_range(&[Range(40000, 40009), Unknown]), None);
+        assert_eq!(rule_range(&[Unknown, Range(40000, 40009)]), None);
+        assert_eq!(rule_range(&[Range(40000, 40009), Default]), None);
+        assert_eq!(rule_range(&[Range(40000, 40009), Range(1, 2)]), None);
+        // Once unknown or disagreeing, nothing that follows can change the answer.
+        let mut f = RuleRanges::default();
+        f.add(Range(40000, 40009));
+        assert!(!f.settled());
+        f.add(Range(40000, 40009));
+        assert!(!f.settled());
+        f.add(Range(1, 2));
+        assert!(f.settled());
+        f.add(Range(40000, 40009));
+        assert_eq!(f.range(), None);
     }
 
     #[test]

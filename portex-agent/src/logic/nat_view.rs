@@ -77,8 +77,8 @@ pub(crate) fn next_scan_in_ns(period_ns: u64, last_ns: u64) -> u64 {
     period_ns.max(last_ns.saturating_mul(SCAN_COST_FACTOR))
 }
 
-/// The nft rule range is read by starting a process: again only after this long, or
-/// when the set of NAT addresses of a namespace changed.
+/// The rule range is read from a dump of the whole ruleset: again only after this long,
+/// or when the set of NAT addresses of a namespace changed.
 pub(crate) const RULE_RANGE_TTL_NS: u64 = 60_000_000_000;
 
 /// Whether a cached rule range is still good: young enough and read for the same NAT

@@ -4,8 +4,9 @@
 //! entries takes tens of ms: it never runs on the output thread, and the next scan waits
 //! at least SCAN_COST_FACTOR times the last one's duration (logic::nat_view).
 //!
-//! The rules' port range comes from `nft`, a process to start: it is cached per
-//! namespace and read again after a minute or when the namespace's NAT addresses change.
+//! The rules' port range comes from a dump of the whole nf_tables ruleset (sys::nft),
+//! costly on a large ruleset: it is cached per namespace and read again after a minute
+//! or when the namespace's NAT addresses change.
 use std::{
     collections::{BTreeSet, HashMap},
     net::IpAddr,

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 
 use crate::{
     logic::nat::CtEntry,
-    sys::netlink::{self, NETLINK_NETFILTER, NFGEN_LEN, ctnetlink_dump_request},
+    sys::netlink::{self, NETLINK_NETFILTER, NFGEN_LEN, attrs, ctnetlink_dump_request},
 };
 
 /// IPCTNL_MSG_CT_GET
@@ -100,23 +100,6 @@ pub(crate) fn parse_messages(b: &[u8], out: &mut Vec<CtEntry>) -> Option<i32> {
     })
 }
 
-/// The attributes of a message or a nest: (type without flags, payload).
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if b.len() < 4 {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return None;
-        }
-        let payload = &b[4..len];
-        b = &b[((len + 3) & !3).min(b.len())..];
-        Some((ty, payload))
-    })
-}
-
 fn be16(p: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes(p.get(..2)?.try_into().ok()?))
 }
@@ -173,13 +156,7 @@ fn entry(b: &[u8]) -> Option<CtEntry> {
         match ty {
             CTA_TUPLE_ORIG => orig = tuple(p),
             CTA_TUPLE_REPLY => reply = tuple(p),
-            CTA_STATUS => {
-                status = p
-                    .get(..4)
-                    .and_then(|x| x.try_into().ok())
-                    .map(u32::from_be_bytes)
-                    .unwrap_or(0)
-            }
+            CTA_STATUS => status = netlink::be32(p).unwrap_or(0),
             CTA_PROTOINFO => {
                 for (t, a) in attrs(p) {
                     if t == CTA_PROTOINFO_TCP {

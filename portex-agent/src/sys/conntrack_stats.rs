@@ -41,26 +41,15 @@ pub(crate) fn parse_messages(b: &[u8], out: &mut CtStats) -> Option<i32> {
 }
 
 /// One CPU's attributes (u32, big-endian) into the sums.
-fn add_cpu(mut b: &[u8], out: &mut CtStats) {
-    while b.len() >= 4 {
-        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
-        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
-        if len < 4 || len > b.len() {
-            return;
-        }
-        let v = b
-            .get(4..8)
-            .filter(|_| len >= 8)
-            .and_then(|x| x.try_into().ok())
-            .map(u32::from_be_bytes)
-            .unwrap_or(0) as u64;
+fn add_cpu(b: &[u8], out: &mut CtStats) {
+    for (ty, p) in netlink::attrs(b) {
+        let v = netlink::be32(p).unwrap_or(0) as u64;
         match ty {
             CTA_STATS_INSERT_FAILED => out.insert_failed += v,
             CTA_STATS_DROP => out.drop += v,
             CTA_STATS_EARLY_DROP => out.early_drop += v,
             _ => {}
         }
-        b = &b[((len + 3) & !3).min(b.len())..];
     }
 }
 

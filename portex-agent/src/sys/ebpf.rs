@@ -28,7 +28,7 @@ use crate::{
 #[cfg(not(portex_no_ebpf))]
 pub(crate) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/portex"));
 #[cfg(portex_no_ebpf)]
-pub static OBJECT: &[u8] = &[];
+pub(crate) static OBJECT: &[u8] = &[];
 
 #[derive(Clone, Debug)]
 pub(crate) struct LoadOptions {

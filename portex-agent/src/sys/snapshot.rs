@@ -22,7 +22,7 @@ pub(crate) struct NetnsSnapshot {
 }
 
 /// What the namespace's NAT holds: its conntrack entries, the table's fill, the rules'
-/// port range (when nft reports one) and how long a TIME_WAIT mapping lives.
+/// port range (when the ruleset gives one) and how long a TIME_WAIT mapping lives.
 pub(crate) struct NatSnapshot {
     pub entries: Vec<CtEntry>,
     pub table: (u64, u64),
@@ -38,7 +38,7 @@ pub(crate) struct NatScan {
     pub tw_timeout_s: Option<u64>,
     /// Only the SNAT entries (the others are parsed and left).
     pub entries: Vec<CtEntry>,
-    /// The rules' range when `need_range` asked for it (Some(None): nft reports none).
+    /// The rules' range when `need_range` asked for it (Some(None): the ruleset gives none).
     pub range: Option<Option<(u16, u16)>>,
     /// conntrack's counters (None when ctnetlink did not give them).
     pub stats: Option<CtStats>,
@@ -46,7 +46,8 @@ pub(crate) struct NatScan {
 
 /// Reads `ns`'s conntrack table for a scan: Ok(None) without conntrack there or with
 /// an empty table (no dump then); an error when the table cannot be dumped (no
-/// CAP_NET_ADMIN). `need_range` sees the SNAT entries and says whether to run nft.
+/// CAP_NET_ADMIN). `need_range` sees the SNAT entries and says whether to read the
+/// ruleset.
 pub(crate) fn scan_nat(
     ns: &Netns,
     need_range: impl FnOnce(&[CtEntry]) -> bool + Send,
@@ -90,7 +91,7 @@ fn read_nat() -> Result<Option<NatSnapshot>> {
             return Ok(None);
         }
     };
-    // nft is a process to start: only when some connection is NATed.
+    // The whole ruleset is dumped (sys::nft): only when some connection is NATed.
     let range = entries
         .iter()
         .any(|e| e.snat)

@@ -14,7 +14,7 @@ pub(crate) struct NatReport {
     pub pools: Vec<NatPool>,
     /// (nf_conntrack_count, nf_conntrack_max).
     pub table: (u64, u64),
-    /// The rules' port range, when nft reported one.
+    /// The rules' port range, when the ruleset gave one.
     pub range: Option<(u16, u16)>,
     /// conntrack's counters since the namespace was created.
     pub stats: Option<CtStats>,
