@@ -367,3 +367,51 @@ fn syns_dropped_before_the_pool_is_full_are_put_down_to_the_nat() {
     );
     drop(gw);
 }
+
+/// The kernel matrix's NAT case (`cargo xtask kernels`): what the kernel lets through a
+/// 10-port masquerade range equals the pool `status` reads from conntrack and the rule,
+/// and a SYN the NAT dropped is a `connect_stalled` of the pod's process (the
+/// retransmit program, whose record layout differs across kernels). Nothing here
+/// depends on how quickly the agent's scanner comes round, which differs tenfold
+/// between this host and a kernel under emulation.
+#[test]
+#[cfg_attr(portex_unprivileged, ignore = "needs root")]
+fn a_masquerade_pool_in_status_is_what_the_kernel_lets_through() {
+    if !require_root() {
+        return;
+    }
+    let Topology { pod, gw, srv } = topology(":40000-40009", 4);
+    let _server = srv.spawn(&["serve-close", "0.0.0.0:8080"]);
+    let watch = Portex::start(&["watch", "--json", "--nat-scan", "0"]);
+    let client = pod.spawn(&["hold-conns", "10.82.0.2:8080", "12"]);
+    let held = client.driven.facts("held");
+    assert_eq!(held, ["10 failed 2"], "the NAT range is 10 ports");
+    let listed = conntrack_entries(&gw);
+    let (code, v) = status_in(&gw, &[]);
+    let nat = &v["namespaces"][0]["nat"];
+    let pool = &nat["pools"][0];
+    assert_eq!(pool["used"], listed, "{nat}");
+    assert_eq!(pool["used"], 10, "{nat}");
+    assert_eq!(pool["size"], 10, "{nat}");
+    assert_eq!(pool["size_from"], "rule", "{nat}");
+    assert_eq!(pool["destination"]["ip"], "10.82.0.2", "{nat}");
+    assert_eq!(pool["sources"][0]["ip"], "10.81.0.2", "{nat}");
+    assert_eq!(code, Some(2), "a full NAT pool is critical");
+    assert!(
+        watch.wait_lines_with(&[&pid_needle(client.driven.pid), "connect_stalled"], 1),
+        "no connect_stalled"
+    );
+    let fin = watch.stop();
+    let stalled: Vec<_> = fin
+        .events_of(client.driven.pid)
+        .into_iter()
+        .filter(|e| e["event"]["action"] == "connect_stalled")
+        .collect();
+    assert!(!stalled.is_empty(), "{}", fin.dump(client.driven.pid));
+    for s in &stalled {
+        assert_eq!(s["destination"]["ip"], "10.82.0.2", "{s}");
+        assert_eq!(s["destination"]["port"], 8080, "{s}");
+        assert_eq!(s["source"]["ip"], "10.81.0.2", "{s}");
+        assert_ne!(s["source"]["port"], 0, "{s}");
+    }
+}

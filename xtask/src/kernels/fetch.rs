@@ -87,7 +87,10 @@ impl Apt {
     /// (image; for sid also the split binary and modules packages) and their version,
     /// read from the lists (nothing is downloaded to learn them).
     fn resolve(&self, suite: &str) -> Result<(String, Vec<String>)> {
-        let meta = self.run("apt-cache", &["show", &format!("linux-image-amd64/{suite}")])?;
+        let meta = self.run(
+            "apt-cache",
+            &["show", &format!("linux-image-amd64/{suite}")],
+        )?;
         let image = depends(&meta)
             .into_iter()
             .find(|(n, _)| n.starts_with("linux-image-"))

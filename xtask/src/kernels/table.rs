@@ -37,7 +37,7 @@ pub const KERNELS: &[Kernel] = &[
         name: "6.12",
         suite: "trixie",
         not_loaded: &[],
-        heavy: true,
+        heavy: false,
     },
     Kernel {
         name: "7.2",
@@ -77,8 +77,9 @@ pub const CORE: &[Check] = &[
 
 /// What the kernels marked `heavy` run besides: `status` against the kernel's own
 /// answer (a plain range with a listener, TIME_WAIT under every reuse setting), and a
-/// NAT pool filled through a masquerade rule (connect_stalled from the retransmit
-/// program included).
+/// NAT pool filled through a masquerade rule, with a dropped SYN reported as stalled by
+/// the retransmit program. (nat.rs's fuller test also times the agent's NAT scanner,
+/// which under emulation comes round ten times slower: it runs on the host only.)
 pub const HEAVY: &[Check] = &[
     (
         "pool_oracle",
@@ -88,5 +89,8 @@ pub const HEAVY: &[Check] = &[
         "pool_oracle",
         "time_wait_over_loopback_matches_the_kernel_for_every_reuse_setting",
     ),
-    ("nat", "a_full_nat_pool_is_seen_as_the_kernel_fills_it"),
+    (
+        "nat",
+        "a_masquerade_pool_in_status_is_what_the_kernel_lets_through",
+    ),
 ];
