@@ -28,6 +28,11 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 [ "$(uname -m)" != x86_64 ] || [ -e /usr/include/x86_64-linux-gnu/asm/unistd_64.h ] || need_apt+=(linux-libc-dev)
 # `cargo xtask dist` builds the OCI image with podman (dpkg-deb, for the .deb, is dpkg's).
 command -v podman >/dev/null 2>&1 || need_apt+=(podman)
+# `cargo xtask vmhost`: a Debian root filesystem (debootstrap), its disk image (mkfs.ext4
+# -d) and the VM that boots it (QEMU, TCG).
+command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
+command -v qemu-system-x86_64 >/dev/null 2>&1 || need_apt+=(qemu-system-x86)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
