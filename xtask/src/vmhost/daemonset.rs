@@ -84,7 +84,10 @@ pub(super) fn pod_spec(docs: &[Value]) -> Result<PodSpec> {
     }
     if sc["readOnlyRootFilesystem"] == true {
         // podman would add tmpfs on /tmp, /run and /var/tmp; a kubelet does not.
-        options.extend(["--read-only".to_owned(), "--read-only-tmpfs=false".to_owned()]);
+        options.extend([
+            "--read-only".to_owned(),
+            "--read-only-tmpfs=false".to_owned(),
+        ]);
     }
     if let Some(uid) = sc["runAsUser"].as_u64() {
         options.push(format!("--user={uid}"));
@@ -102,7 +105,10 @@ pub(super) fn pod_spec(docs: &[Value]) -> Result<PodSpec> {
     let mut env = BTreeMap::new();
     for e in c["env"].as_array().into_iter().flatten() {
         let name = text(&e["name"], "env.name")?;
-        let value = match (&e["value"], e["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+        let value = match (
+            &e["value"],
+            e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+        ) {
             (Value::String(v), _) => v.clone(),
             (_, Some("spec.nodeName")) => NODE_NAME.to_owned(),
             (_, Some("status.podIP" | "status.hostIP")) => NODE_IP.to_owned(),
@@ -116,7 +122,10 @@ pub(super) fn pod_spec(docs: &[Value]) -> Result<PodSpec> {
     let mut create_dirs = Vec::new();
     for v in pod["volumes"].as_array().into_iter().flatten() {
         let name = text(&v["name"], "volumes.name")?;
-        let path = text(&v["hostPath"]["path"], &format!("volume {name}: hostPath.path"))?;
+        let path = text(
+            &v["hostPath"]["path"],
+            &format!("volume {name}: hostPath.path"),
+        )?;
         if v["hostPath"]["type"] == "DirectoryOrCreate" {
             create_dirs.push(path.clone());
         }
@@ -198,9 +207,8 @@ fn memory(q: &str) -> Result<String> {
 
 /// $(VAR) replaced by the container's env, as the kubelet expands args.
 fn expand(arg: &str, env: &BTreeMap<String, String>) -> String {
-    env.iter().fold(arg.to_owned(), |a, (k, v)| {
-        a.replace(&format!("$({k})"), v)
-    })
+    env.iter()
+        .fold(arg.to_owned(), |a, (k, v)| a.replace(&format!("$({k})"), v))
 }
 
 #[cfg(test)]
@@ -231,7 +239,10 @@ mod tests {
         assert_eq!(spec.image, crate::dist::image_tag());
         assert_eq!(spec.metrics, format!("{NODE_IP}:9633"));
         assert_eq!(spec.output_on_node, "/var/log/portex/events.ndjson");
-        assert!(spec.create_dirs.iter().any(|d| d == "/run/portex"), "{spec:?}");
+        assert!(
+            spec.create_dirs.iter().any(|d| d == "/run/portex"),
+            "{spec:?}"
+        );
     }
 
     #[test]
@@ -240,6 +251,9 @@ mod tests {
         assert_eq!(memory("1048576").unwrap(), "1048576");
         assert!(memory("1.5Gi").is_err());
         let env = BTreeMap::from([("POD_IP".to_owned(), "10.0.2.15".to_owned())]);
-        assert_eq!(expand("--metrics=$(POD_IP):9633", &env), "--metrics=10.0.2.15:9633");
+        assert_eq!(
+            expand("--metrics=$(POD_IP):9633", &env),
+            "--metrics=10.0.2.15:9633"
+        );
     }
 }

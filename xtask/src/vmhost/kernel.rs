@@ -3,7 +3,11 @@
 //! installed into the cached tree once, beside the other, the first time it is asked for
 //! (kernel-facts.md, "Other kernels": 6.1's verifier rejects a program that 6.12 loads,
 //! so the unit and the image can be proven on 6.12 while 6.1 is being fixed).
-use std::{fs, path::{Path, PathBuf}, process::Command};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -38,7 +42,10 @@ impl Kernel {
 pub(super) fn record_debootstrapped(tree: &Path) -> Result<()> {
     let releases = releases(tree)?;
     let [release] = &releases[..] else {
-        bail!("debootstrap installed {} kernels: {releases:?}", releases.len());
+        bail!(
+            "debootstrap installed {} kernels: {releases:?}",
+            releases.len()
+        );
     };
     fs::write(tree.join(Kernel::Bookworm.stamp()), release)?;
     Ok(())
@@ -50,7 +57,10 @@ pub(super) fn ensure(tree: &Path, kernel: Kernel) -> Result<(PathBuf, PathBuf)> 
     let stamp = tree.join(kernel.stamp());
     if !stamp.is_file() {
         if kernel == Kernel::Bookworm {
-            bail!("{} is missing: the cached tree is incomplete", stamp.display());
+            bail!(
+                "{} is missing: the cached tree is incomplete",
+                stamp.display()
+            );
         }
         install_backports(tree)?;
     }
@@ -74,7 +84,12 @@ fn releases(tree: &Path) -> Result<Vec<String>> {
     let mut out: Vec<String> = fs::read_dir(&boot)
         .with_context(|| boot.display().to_string())?
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix("vmlinuz-").map(str::to_owned))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("vmlinuz-")
+                .map(str::to_owned)
+        })
         .collect();
     out.sort();
     Ok(out)
@@ -100,7 +115,15 @@ chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/*"#;
     let installed = run_cmd(
         Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+                "sh",
+            ])
             .arg(tree),
     );
     fs::remove_file(&sources)?;
@@ -110,7 +133,10 @@ rm -rf "$root"/var/lib/apt/lists/*"#;
         .filter(|r| !before.contains(r))
         .collect();
     let [release] = &new[..] else {
-        bail!("bookworm-backports' linux-image-amd64 added {} kernels: {new:?}", new.len());
+        bail!(
+            "bookworm-backports' linux-image-amd64 added {} kernels: {new:?}",
+            new.len()
+        );
     };
     fs::write(tree.join(Kernel::Backports.stamp()), release)?;
     Ok(())
@@ -123,7 +149,10 @@ mod tests {
     #[test]
     fn kernels_by_name() {
         assert_eq!(Kernel::parse("bookworm").unwrap(), Kernel::Bookworm);
-        assert_eq!(Kernel::parse("bookworm-backports").unwrap(), Kernel::Backports);
+        assert_eq!(
+            Kernel::parse("bookworm-backports").unwrap(),
+            Kernel::Backports
+        );
         assert!(Kernel::parse("6.12").is_err());
     }
 }

@@ -54,7 +54,9 @@ impl Drop for WorkDir {
 
 pub(crate) fn run(opts: Opts) -> Result<()> {
     if !portex_e2e::is_root() {
-        bail!("vmhost runs debootstrap and writes a root filesystem's files as root: run it as root");
+        bail!(
+            "vmhost runs debootstrap and writes a root filesystem's files as root: run it as root"
+        );
     }
     for (tool, package) in [
         ("debootstrap", "debootstrap"),
@@ -63,7 +65,9 @@ pub(crate) fn run(opts: Opts) -> Result<()> {
         ("python3", "python3"),
     ] {
         if dist::which(tool).is_none() {
-            bail!("{tool} not found: install it (apt-get install {package}; scripts/setup.sh does)");
+            bail!(
+                "{tool} not found: install it (apt-get install {package}; scripts/setup.sh does)"
+            );
         }
     }
     let artifacts = dist::artifacts_dir();
@@ -90,7 +94,10 @@ pub(crate) fn run(opts: Opts) -> Result<()> {
 
     let (tree, built) = step("root filesystem", || rootfs::ensure(&cache))?;
     if !built {
-        eprintln!("vmhost: root filesystem: the cached {} (same package list)", tree.display());
+        eprintln!(
+            "vmhost: root filesystem: the cached {} (same package list)",
+            tree.display()
+        );
     }
     let (vmlinuz, initrd) = step("kernel", || kernel::ensure(&tree, opts.kernel))?;
     let a = guest::Artifacts {
@@ -122,14 +129,21 @@ pub(crate) fn run(opts: Opts) -> Result<()> {
         boot.total,
         boot.to_first_line
             .map_or("never".to_owned(), |s| format!("{s:.0} s")),
-        if times.is_empty() { "-".to_owned() } else { times.join(", ") },
+        if times.is_empty() {
+            "-".to_owned()
+        } else {
+            times.join(", ")
+        },
         r.checks.len(),
         r.failed().len(),
         started.elapsed().as_secs_f64()
     );
     let mut problems = Vec::new();
     if !boot.powered_off {
-        problems.push(format!("the VM did not power off within {} s", opts.timeout.as_secs()));
+        problems.push(format!(
+            "the VM did not power off within {} s",
+            opts.timeout.as_secs()
+        ));
     }
     if !r.done {
         problems.push("the checks did not run to their end".to_owned());

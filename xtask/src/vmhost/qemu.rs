@@ -4,7 +4,7 @@
 //! dies with its parent (PR_SET_PDEATHSIG) even when xtask is killed.
 use std::{
     fs,
-    io::{Read, Seek, SeekFrom},
+    io::Read,
     os::unix::process::CommandExt,
     path::Path,
     process::{Command, Stdio},
@@ -29,22 +29,44 @@ pub(super) struct Machine<'a> {
 }
 
 /// Boots `m`, its serial port into `serial_log` and QEMU's own messages into `qemu_log`.
-pub(super) fn boot(m: &Machine, serial_log: &Path, qemu_log: &Path, limit: Duration) -> Result<Boot> {
+pub(super) fn boot(
+    m: &Machine,
+    serial_log: &Path,
+    qemu_log: &Path,
+    limit: Duration,
+) -> Result<Boot> {
     let mut cmd = Command::new("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg,thread=multi", "-cpu", "max", "-smp", "2", "-m", "2G"])
-        .args(["-nic", "none", "-display", "none", "-serial", "stdio", "-no-reboot"])
-        // No display adapter: its driver's probe is seconds of a TCG boot, for nothing.
-        .args(["-vga", "none"])
-        .arg("-kernel")
-        .arg(m.kernel)
-        .arg("-initrd")
-        .arg(m.initrd)
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", m.disk.display()))
-        .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1"])
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(serial_log)?)
-        .stderr(fs::File::create(qemu_log)?);
+    cmd.args([
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "max",
+        "-smp",
+        "2",
+        "-m",
+        "2G",
+    ])
+    .args([
+        "-nic",
+        "none",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+    ])
+    // No display adapter: its driver's probe is seconds of a TCG boot, for nothing.
+    .args(["-vga", "none"])
+    .arg("-kernel")
+    .arg(m.kernel)
+    .arg("-initrd")
+    .arg(m.initrd)
+    .arg("-drive")
+    .arg(format!("file={},format=raw,if=virtio", m.disk.display()))
+    .args(["-append", "root=/dev/vda rw console=ttyS0 panic=-1"])
+    .stdin(Stdio::null())
+    .stdout(fs::File::create(serial_log)?)
+    .stderr(fs::File::create(qemu_log)?);
     // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -108,7 +130,6 @@ impl Follow {
     fn new_lines(&mut self) -> Result<Vec<String>> {
         let mut chunk = Vec::new();
         self.file.read_to_end(&mut chunk)?;
-        self.file.seek(SeekFrom::Current(0))?;
         self.pending.extend_from_slice(&chunk);
         let Some(end) = self.pending.iter().rposition(|b| *b == b'\n') else {
             return Ok(Vec::new());

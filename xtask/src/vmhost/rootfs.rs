@@ -67,10 +67,16 @@ pub(super) fn ensure(cache: &Path) -> Result<(PathBuf, bool)> {
         remove_tree(dir)?;
     }
     fs::create_dir_all(cache)?;
-    eprintln!("vmhost: debootstrap {SUITE} into {} (~3 minutes)", partial.display());
+    eprintln!(
+        "vmhost: debootstrap {SUITE} into {} (~3 minutes)",
+        partial.display()
+    );
     let log = cache.join("debootstrap.log");
     let status = Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={}", PACKAGES.join(","))])
+        .args([
+            "--variant=minbase",
+            &format!("--include={}", PACKAGES.join(",")),
+        ])
         .arg(SUITE)
         .arg(&partial)
         .arg(MIRROR)

@@ -77,13 +77,15 @@ connect_from_shell() {
     bash -c 'echo $$; exec 3<>/dev/tcp/127.0.0.1/'"$1"'; read -r -t 5 line <&3; sleep 0.2; exec 3>&-'
 }
 
-# portex_programs: the tracepoint programs named as portex's are (the kernel keeps 15
-# characters of a name), one "id name" a line. By name, not by holder: Debian's bpftool
-# is built without the pid iterator (no "pids" in its output). Before the agent starts
-# there is none (main.sh checks), so those listed while it runs are its own.
+# portex_programs: the tracepoint programs named as portex's are, one "id name" a line
+# (bpftool prints the whole name from BTF, else the kernel's 15 characters of it). By
+# name, not by holder: Debian's bpftool is built without the pid iterator (no "pids" in
+# its output). Before the agent starts there is none (main.sh checks), so those listed
+# while it runs are its own.
 portex_programs() {
     bpftool -j prog show | jq -r --arg names "$PORTEX_PROGRAM_NAMES" \
-        '($names | split(" ")) as $n | .[] | select(.type == "tracepoint" and (.name as $x | $n | index($x))) | "\(.id) \(.name)"'
+        '($names | split(" ")) as $n | .[] | select(.type == "tracepoint") | .name as $x
+         | select(any($n[]; . == $x or .[0:15] == $x)) | "\(.id) \($x)"'
 }
 
 # event_of PID PORT FILE: a `connect` line of FILE from process PID towards PORT.
