@@ -108,7 +108,7 @@ pub(crate) fn run(opts: Opts) -> Result<()> {
 
     let serial = cache.join("serial.log");
     eprintln!(
-        "vmhost: booting {} under TCG (~2.5 min to systemd), at most {} s; serial log {}",
+        "vmhost: booting {} under TCG (~1.5 min to the first check), at most {} s; serial log {}",
         vmlinuz.file_name().unwrap_or_default().to_string_lossy(),
         opts.timeout.as_secs(),
         serial.display()

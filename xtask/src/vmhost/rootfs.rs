@@ -1,8 +1,9 @@
-//! The guest's Debian bookworm, from debootstrap (~160 s), cached in target/vmhost/rootfs
-//! and reused while the recipe (suite, mirror, package list) is the one it was built
-//! with: the recipe is written into the tree last, so a tree without it (interrupted)
-//! or with another is built again. Nothing of a run is ever written into it: the disk
-//! is made from a staged copy (disk.rs).
+//! The guest's Debian bookworm, from debootstrap (~160 s on an idle machine, ~500 s
+//! measured on the shared 2-core build machine), cached in target/vmhost/rootfs and
+//! reused while the recipe (suite, mirror, package list) is the one it was built with:
+//! the recipe is written into the tree last, so a tree without it (interrupted) or with
+//! another is built again. A run never writes into it (the disk is made from a staged
+//! copy: disk.rs); only kernel.rs adds bookworm-backports' kernel, once, when asked.
 use std::{
     fs,
     path::{Path, PathBuf},
@@ -68,7 +69,7 @@ pub(super) fn ensure(cache: &Path) -> Result<(PathBuf, bool)> {
     }
     fs::create_dir_all(cache)?;
     eprintln!(
-        "vmhost: debootstrap {SUITE} into {} (~3 minutes)",
+        "vmhost: debootstrap {SUITE} into {} (3-8 minutes)",
         partial.display()
     );
     let log = cache.join("debootstrap.log");

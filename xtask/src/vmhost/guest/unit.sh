@@ -85,6 +85,12 @@ unit_checks() {
     fi
     check unit-status systemctl status --no-pager --lines=0 portex.service
 
+    # The host's NAT pool (main.sh set it up): the package's `portex status` as root,
+    # and the unit's agent, which reads the rule's range from its sandbox.
+    if [ "$NAT_READY" = 1 ]; then
+        nat_checks unit "$UNIT_METRICS" true /usr/bin/portex
+    fi
+
     # Stopped, the agent leaves no program behind.
     systemctl stop portex.service
     wait_for 10 no_portex_programs
