@@ -3,6 +3,14 @@
 # in capitals come from /opt/vmhost/env, which the host writes from the packaging).
 
 unit_checks() {
+    unit_run_checks
+    # Purged whatever the checks above found (the image's checks need a machine
+    # without the unit's agent).
+    unit_purge_checks
+}
+
+# Installed, started and looked at; returns early when the agent does not come up.
+unit_run_checks() {
     # dpkg, not apt: the package has no dependencies, and apt's cache takes a minute
     # to build under TCG (check_deb.rs runs `apt install ./` on the build machine).
     check deb-install dpkg -i "/opt/vmhost/$DEB"
@@ -100,9 +108,12 @@ unit_checks() {
     else
         report unit-stop-detaches FAIL "$(systemctl is-active portex.service); $left"
     fi
+}
 
+unit_purge_checks() {
+    systemctl stop portex.service 2>/dev/null
     dpkg --purge portex
-    left=""
+    local p left=""
     for p in /usr/bin/portex /usr/lib/systemd/system/portex.service /etc/portex /var/log/portex; do
         [ ! -e "$p" ] || left="$left $p"
     done
