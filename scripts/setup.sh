@@ -50,6 +50,10 @@ if [ "$test_tools" = 1 ]; then
   command -v modprobe >/dev/null 2>&1 || need_apt+=(kmod)
   command -v file >/dev/null 2>&1 || need_apt+=(file)
   command -v udevadm >/dev/null 2>&1 || need_apt+=(udev)
+  # `cargo xtask vmhost`: a Debian root filesystem (debootstrap), its disk image (mkfs.ext4
+  # -d) and the VM that boots it (QEMU, TCG).
+  command -v debootstrap >/dev/null 2>&1 || need_apt+=(debootstrap)
+  command -v mkfs.ext4 >/dev/null 2>&1 || need_apt+=(e2fsprogs)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   log "installing ${need_apt[*]}"

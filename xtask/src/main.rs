@@ -7,6 +7,7 @@ mod kernels;
 mod man;
 mod nat_fill;
 mod soak;
+mod vmhost;
 
 use std::path::PathBuf;
 
@@ -22,6 +23,12 @@ fn usage() -> ! {
          \x20                            release artifacts in target/dist: static binary, tarball,\n\
          \x20                            .deb, OCI image, SHA256SUMS; --check (root) installs and\n\
          \x20                            runs each (README \"Install\")\n\
+         \x20 vmhost [--kernel K] [--timeout SECS] [--keep-disk]\n\
+         \x20                            the unit and the image of target/dist proven in a Debian\n\
+         \x20                            VM with systemd and podman under QEMU (root; after\n\
+         \x20                            dist; debootstrap cached in target/vmhost; README\n\
+         \x20                            \"Install\"); K: bookworm (6.1, default) or\n\
+         \x20                            bookworm-backports (6.12)\n\
          \x20 bench [--quick] [--only SECTION,...] [--out F]\n\
          \x20                            interleaved A/B benchmark (root); writes JSON;\n\
          \x20                            sections: churn syscalls status failures exhaustion\n\
@@ -105,6 +112,23 @@ fn run() -> Result<()> {
                 check: has("--check"),
                 deb: !has("--no-deb"),
                 image: !has("--no-image"),
+            })?
+        }
+        Some("vmhost") => {
+            let keep_disk = rest.iter().any(|a| a == "--keep-disk");
+            let valued: Vec<&String> = rest.iter().filter(|a| *a != "--keep-disk").collect();
+            if !valued
+                .chunks(2)
+                .all(|c| c.len() == 2 && ["--timeout", "--kernel"].contains(&c[0].as_str()))
+            {
+                bail!(
+                    "vmhost: usage: cargo xtask vmhost [--kernel bookworm|bookworm-backports] [--timeout SECS] [--keep-disk]"
+                );
+            }
+            vmhost::run(vmhost::Opts {
+                kernel: vmhost::Kernel::parse(val(&rest, "--kernel").unwrap_or("bookworm"))?,
+                timeout: std::time::Duration::from_secs(num(&rest, "--timeout", 600)?),
+                keep_disk,
             })?
         }
         Some("bench") => {

@@ -55,10 +55,10 @@ impl Dist {
             .join(format!("portex-{VERSION}-x86_64-linux.tar.gz"))
     }
     fn deb(&self) -> PathBuf {
-        self.out.join(format!("portex_{VERSION}_amd64.deb"))
+        self.out.join(deb_file_name())
     }
     fn image_archive(&self) -> PathBuf {
-        self.out.join(format!("portex-{VERSION}-oci.tar"))
+        self.out.join(image_archive_file_name())
     }
     fn man_dir(&self) -> PathBuf {
         self.out.join("man")
@@ -69,8 +69,30 @@ impl Dist {
 }
 
 /// The image's name in local container storage (`podman images`).
-fn image_tag() -> String {
+pub(crate) fn image_tag() -> String {
     format!("localhost/portex:{VERSION}")
+}
+
+/// The Debian package's file name in the artifacts directory.
+pub(crate) fn deb_file_name() -> String {
+    format!("portex_{VERSION}_amd64.deb")
+}
+
+/// The OCI archive's file name in the artifacts directory.
+pub(crate) fn image_archive_file_name() -> String {
+    format!("portex-{VERSION}-oci.tar")
+}
+
+/// Cargo's target directory (CARGO_TARGET_DIR, else the checkout's target/).
+pub(crate) fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::root().join("target"))
+}
+
+/// Where `cargo xtask dist` writes the artifacts.
+pub(crate) fn artifacts_dir() -> PathBuf {
+    target_dir().join("dist")
 }
 
 pub(crate) fn run(opts: Opts) -> Result<()> {
@@ -100,13 +122,10 @@ pub(crate) fn run(opts: Opts) -> Result<()> {
             bail!("{tool} not found: install it (apt-get install {package}){flag}");
         }
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::root().join("target"));
     let d = Dist {
         root: crate::root(),
-        out: target.join("dist"),
-        target,
+        out: artifacts_dir(),
+        target: target_dir(),
     };
     // No artifact of an earlier run may pass for one of this run.
     if d.out.exists() {
@@ -152,7 +171,7 @@ fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
 }
 
 /// The executable `name` on PATH.
-fn which(name: &str) -> Option<PathBuf> {
+pub(crate) fn which(name: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(name))
         .find(|p| p.is_file())
@@ -163,7 +182,7 @@ fn cargo() -> String {
 }
 
 /// Runs `cmd` with inherited output; an error unless it succeeds.
-fn run_cmd(cmd: &mut Command) -> Result<()> {
+pub(crate) fn run_cmd(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("running {:?}", cmd.get_program()))?;
