@@ -88,7 +88,7 @@ pub(crate) fn run(opts: Opts) -> Result<()> {
     .context("packaging/kubernetes/daemonset.yaml")?;
 
     let cache = std::env::var_os("PORTEX_VMHOST_CACHE")
-        .map(std::path::PathBuf::from)
+        .map(PathBuf::from)
         .unwrap_or_else(|| "/opt/portex/vmhost".into());
     let out = dist::target_dir().join("vmhost");
     let work = WorkDir(out.join("run"), opts.keep_disk);
