@@ -72,6 +72,12 @@ fn build_tests() -> Result<Vec<(String, PathBuf)>> {
     Ok(tests)
 }
 
+/// One kernel's line as soon as it is known, kept for the results file.
+fn report(results: &mut Vec<KernelResult>, r: KernelResult) {
+    println!("{}", r.line());
+    results.push(r);
+}
+
 pub fn run(opts: Opts, portex: &Path) -> Result<()> {
     let wanted = |name: &str| {
         opts.only
@@ -115,8 +121,7 @@ pub fn run(opts: Opts, portex: &Path) -> Result<()> {
             run.err(),
             t.elapsed(),
         );
-        println!("{}", r.line());
-        results.push(r);
+        report(&mut results, r);
     }
     for k in kernels {
         let t = Instant::now();
@@ -124,9 +129,10 @@ pub fn run(opts: Opts, portex: &Path) -> Result<()> {
         let (version, vmlinuz) = match fetched {
             Ok(f) => (f.version, f.vmlinuz),
             Err(e) => {
-                let r = KernelResult::failed(k.name, k.suite, format!("{e:#}"));
-                println!("{}", r.line());
-                results.push(r);
+                report(
+                    &mut results,
+                    KernelResult::failed(k.name, k.suite, format!("{e:#}")),
+                );
                 continue;
             }
         };
@@ -153,8 +159,7 @@ pub fn run(opts: Opts, portex: &Path) -> Result<()> {
             run.err(),
             t.elapsed(),
         );
-        println!("{}", r.line());
-        results.push(r);
+        report(&mut results, r);
     }
     report::write(&results_dir, &results)?;
     println!(

@@ -99,6 +99,14 @@ impl KernelResult {
             && self.checks.iter().all(|c| c.1)
     }
 
+    fn not_loaded_text(&self) -> String {
+        if self.not_loaded.is_empty() {
+            "none".into()
+        } else {
+            self.not_loaded.join(", ")
+        }
+    }
+
     pub fn line(&self) -> String {
         let passed = self.checks.iter().filter(|c| c.1).count();
         format!(
@@ -108,11 +116,7 @@ impl KernelResult {
             if self.ok() { "ok" } else { "FAILED" },
             self.attached.map_or("-".into(), |a| a.to_string()),
             super::table::PROGRAMS,
-            if self.not_loaded.is_empty() {
-                "none".into()
-            } else {
-                self.not_loaded.join(", ")
-            },
+            self.not_loaded_text(),
             passed,
             self.checks.len(),
             self.secs,
@@ -180,11 +184,7 @@ impl KernelResult {
             self.release,
             self.attached.map_or("-".into(), |a| a.to_string()),
             super::table::PROGRAMS,
-            if self.not_loaded.is_empty() {
-                "none".into()
-            } else {
-                self.not_loaded.join(", ")
-            },
+            self.not_loaded_text(),
             passed,
             self.checks.len(),
             self.secs
