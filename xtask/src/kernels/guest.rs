@@ -76,7 +76,7 @@ pub fn run(plan: &Plan, vmlinuz: Option<&Path>, out: &Path, limit: Duration) -> 
             c
         }
         Some(k) => {
-            let mut c = Command::new("vng");
+            let mut c = Command::new(vng());
             c.arg("--run")
                 .arg(k)
                 .args(["--disable-kvm", "--cpus", "2", "--memory", "2G"])
@@ -115,6 +115,29 @@ pub fn run(plan: &Plan, vmlinuz: Option<&Path>, out: &Path, limit: Duration) -> 
         );
     }
     Ok(())
+}
+
+/// virtme-ng's command: on PATH, or beside the python3 that pip installed it for (a
+/// pyenv's shims may not be on a CI job's PATH).
+fn vng() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("vng"))
+        .find(|p| p.is_file());
+    on_path
+        .or_else(|| {
+            let out = Command::new("python3")
+                .args([
+                    "-c",
+                    "import sys, os; print(os.path.dirname(sys.executable))",
+                ])
+                .output()
+                .ok()?;
+            let dir = String::from_utf8(out.stdout).ok()?;
+            Some(PathBuf::from(dir.trim()).join("vng")).filter(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from("vng"))
 }
 
 /// The status and seconds a step wrote ("rc secs").
