@@ -148,7 +148,13 @@ pub fn run(opts: Opts, portex: &Path) -> Result<()> {
             expect_programs: PROGRAMS - k.not_loaded.len(),
         };
         let out = guest::out_dir(&results_dir, k.name);
-        let run = guest::run(&plan, Some(&vmlinuz), &out, Duration::from_secs(900));
+        let mut run = guest::run(&plan, Some(&vmlinuz), &out, Duration::from_secs(900));
+        if let Err(e) = &run {
+            // The guest itself did not come through (a boot that hung, a VM starved by
+            // its host): booted once more, said so. A check that failed is never rerun.
+            eprintln!("kernels: {}: {e:#}; booting it once more", k.name);
+            run = guest::run(&plan, Some(&vmlinuz), &out, Duration::from_secs(900));
+        }
         let r = KernelResult::read(
             k.name,
             k.suite,
