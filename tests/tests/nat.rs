@@ -6,9 +6,17 @@
 //! `conntrack -C` counts it. A `watch` running meanwhile reports the 2 refused
 //! connections as `connect_failed` with cause `nat_exhausted`, from the pod's process. Every namespace (and so every veth and rule) goes when the
 //! test ends, on every path.
-use std::process::Command;
+use std::{process::Command, sync::Mutex};
 
 use portex_e2e::*;
+
+/// One test of this file at a time: each fills a NAT pool, and the agents of the others
+/// (tracepoints and NAT scans see every namespace) would report it too.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 fn ip(args: &[&str]) {
     let st = Command::new("ip").args(args).status().expect("ip");
@@ -115,6 +123,7 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
     if !require_root() {
         return;
     }
+    let _one = one_at_a_time();
     let Topology { pod, gw, srv } = topology(":40000-40009", 0);
     let _server = srv.spawn(&["serve-close", "0.0.0.0:8080"]);
     let watch = Portex::start(&["watch", "--json", "--nat-scan", "1"]);
@@ -132,16 +141,26 @@ fn a_full_nat_pool_is_seen_as_the_kernel_fills_it() {
     // The 2 that timed out: connect_failed, nat_exhausted, the pod's process, the pool.
     // Two connect_stalled, then two connect_failed.
     watch.wait_lines_with(&[&pid_needle(client.driven.pid), "nat_exhausted"], 4);
-    // The NAT scanner saw the pool cross critical: a pool_pressure line of kind nat.
+    // The NAT scanner saw the pool cross critical: a pool_pressure line of kind nat, of
+    // this gateway (the other tests of this file fill NAT pools of their own meanwhile).
+    let this_gw = format!("\"netns\":{}", gw.inode());
     assert!(
-        watch.wait_lines_with(&["pool_pressure", "\"kind\":\"nat\"", "\"critical\""], 1),
+        watch.wait_lines_with(
+            &[
+                "pool_pressure",
+                "\"kind\":\"nat\"",
+                "\"critical\"",
+                &this_gw
+            ],
+            1
+        ),
         "no NAT pool_pressure line"
     );
     let fin = watch.stop();
     let pressure: Vec<Value> = fin
         .stdout
         .iter()
-        .filter(|l| l.contains("\"kind\":\"nat\""))
+        .filter(|l| l.contains("\"kind\":\"nat\"") && l.contains(&this_gw))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(
@@ -315,6 +334,7 @@ fn syns_dropped_before_the_pool_is_full_are_put_down_to_the_nat() {
     if !require_root() {
         return;
     }
+    let _one = one_at_a_time();
     let Topology { pod, gw, srv } = topology(":40000-40999", 10);
     pod.sysctl("net.ipv4.ip_local_port_range", "10000 60000");
     let _server = srv.spawn(&["serve-close", "0.0.0.0:8080"]);
@@ -380,6 +400,7 @@ fn a_masquerade_pool_in_status_is_what_the_kernel_lets_through() {
     if !require_root() {
         return;
     }
+    let _one = one_at_a_time();
     let Topology { pod, gw, srv } = topology(":40000-40009", 4);
     let _server = srv.spawn(&["serve-close", "0.0.0.0:8080"]);
     let watch = Portex::start(&["watch", "--json", "--nat-scan", "0"]);
